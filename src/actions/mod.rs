@@ -1,0 +1,412 @@
+//! Flight actions: JSON in, JSON out.
+//!
+//! Each action is an [`Action`] variant with a name, a description (shown by
+//! ListActions) and the permission it needs, checked in one exhaustive
+//! match before its body is even parsed. Handlers parse the body into a
+//! typed request (unknown fields are errors) and call the module that owns
+//! the behaviour; this module holds no business rules of its own.
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use crate::auth::{AuthError, Authenticator, Principal, TokenRecord, TokenRequest};
+use crate::query::QueryEngine;
+use crate::sync::{RegisterRequest, SyncError, SyncJob, SyncService, TableRegistration};
+use crate::table_name::TableName;
+
+/// Action failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ActionError {
+    /// No such action.
+    #[error("unknown action '{0}'; ListActions shows the available ones")]
+    Unknown(String),
+    /// The body is not the JSON the action expects.
+    #[error("invalid JSON body for {action}: {message}")]
+    BadRequest {
+        /// Action name.
+        action: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Authentication or token rules.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Registration or sync.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+/// Who may call an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    /// Admins only.
+    Admin,
+    /// Any authenticated principal (the handler may narrow further).
+    Authenticated,
+}
+
+/// Every action airlock offers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Mint a swarm or agent token.
+    TokenCreate,
+    /// Revoke a token (and the tokens it created).
+    TokenRevoke,
+    /// List tokens.
+    TokenList,
+    /// Describe the caller.
+    Whoami,
+    /// Register a table.
+    TableRegister,
+    /// List tables.
+    TableList,
+    /// Unregister a table and drop its replica.
+    TableRemove,
+    /// Start a sync.
+    SyncStart,
+    /// Job status.
+    SyncStatus,
+}
+
+impl Action {
+    /// All actions, in ListActions order.
+    pub const ALL: [Action; 9] = [
+        Action::TokenCreate,
+        Action::TokenRevoke,
+        Action::TokenList,
+        Action::Whoami,
+        Action::TableRegister,
+        Action::TableList,
+        Action::TableRemove,
+        Action::SyncStart,
+        Action::SyncStatus,
+    ];
+
+    /// The wire name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::TokenCreate => "token.create",
+            Action::TokenRevoke => "token.revoke",
+            Action::TokenList => "token.list",
+            Action::Whoami => "whoami",
+            Action::TableRegister => "table.register",
+            Action::TableList => "table.list",
+            Action::TableRemove => "table.remove",
+            Action::SyncStart => "sync.start",
+            Action::SyncStatus => "sync.status",
+        }
+    }
+
+    /// Looks an action up by name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    /// What ListActions says about it.
+    pub fn description(self) -> &'static str {
+        match self {
+            Action::TokenCreate => {
+                "Mint a token. Body: {\"kind\":\"swarm\",\"name\":\"emea\",\"ttl_seconds\":86400} (admin) or \
+                 {\"kind\":\"agent\",\"name\":\"a1\",\"attributes\":{\"region\":\"EU\"}} (admin with \"swarm\", or a swarm token for its own swarm). \
+                 Returns {\"id\",\"token\",\"expires_at\"}; the token is shown only once."
+            }
+            Action::TokenRevoke => {
+                "Revoke a token and every token it created. Body: {\"id\":\"…\"}. Admins revoke any token, a swarm its agents."
+            }
+            Action::TokenList => {
+                "List the tokens you may manage (never their secrets). Body: empty or {}."
+            }
+            Action::Whoami => {
+                "Describe the calling principal: kind, name, swarm, token id, expiry. Body: empty."
+            }
+            Action::TableRegister => {
+                "Register a table (admin). Body: {\"name\":\"schema.table\",\"source\":\"file:///data/*.parquet\"} \
+                 plus optional \"format\" (parquet|csv|json), \"csv\" {\"has_header\",\"delimiter\"}, \"primary_key\" [columns]. \
+                 The source may be any object_store URL (file, s3, gs, az, https), one file, a directory ending in '/' or a glob."
+            }
+            Action::TableList => {
+                "List tables: registrations with replica status for admins, queryable tables for others."
+            }
+            Action::TableRemove => {
+                "Unregister a table and drop its replica (admin). Body: {\"name\":\"schema.table\"}."
+            }
+            Action::SyncStart => {
+                "Start a full sync of a registered table (admin). Body: {\"table\":\"schema.table\"}. Returns {\"job_id\"}; \
+                 if a sync of the table is already running, returns that job with \"already_running\": true."
+            }
+            Action::SyncStatus => {
+                "Status of a sync job (admin): state, rows, bytes, files, error, timings. Body: {\"job_id\":\"…\"}."
+            }
+        }
+    }
+
+    /// Who may call it.
+    pub fn permission(self) -> Permission {
+        match self {
+            Action::TokenCreate
+            | Action::TokenRevoke
+            | Action::TokenList
+            | Action::Whoami
+            | Action::TableList => Permission::Authenticated,
+            Action::TableRegister
+            | Action::TableRemove
+            | Action::SyncStart
+            | Action::SyncStatus => Permission::Admin,
+        }
+    }
+}
+
+/// Runs actions.
+#[derive(Debug)]
+pub struct Actions {
+    auth: Arc<Authenticator>,
+    sync: Arc<SyncService>,
+    query: Arc<QueryEngine>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IdRequest {
+    id: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameRequest {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TableRequest {
+    table: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobRequest {
+    job_id: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Empty {}
+
+impl Actions {
+    /// Builds the action runner.
+    pub fn new(auth: Arc<Authenticator>, sync: Arc<SyncService>, query: Arc<QueryEngine>) -> Self {
+        Self { auth, sync, query }
+    }
+
+    /// Runs the action `name` for `principal` with a JSON `body`.
+    pub async fn run(
+        &self,
+        principal: &Principal,
+        name: &str,
+        body: &[u8],
+    ) -> Result<Value, ActionError> {
+        let action =
+            Action::from_name(name).ok_or_else(|| ActionError::Unknown(name.to_string()))?;
+        match action.permission() {
+            Permission::Admin => principal.require_admin(action.name())?,
+            Permission::Authenticated => {}
+        }
+        match action {
+            Action::TokenCreate => {
+                let request: TokenRequest = parse(action, body)?;
+                let issued = self.auth.create_token(principal, request).await?;
+                Ok(json!({
+                    "id": issued.record.id,
+                    "token": issued.token,
+                    "kind": issued.record.kind,
+                    "name": issued.record.name,
+                    "swarm": issued.record.swarm,
+                    "expires_at": issued.record.expires_at,
+                }))
+            }
+            Action::TokenRevoke => {
+                let IdRequest { id } = parse(action, body)?;
+                let outcome = self.auth.revoke_token(principal, &id).await?;
+                Ok(json!({
+                    "id": outcome.record.id,
+                    "revoked": true,
+                    "revoked_at": outcome.record.revoked_at,
+                    "newly_revoked": outcome.revoked,
+                }))
+            }
+            Action::TokenList => {
+                let Empty {} = parse(action, body)?;
+                let tokens: Vec<Value> = self
+                    .auth
+                    .list_tokens(principal)
+                    .iter()
+                    .map(token_json)
+                    .collect();
+                Ok(json!({ "tokens": tokens }))
+            }
+            Action::Whoami => {
+                let Empty {} = parse(action, body)?;
+                Ok(json!({
+                    "kind": principal.kind,
+                    "name": principal.name,
+                    "swarm": principal.swarm,
+                    "token_id": principal.token_id,
+                    "expires_at": principal.expires_at,
+                    "attributes": principal.attributes,
+                }))
+            }
+            Action::TableRegister => {
+                let request: RegisterRequest = parse(action, body)?;
+                let registration = self.sync.register(&principal.label(), request).await?;
+                Ok(registration_json(&registration, None))
+            }
+            Action::TableList => {
+                let Empty {} = parse(action, body)?;
+                self.table_list(principal).await
+            }
+            Action::TableRemove => {
+                let NameRequest { name } = parse(action, body)?;
+                let name = TableName::parse(&name).map_err(SyncError::from)?;
+                let dropped = self.sync.remove(&name).await?;
+                Ok(json!({ "name": name, "removed": true, "replica_dropped": dropped }))
+            }
+            Action::SyncStart => {
+                let TableRequest { table } = parse(action, body)?;
+                let name = TableName::parse(&table).map_err(SyncError::from)?;
+                let (job, started) = self.sync.start(&name).await?;
+                Ok(json!({
+                    "job_id": job.job_id,
+                    "table": job.table,
+                    "state": job.state,
+                    "already_running": !started,
+                }))
+            }
+            Action::SyncStatus => {
+                let JobRequest { job_id } = parse(action, body)?;
+                Ok(job_json(&self.sync.status(&job_id).await?))
+            }
+        }
+    }
+
+    async fn table_list(&self, principal: &Principal) -> Result<Value, ActionError> {
+        let visible = self.query.visible_tables(principal);
+        if !principal.is_admin() {
+            let tables: Vec<Value> = visible
+                .tables()
+                .map(|(schema, table, arrow)| {
+                    json!({
+                        "name": format!("{schema}.{table}"),
+                        "columns": arrow.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            return Ok(json!({ "tables": tables }));
+        }
+        let mut tables = Vec::new();
+        for registration in self.sync.registrations().await? {
+            let last_job = match &registration.last_job_id {
+                Some(id) => Some(self.sync.status(id).await?),
+                None => None,
+            };
+            let mut entry = registration_json(&registration, last_job.as_ref());
+            entry["replicated"] = json!(visible.get(&registration.name).is_some());
+            tables.push(entry);
+        }
+        Ok(json!({ "tables": tables }))
+    }
+}
+
+fn parse<T: DeserializeOwned>(action: Action, body: &[u8]) -> Result<T, ActionError> {
+    let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
+        b"{}"
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| ActionError::BadRequest {
+        action: action.name(),
+        message: e.to_string(),
+    })
+}
+
+fn token_json(record: &TokenRecord) -> Value {
+    json!({
+        "id": record.id,
+        "kind": record.kind,
+        "name": record.name,
+        "swarm": record.swarm,
+        "parent": record.parent,
+        "attributes": record.attributes,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "revoked_at": record.revoked_at,
+        "active": record.revoked_at.is_none() && record.expires_at > chrono::Utc::now(),
+    })
+}
+
+fn registration_json(registration: &TableRegistration, last_job: Option<&SyncJob>) -> Value {
+    json!({
+        "name": registration.name,
+        "source": registration.source.url,
+        "format": registration.source.format,
+        "csv": registration.source.csv,
+        "primary_key": registration.primary_key,
+        "created_by": registration.created_by,
+        "created_at": registration.created_at,
+        "last_sync": last_job.map(job_json),
+    })
+}
+
+fn job_json(job: &SyncJob) -> Value {
+    let duration_ms = match (job.started_at, job.finished_at) {
+        (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
+        (Some(start), None) => Some((chrono::Utc::now() - start).num_milliseconds()),
+        _ => None,
+    };
+    json!({
+        "job_id": job.job_id,
+        "table": job.table,
+        "strategy": job.strategy,
+        "state": job.state,
+        "rows": job.rows,
+        "bytes": job.bytes,
+        "files": job.files,
+        "source_bytes": job.source_bytes,
+        "error": job.error,
+        "attempt": job.attempt,
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+        "duration_ms": duration_ms,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_are_unique() {
+        let mut names = std::collections::HashSet::new();
+        for action in Action::ALL {
+            assert_eq!(Action::from_name(action.name()), Some(action));
+            assert!(names.insert(action.name()));
+            assert!(!action.description().is_empty());
+        }
+        assert_eq!(Action::from_name("nope"), None);
+    }
+
+    #[test]
+    fn bodies_are_strict() {
+        assert!(parse::<Empty>(Action::Whoami, b"").is_ok());
+        assert!(parse::<Empty>(Action::Whoami, b"  ").is_ok());
+        let err = parse::<IdRequest>(Action::TokenRevoke, b"{\"id\": 1}").unwrap_err();
+        assert!(err.to_string().contains("token.revoke"), "{err}");
+        let err =
+            parse::<IdRequest>(Action::TokenRevoke, b"{\"id\": \"x\", \"extra\": 1}").unwrap_err();
+        assert!(err.to_string().contains("extra"), "{err}");
+        assert!(parse::<IdRequest>(Action::TokenRevoke, b"{not json").is_err());
+    }
+}

@@ -1,0 +1,472 @@
+//! Tokens: signed JWTs backed by durable records.
+//!
+//! A token is an HS256 JWT carrying its id (`jti`), kind, subject, swarm and
+//! expiry. The signature proves airlock issued it; the record in the
+//! metadata store (mirrored in memory) is what makes it valid *now*: a token
+//! whose record is missing or revoked is refused on every call, so
+//! revocation takes effect at once and survives restarts.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{AuthError, Principal};
+use crate::meta::{Collection, Meta};
+
+const ISSUER: &str = "airlock";
+const SECRET_FILE: &str = "jwt.key";
+const MIN_SECRET_LEN: usize = 32;
+
+/// Who a token speaks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Full control; from the password handshake.
+    Admin,
+    /// A group of agents; may mint agent tokens for itself.
+    Swarm,
+    /// One agent of a swarm; the least privileged kind, hence the default.
+    #[default]
+    Agent,
+}
+
+impl std::fmt::Display for TokenKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TokenKind::Admin => "admin",
+            TokenKind::Swarm => "swarm",
+            TokenKind::Agent => "agent",
+        })
+    }
+}
+
+/// The durable record of an issued token. The token text itself is never
+/// stored: whoever holds it proves possession by its signature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    /// Unique id, also the JWT `jti`.
+    pub id: String,
+    /// Kind.
+    pub kind: TokenKind,
+    /// Subject name (swarm name for swarms, agent name for agents).
+    pub name: String,
+    /// Swarm the token belongs to (none for admins).
+    pub swarm: Option<String>,
+    /// Id of the token that created this one.
+    pub parent: Option<String>,
+    /// Agent attributes, used by row filters.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+    /// Creation time.
+    pub created_at: DateTime<Utc>,
+    /// Expiry.
+    pub expires_at: DateTime<Utc>,
+    /// Revocation time, if revoked.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    jti: String,
+    sub: String,
+    kind: TokenKind,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    swarm: Option<String>,
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+/// A request to mint a token, already validated by the caller's permissions.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// Kind.
+    pub kind: TokenKind,
+    /// Subject name.
+    pub name: String,
+    /// Swarm.
+    pub swarm: Option<String>,
+    /// Creating token's id.
+    pub parent: Option<String>,
+    /// Agent attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Lifetime.
+    pub ttl: Duration,
+    /// Expire no later than this (an agent never outlives its swarm token).
+    pub not_after: Option<DateTime<Utc>>,
+}
+
+/// A freshly minted token: the only moment its text exists on the server.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    /// The record as stored.
+    pub record: TokenRecord,
+    /// The JWT to hand to the client.
+    pub token: String,
+}
+
+/// Signs, verifies, records and revokes tokens.
+pub struct TokenService {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+    meta: Meta,
+    records: RwLock<HashMap<String, TokenRecord>>,
+}
+
+impl std::fmt::Debug for TokenService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenService").finish_non_exhaustive()
+    }
+}
+
+impl TokenService {
+    /// Loads token records and the signing secret (from `secret`, or the
+    /// file `<secrets_dir>/jwt.key`, generated on first start).
+    pub async fn open(
+        meta: Meta,
+        secrets_dir: &Path,
+        secret: Option<&[u8]>,
+    ) -> Result<Arc<Self>, AuthError> {
+        let secret = match secret {
+            Some(s) if s.len() >= MIN_SECRET_LEN => s.to_vec(),
+            Some(_) => {
+                return Err(AuthError::Internal(format!(
+                    "AIRLOCK_JWT_SECRET must be at least {MIN_SECRET_LEN} bytes"
+                )));
+            }
+            None => load_or_create_secret(secrets_dir)?,
+        };
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub", "jti"]);
+        validation.leeway = 5;
+        let records: Vec<TokenRecord> = meta.list(Collection::Tokens).await?;
+        let records = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+        Ok(Arc::new(Self {
+            encoding: EncodingKey::from_secret(&secret),
+            decoding: DecodingKey::from_secret(&secret),
+            validation,
+            meta,
+            records: RwLock::new(records),
+        }))
+    }
+
+    /// Mints a token and stores its record before handing it out.
+    pub async fn issue(&self, new: NewToken) -> Result<IssuedToken, AuthError> {
+        let now = Utc::now();
+        let ttl = chrono::Duration::from_std(new.ttl)
+            .map_err(|_| AuthError::Internal("token lifetime out of range".into()))?;
+        let record = TokenRecord {
+            id: uuid::Uuid::new_v4().to_string(),
+            kind: new.kind,
+            name: new.name,
+            swarm: new.swarm,
+            parent: new.parent,
+            attributes: new.attributes,
+            created_at: now,
+            expires_at: new
+                .not_after
+                .map_or(now + ttl, |limit| limit.min(now + ttl)),
+            revoked_at: None,
+        };
+        let claims = Claims {
+            jti: record.id.clone(),
+            sub: record.name.clone(),
+            kind: record.kind,
+            swarm: record.swarm.clone(),
+            iss: ISSUER.to_string(),
+            iat: now.timestamp(),
+            exp: record.expires_at.timestamp(),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Internal(format!("token signing failed: {e}")))?;
+        self.meta
+            .put(Collection::Tokens, &record.id, &record)
+            .await?;
+        self.write_records()
+            .insert(record.id.clone(), record.clone());
+        Ok(IssuedToken { record, token })
+    }
+
+    /// Checks a token's signature, expiry and record; returns its principal.
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::InvalidToken,
+            })?
+            .claims;
+        let records = self.read_records();
+        let record = records.get(&claims.jti).ok_or(AuthError::UnknownToken)?;
+        if record.revoked_at.is_some() {
+            return Err(AuthError::Revoked);
+        }
+        if record.expires_at <= Utc::now() {
+            return Err(AuthError::Expired);
+        }
+        // The record is authoritative; a mismatch means the token was forged
+        // with a leaked key or the record was edited — refuse either way.
+        if record.kind != claims.kind || record.swarm != claims.swarm || record.name != claims.sub {
+            return Err(AuthError::InvalidToken);
+        }
+        Ok(Principal::from_record(record))
+    }
+
+    /// Looks up a record.
+    pub fn get(&self, id: &str) -> Option<TokenRecord> {
+        self.read_records().get(id).cloned()
+    }
+
+    /// All records, newest first.
+    pub fn list(&self) -> Vec<TokenRecord> {
+        let mut all: Vec<TokenRecord> = self.read_records().values().cloned().collect();
+        all.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        all
+    }
+
+    /// Revokes a token and every token it created (recursively), returning
+    /// the ids newly revoked. Already revoked tokens are left as they are.
+    pub async fn revoke(&self, id: &str) -> Result<Vec<String>, AuthError> {
+        let now = Utc::now();
+        let to_revoke: Vec<TokenRecord> = {
+            let records = self.read_records();
+            let mut ids = vec![id.to_string()];
+            let mut i = 0;
+            while i < ids.len() {
+                let parent = ids[i].clone();
+                ids.extend(
+                    records
+                        .values()
+                        .filter(|r| r.parent.as_deref() == Some(parent.as_str()))
+                        .map(|r| r.id.clone()),
+                );
+                i += 1;
+            }
+            ids.iter()
+                .filter_map(|id| records.get(id))
+                .filter(|r| r.revoked_at.is_none())
+                .cloned()
+                .collect()
+        };
+        let mut revoked = Vec::with_capacity(to_revoke.len());
+        for mut record in to_revoke {
+            record.revoked_at = Some(now);
+            // Durable first: a crash between the two leaves it revoked on disk.
+            self.meta
+                .put(Collection::Tokens, &record.id, &record)
+                .await?;
+            revoked.push(record.id.clone());
+            self.write_records().insert(record.id.clone(), record);
+        }
+        Ok(revoked)
+    }
+
+    /// Forgets records that expired more than `grace` ago.
+    pub async fn purge_expired(&self, grace: Duration) -> Result<usize, AuthError> {
+        let cutoff = Utc::now() - chrono::Duration::from_std(grace).unwrap_or_default();
+        let expired: Vec<String> = self
+            .read_records()
+            .values()
+            .filter(|r| r.expires_at < cutoff)
+            .map(|r| r.id.clone())
+            .collect();
+        for id in &expired {
+            self.meta.delete(Collection::Tokens, id).await?;
+            self.write_records().remove(id);
+        }
+        Ok(expired.len())
+    }
+
+    fn read_records(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TokenRecord>> {
+        // The map is only ever replaced entry by entry; a panic elsewhere
+        // cannot leave it half-updated, so a poisoned lock is still sound.
+        self.records.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TokenRecord>> {
+        self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn load_or_create_secret(dir: &Path) -> Result<Vec<u8>, AuthError> {
+    let path = dir.join(SECRET_FILE);
+    let io = |e: std::io::Error| AuthError::Internal(format!("{}: {e}", path.display()));
+    if path.exists() {
+        let hex = std::fs::read_to_string(&path).map_err(io)?;
+        return decode_hex(hex.trim())
+            .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .ok_or_else(|| {
+                AuthError::Internal(format!(
+                    "{} is not a valid secret; delete it to generate a new one (all tokens become invalid)",
+                    path.display()
+                ))
+            });
+    }
+    std::fs::create_dir_all(dir).map_err(io)?;
+    let mut secret = [0u8; 32];
+    rand::rng().fill(&mut secret);
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    write_private(&path, hex.as_bytes()).map_err(io)?;
+    Ok(secret.to_vec())
+}
+
+/// Writes a file readable by the owner only.
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meta::DuckDbMetaStore;
+
+    async fn service(dir: &Path) -> Arc<TokenService> {
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir).unwrap()));
+        TokenService::open(meta, &dir.join("secrets"), None)
+            .await
+            .unwrap()
+    }
+
+    fn swarm(name: &str, ttl: Duration) -> NewToken {
+        NewToken {
+            kind: TokenKind::Swarm,
+            name: name.into(),
+            swarm: Some(name.into()),
+            parent: None,
+            attributes: BTreeMap::new(),
+            ttl,
+            not_after: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn issue_verify_revoke_survives_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (swarm_token, agent_token, agent_id) = {
+            let tokens = service(dir.path()).await;
+            let s = tokens
+                .issue(swarm("emea", Duration::from_secs(3600)))
+                .await
+                .unwrap();
+            let principal = tokens.verify(&s.token).unwrap();
+            assert_eq!(principal.kind, TokenKind::Swarm);
+            assert_eq!(principal.swarm.as_deref(), Some("emea"));
+            let a = tokens
+                .issue(NewToken {
+                    kind: TokenKind::Agent,
+                    name: "a1".into(),
+                    swarm: Some("emea".into()),
+                    parent: Some(s.record.id.clone()),
+                    attributes: BTreeMap::from([("region".into(), "EU".into())]),
+                    ttl: Duration::from_secs(60),
+                    not_after: None,
+                })
+                .await
+                .unwrap();
+            assert_eq!(tokens.verify(&a.token).unwrap().attributes["region"], "EU");
+            (s.token, a.token, a.record.id)
+        };
+        // Same secret and records after a restart.
+        let tokens = service(dir.path()).await;
+        assert!(tokens.verify(&agent_token).is_ok());
+        let swarm_id = tokens.verify(&swarm_token).unwrap().token_id;
+        let revoked = tokens.revoke(&swarm_id).await.unwrap();
+        assert_eq!(revoked.len(), 2, "the swarm's agent goes with it");
+        assert!(revoked.contains(&agent_id));
+        assert!(matches!(
+            tokens.verify(&swarm_token),
+            Err(AuthError::Revoked)
+        ));
+        // Revocation is durable.
+        let tokens = service(dir.path()).await;
+        assert!(matches!(
+            tokens.verify(&agent_token),
+            Err(AuthError::Revoked)
+        ));
+    }
+
+    #[tokio::test]
+    async fn expired_forged_and_foreign_tokens_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = service(dir.path()).await;
+        let short = tokens
+            .issue(swarm("s", Duration::from_secs(0)))
+            .await
+            .unwrap();
+        // Expiry equals issue time: the record check refuses it even within leeway.
+        assert!(matches!(
+            tokens.verify(&short.token),
+            Err(AuthError::Expired)
+        ));
+
+        let ok = tokens
+            .issue(swarm("s", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        let mut forged = ok.token.clone();
+        forged.pop();
+        forged.push(if ok.token.ends_with('A') { 'B' } else { 'A' });
+        assert!(matches!(
+            tokens.verify(&forged),
+            Err(AuthError::InvalidToken)
+        ));
+        assert!(matches!(
+            tokens.verify("not-a-jwt"),
+            Err(AuthError::InvalidToken)
+        ));
+
+        // A token signed by another server's key does not verify here.
+        let other_dir = tempfile::tempdir().unwrap();
+        let other = service(other_dir.path()).await;
+        let foreign = other
+            .issue(swarm("s", Duration::from_secs(60)))
+            .await
+            .unwrap();
+        assert!(matches!(
+            tokens.verify(&foreign.token),
+            Err(AuthError::InvalidToken)
+        ));
+    }
+
+    #[tokio::test]
+    async fn secret_file_is_private() {
+        let dir = tempfile::tempdir().unwrap();
+        service(dir.path()).await;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.path().join("secrets").join(SECRET_FILE))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "secret readable by others: {mode:o}");
+        }
+    }
+}

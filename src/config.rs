@@ -1,0 +1,431 @@
+//! Configuration: the command line, `AIRLOCK_*` environment variables, an
+//! optional TOML file and built-in defaults, layered in that order of
+//! precedence (flag > environment > file > default).
+//!
+//! Every setting has a flag (with its environment variable, shown by
+//! `--help`) and a key in the TOML file; the file's layout is the
+//! serialization of [`Config`], which `airlock config` prints.
+//! Secrets are not settings: `AIRLOCK_ADMIN_PASSWORD` and
+//! `AIRLOCK_JWT_SECRET` are read from the environment only, so they never
+//! appear in a config dump, a process list or a log.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytesize::ByteSize;
+use clap::{Args, Parser, Subcommand};
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+/// Errors found while assembling the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// `--config` named a file that is not there.
+    #[error("config file {path} does not exist; create it or drop --config/AIRLOCK_CONFIG")]
+    MissingFile { path: PathBuf },
+    /// A layer had a value of the wrong shape or an unknown key.
+    #[error("invalid configuration: {0}")]
+    Invalid(#[from] Box<figment::Error>),
+    /// The TLS settings are half there.
+    #[error("TLS needs both tls.cert and tls.key (got only {given})")]
+    HalfTls { given: &'static str },
+}
+
+/// The top-level command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "airlock",
+    version,
+    about = "A governed Arrow Flight SQL server for AI agents over DuckDB replicas",
+    long_about = "airlock serves Arrow Flight SQL (ADBC, JDBC, pyarrow, polars, pandas) over DuckDB \
+                  replicas of warehouse tables. Start it with `airlock serve`; log in as `admin` \
+                  with the password from AIRLOCK_ADMIN_PASSWORD (or the one printed on first start)."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the Flight SQL server.
+    Serve(ServeArgs),
+    /// Print the effective configuration (defaults, file, environment and
+    /// flags merged) as TOML, ready to save as a config file.
+    Config(ServeArgs),
+}
+
+/// Flags of `airlock serve`. Each overrides the matching key of the config file.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML config file; its keys are those printed by `airlock config`.
+    #[arg(long, env = "AIRLOCK_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Directory holding the replica, the metadata database and secrets
+    /// [default: ./airlock-data]
+    #[arg(long, env = "AIRLOCK_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Address the Flight SQL (gRPC) endpoint listens on [default: 127.0.0.1:50051]
+    #[arg(long, env = "AIRLOCK_FLIGHT_ADDR", value_name = "HOST:PORT")]
+    pub flight_addr: Option<SocketAddr>,
+
+    /// Generate and load a small demo dataset (schema `demo`) at start.
+    #[arg(long, env = "AIRLOCK_DEMO")]
+    pub demo: bool,
+
+    /// Longest a query may run before it is interrupted, e.g. `30s`, `5m` [default: 5m]
+    #[arg(long, env = "AIRLOCK_QUERY_TIMEOUT", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub query_timeout: Option<Duration>,
+
+    /// Memory DataFusion may use for joins, sorts and aggregates across all
+    /// queries, e.g. `2GiB` [default: 2GiB]
+    #[arg(long, env = "AIRLOCK_QUERY_MEMORY_LIMIT", value_name = "SIZE")]
+    pub query_memory_limit: Option<ByteSize>,
+
+    /// DuckDB worker threads [default: number of CPUs]
+    #[arg(long, env = "AIRLOCK_DUCKDB_THREADS", value_name = "N")]
+    pub duckdb_threads: Option<usize>,
+
+    /// DuckDB memory limit, e.g. `4GiB` [default: 4GiB]
+    #[arg(long, env = "AIRLOCK_DUCKDB_MEMORY_LIMIT", value_name = "SIZE")]
+    pub duckdb_memory_limit: Option<ByteSize>,
+
+    /// How many table syncs may run at once [default: 2]
+    #[arg(long, env = "AIRLOCK_SYNC_PARALLELISM", value_name = "N")]
+    pub sync_parallelism: Option<usize>,
+
+    /// PEM certificate chain; with --tls-key, serves Flight SQL over TLS.
+    #[arg(long, env = "AIRLOCK_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key matching --tls-cert.
+    #[arg(long, env = "AIRLOCK_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Log filter in `tracing` syntax, e.g. `info` or `airlock=debug` [default: info]
+    #[arg(long, env = "AIRLOCK_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+
+    /// Log format: `text` or `json` [default: text]
+    #[arg(long, env = "AIRLOCK_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// The whole configuration of a server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the replica, metadata and secrets live.
+    pub data_dir: PathBuf,
+    /// Flight SQL listen address.
+    pub flight_addr: SocketAddr,
+    /// Load the generated demo dataset at start.
+    pub demo: bool,
+    /// Query execution limits.
+    pub query: QueryConfig,
+    /// DuckDB replica settings.
+    pub duckdb: DuckDbConfig,
+    /// Token lifetimes.
+    pub auth: AuthConfig,
+    /// Replication settings.
+    pub sync: SyncConfig,
+    /// TLS for the Flight endpoint; absent means plaintext.
+    pub tls: TlsConfig,
+    /// Options for object stores named by `table.register` sources, e.g.
+    /// `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
+    /// better left to the standard `AWS_*`, `GOOGLE_*`, `AZURE_*` variables.
+    pub object_store: BTreeMap<String, String>,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Limits on each query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueryConfig {
+    /// A query running longer is interrupted and fails with DEADLINE_EXCEEDED.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Memory pool shared by DataFusion operators of all running queries.
+    pub memory_limit: ByteSize,
+    /// Longest SQL text accepted, in bytes.
+    pub max_sql_length: usize,
+}
+
+/// DuckDB replica settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DuckDbConfig {
+    /// Worker threads; 0 means one per CPU.
+    pub threads: usize,
+    /// DuckDB's memory limit.
+    pub memory_limit: ByteSize,
+    /// Most disk DuckDB may spill to under `<data_dir>/tmp`.
+    pub max_temp_directory_size: ByteSize,
+}
+
+/// Token lifetimes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of the bearer token an admin gets from the handshake.
+    #[serde(with = "humantime_serde")]
+    pub admin_session_ttl: Duration,
+    /// Lifetime of swarm and agent tokens when `ttl_seconds` is not given.
+    #[serde(with = "humantime_serde")]
+    pub default_token_ttl: Duration,
+    /// Longest lifetime `token.create` grants.
+    #[serde(with = "humantime_serde")]
+    pub max_token_ttl: Duration,
+}
+
+/// Replication settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SyncConfig {
+    /// Syncs running at once; more wait in the queue.
+    pub parallelism: usize,
+}
+
+/// TLS certificate and key (PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Private key.
+    pub key: Option<PathBuf>,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive.
+    pub filter: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./airlock-data"),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            demo: false,
+            query: QueryConfig::default(),
+            duckdb: DuckDbConfig::default(),
+            auth: AuthConfig::default(),
+            sync: SyncConfig::default(),
+            tls: TlsConfig::default(),
+            object_store: BTreeMap::new(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(300),
+            memory_limit: ByteSize::gib(2),
+            max_sql_length: 1 << 20,
+        }
+    }
+}
+
+impl Default for DuckDbConfig {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            memory_limit: ByteSize::gib(4),
+            max_temp_directory_size: ByteSize::gib(20),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_session_ttl: Duration::from_secs(12 * 3600),
+            default_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for SyncConfig {
+    fn default() -> Self {
+        Self { parallelism: 2 }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Config {
+    /// Merges defaults, the config file named by `args.config`, and the
+    /// flags/environment in `args` (clap already resolved those two).
+    pub fn load(args: &ServeArgs) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = &args.config {
+            if !Path::new(path).is_file() {
+                return Err(ConfigError::MissingFile { path: path.clone() });
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        figment = args.overrides(figment);
+        let config: Config = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        match (&self.tls.cert, &self.tls.key) {
+            (Some(_), None) => Err(ConfigError::HalfTls { given: "tls.cert" }),
+            (None, Some(_)) => Err(ConfigError::HalfTls { given: "tls.key" }),
+            _ => Ok(()),
+        }
+    }
+
+    /// The configuration as TOML, for `airlock config`.
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string_pretty(self)
+    }
+}
+
+impl ServeArgs {
+    fn overrides(&self, figment: Figment) -> Figment {
+        let mut figment = figment;
+        macro_rules! set {
+            ($key:literal, $value:expr) => {
+                if let Some(value) = &$value {
+                    figment = figment.merge(Serialized::default($key, value));
+                }
+            };
+        }
+        set!("data_dir", self.data_dir);
+        set!("flight_addr", self.flight_addr);
+        if self.demo {
+            figment = figment.merge(Serialized::default("demo", true));
+        }
+        set!(
+            "query.timeout",
+            self.query_timeout
+                .map(|d| humantime::format_duration(d).to_string())
+        );
+        set!("query.memory_limit", self.query_memory_limit);
+        set!("duckdb.threads", self.duckdb_threads);
+        set!("duckdb.memory_limit", self.duckdb_memory_limit);
+        set!("sync.parallelism", self.sync_parallelism);
+        set!("tls.cert", self.tls_cert);
+        set!("tls.key", self.tls_key);
+        set!("log.filter", self.log);
+        set!("log.format", self.log_format);
+        figment
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_file_or_flags() {
+        let config = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.data_dir, PathBuf::from("./airlock-data"));
+        assert_eq!(config.flight_addr.to_string(), "127.0.0.1:50051");
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("airlock.toml");
+        std::fs::write(
+            &path,
+            "data_dir = \"/from/file\"\nflight_addr = \"0.0.0.0:6000\"\n\
+             [query]\ntimeout = \"30s\"\n[duckdb]\nmemory_limit = \"1 GiB\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            flight_addr: Some("127.0.0.1:7000".parse().unwrap()),
+            ..ServeArgs::default()
+        };
+        let config = Config::load(&args).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.flight_addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.query.timeout, Duration::from_secs(30));
+        assert_eq!(config.duckdb.memory_limit, ByteSize::gib(1));
+    }
+
+    #[test]
+    fn unknown_keys_and_missing_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "[query]\ntimeot = \"30s\"\n").unwrap();
+        let err = Config::load(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("timeot"), "{err}");
+
+        let err = Config::load(&ServeArgs {
+            config: Some(dir.path().join("nope.toml")),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
+    }
+
+    #[test]
+    fn printed_config_loads_back_identically() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("printed.toml");
+        let mut config = Config::default();
+        config
+            .object_store
+            .insert("aws_region".into(), "eu-west-1".into());
+        std::fs::write(&path, config.to_toml().unwrap()).unwrap();
+        let loaded = Config::load(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(loaded, config);
+    }
+
+    #[test]
+    fn half_tls_is_refused() {
+        let err = Config::load(&ServeArgs {
+            tls_cert: Some("cert.pem".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("tls.key"), "{err}");
+    }
+}

@@ -1,0 +1,300 @@
+//! Every airlock error becomes a gRPC `Status` here, and only here.
+//!
+//! The matches are exhaustive on purpose (no `_ =>`): a new error variant
+//! does not compile until someone decides which status it gets. Errors the
+//! caller caused (bad SQL, unknown table, bad JSON) keep their message, since
+//! it tells the caller what to fix; server-side failures are logged with
+//! their detail and reach the client as a short message, capped in length.
+
+use datafusion::arrow::error::ArrowError;
+use datafusion::common::DataFusionError;
+use tonic::{Code, Status};
+
+use crate::actions::ActionError;
+use crate::auth::AuthError;
+use crate::meta::MetaError;
+use crate::query::QueryError;
+use crate::replica::ReplicaError;
+use crate::sync::{SourceError, SyncError};
+use crate::table_name::TableNameError;
+
+/// Longest message sent to a client.
+const MAX_MESSAGE: usize = 2000;
+
+fn status(code: Code, message: impl Into<String>) -> Status {
+    let mut message: String = message.into();
+    if message.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !message.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        message.truncate(cut);
+        message.push('…');
+    }
+    match code {
+        Code::Internal | Code::Unavailable | Code::Unknown | Code::DataLoss => {
+            tracing::warn!(code = ?code, %message, "server error");
+        }
+        _ => tracing::info!(code = ?code, %message, "request refused"),
+    }
+    Status::new(code, message)
+}
+
+/// Status for authentication and token-rule errors.
+pub(crate) fn auth(error: AuthError) -> Status {
+    let code = match &error {
+        AuthError::MissingCredentials
+        | AuthError::MalformedHeader(_)
+        | AuthError::BadPassword
+        | AuthError::InvalidToken
+        | AuthError::Expired
+        | AuthError::Revoked
+        | AuthError::UnknownToken => Code::Unauthenticated,
+        AuthError::Forbidden(_) => Code::PermissionDenied,
+        AuthError::InvalidRequest(_) => Code::InvalidArgument,
+        AuthError::NotFound(_) => Code::NotFound,
+        AuthError::Meta(e) => return meta(e),
+        AuthError::Internal(_) => Code::Internal,
+    };
+    status(code, error.to_string())
+}
+
+fn meta(error: &MetaError) -> Status {
+    let code = match error {
+        MetaError::Open(_)
+        | MetaError::Store(_)
+        | MetaError::Corrupt { .. }
+        | MetaError::Task(_) => Code::Internal,
+    };
+    status(code, error.to_string())
+}
+
+/// Status for query errors.
+pub(crate) fn query(error: QueryError) -> Status {
+    let code = match &error {
+        QueryError::TooLong { .. }
+        | QueryError::Empty
+        | QueryError::Syntax(_)
+        | QueryError::MultipleStatements(_)
+        | QueryError::Parameters(_) => Code::InvalidArgument,
+        QueryError::NotAQuery(_) => Code::PermissionDenied,
+        QueryError::UnknownTable(_) => Code::NotFound,
+        QueryError::Plan(e) | QueryError::Execution(e) => datafusion_code(e),
+        QueryError::Timeout(_) => Code::DeadlineExceeded,
+        QueryError::Cancelled => Code::Cancelled,
+        QueryError::Internal(_) => Code::Internal,
+    };
+    status(code, error.to_string())
+}
+
+/// Who is at fault in a DataFusion error decides its code.
+fn datafusion_code(error: &DataFusionError) -> Code {
+    match error.find_root() {
+        DataFusionError::Plan(_)
+        | DataFusionError::SQL(..)
+        | DataFusionError::SchemaError(..)
+        | DataFusionError::Configuration(_) => Code::InvalidArgument,
+        DataFusionError::NotImplemented(_) => Code::Unimplemented,
+        DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
+        // Execution errors DataFusion raises are about the data the query
+        // touched: division by zero, failed casts, overflow.
+        DataFusionError::Execution(_) | DataFusionError::ExecutionJoin(_) => Code::InvalidArgument,
+        DataFusionError::ArrowError(e, _) => arrow_code(e),
+        DataFusionError::ParquetError(_)
+        | DataFusionError::ObjectStore(_)
+        | DataFusionError::IoError(_)
+        | DataFusionError::External(_)
+        | DataFusionError::Internal(_)
+        | DataFusionError::Substrait(_)
+        | DataFusionError::Context(..)
+        | DataFusionError::Shared(_)
+        | DataFusionError::Collection(_)
+        | DataFusionError::Diagnostic(..)
+        | DataFusionError::Ffi(_) => Code::Internal,
+    }
+}
+
+fn arrow_code(error: &ArrowError) -> Code {
+    match error {
+        ArrowError::DivideByZero
+        | ArrowError::CastError(_)
+        | ArrowError::ArithmeticOverflow(_)
+        | ArrowError::ComputeError(_)
+        | ArrowError::ParseError(_)
+        | ArrowError::InvalidArgumentError(_) => Code::InvalidArgument,
+        ArrowError::MemoryError(_) => Code::ResourceExhausted,
+        ArrowError::NotYetImplemented(_) => Code::Unimplemented,
+        ArrowError::ExternalError(_)
+        | ArrowError::SchemaError(_)
+        | ArrowError::CsvError(_)
+        | ArrowError::JsonError(_)
+        | ArrowError::AvroError(_)
+        | ArrowError::ParquetError(_)
+        | ArrowError::IoError(..)
+        | ArrowError::IpcError(_)
+        | ArrowError::CDataInterface(_)
+        | ArrowError::DictionaryKeyOverflowError
+        | ArrowError::RunEndIndexOverflowError
+        | ArrowError::OffsetOverflowError(_) => Code::Internal,
+    }
+}
+
+/// Status for action errors.
+pub(crate) fn action(error: ActionError) -> Status {
+    match error {
+        ActionError::Unknown(_) => status(Code::NotFound, error.to_string()),
+        ActionError::BadRequest { .. } => status(Code::InvalidArgument, error.to_string()),
+        ActionError::Auth(e) => auth(e),
+        ActionError::Sync(e) => sync(e),
+    }
+}
+
+/// Status for registration and sync errors.
+pub(crate) fn sync(error: SyncError) -> Status {
+    let code = match &error {
+        SyncError::Name(e) => return name(e),
+        SyncError::Source(e) => source_code(e),
+        SyncError::AlreadyRegistered(_) => Code::AlreadyExists,
+        SyncError::NotRegistered(_) | SyncError::NoSuchJob(_) => Code::NotFound,
+        SyncError::Busy { .. } => Code::FailedPrecondition,
+        SyncError::BadPrimaryKey(_) => Code::InvalidArgument,
+        SyncError::Replica(e) => replica_code(e),
+        SyncError::Meta(e) => return meta(e),
+        SyncError::Task(_) => Code::Internal,
+    };
+    status(code, error.to_string())
+}
+
+fn name(error: &TableNameError) -> Status {
+    let code = match error {
+        TableNameError::Empty(_)
+        | TableNameError::TooManyParts(_)
+        | TableNameError::BadCharacters { .. }
+        | TableNameError::Reserved(_) => Code::InvalidArgument,
+    };
+    status(code, error.to_string())
+}
+
+fn source_code(error: &SourceError) -> Code {
+    match error {
+        SourceError::BadUrl { .. }
+        | SourceError::UnsupportedScheme(_)
+        | SourceError::UnsupportedFormat(_)
+        | SourceError::UnknownFormat(_) => Code::InvalidArgument,
+        SourceError::NoFiles { .. } => Code::NotFound,
+        // Unreadable files, denied credentials, unreachable stores: the
+        // request was fine, the source is not.
+        SourceError::Read { .. } => Code::FailedPrecondition,
+    }
+}
+
+fn replica_code(error: &ReplicaError) -> Code {
+    match error {
+        ReplicaError::NoSuchTable(_) => Code::NotFound,
+        ReplicaError::UnsupportedType { .. } | ReplicaError::Name(_) => Code::InvalidArgument,
+        ReplicaError::Open(_) | ReplicaError::DuckDb { .. } | ReplicaError::Arrow(_) => {
+            Code::Internal
+        }
+    }
+}
+
+/// Status for a malformed protocol message (ticket, handle, parameters).
+pub(crate) fn bad_request(message: impl Into<String>) -> Status {
+    status(Code::InvalidArgument, message)
+}
+
+/// Status for a server-side failure outside the typed errors above.
+pub(crate) fn internal(message: impl Into<String>) -> Status {
+    status(Code::Internal, message)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::table_name::TableName;
+
+    #[test]
+    fn codes_by_fault() {
+        let cases: Vec<(Status, Code)> = vec![
+            (auth(AuthError::MissingCredentials), Code::Unauthenticated),
+            (auth(AuthError::Expired), Code::Unauthenticated),
+            (auth(AuthError::Revoked), Code::Unauthenticated),
+            (
+                auth(AuthError::Forbidden("x".into())),
+                Code::PermissionDenied,
+            ),
+            (auth(AuthError::NotFound("x".into())), Code::NotFound),
+            (query(QueryError::Syntax("x".into())), Code::InvalidArgument),
+            (
+                query(QueryError::NotAQuery("DROP TABLE".into())),
+                Code::PermissionDenied,
+            ),
+            (
+                query(QueryError::UnknownTable("s.t".into())),
+                Code::NotFound,
+            ),
+            (
+                query(QueryError::Timeout(Duration::from_secs(1))),
+                Code::DeadlineExceeded,
+            ),
+            (query(QueryError::Cancelled), Code::Cancelled),
+            (
+                query(QueryError::Execution(DataFusionError::ArrowError(
+                    Box::new(ArrowError::DivideByZero),
+                    None,
+                ))),
+                Code::InvalidArgument,
+            ),
+            (
+                query(QueryError::Plan(DataFusionError::Context(
+                    "ctx".into(),
+                    Box::new(DataFusionError::ResourcesExhausted("mem".into())),
+                ))),
+                Code::ResourceExhausted,
+            ),
+            (action(ActionError::Unknown("x".into())), Code::NotFound),
+            (
+                action(ActionError::BadRequest {
+                    action: "whoami",
+                    message: "x".into(),
+                }),
+                Code::InvalidArgument,
+            ),
+            (
+                sync(SyncError::AlreadyRegistered(
+                    TableName::parse("s.t").unwrap(),
+                )),
+                Code::AlreadyExists,
+            ),
+            (
+                sync(SyncError::Source(SourceError::UnsupportedFormat(
+                    "xlsx".into(),
+                ))),
+                Code::InvalidArgument,
+            ),
+            (
+                sync(SyncError::Source(SourceError::NoFiles {
+                    url: "file:///x".into(),
+                    format: crate::sync::FileFormat::Csv,
+                })),
+                Code::NotFound,
+            ),
+            (
+                sync(SyncError::Name(TableNameError::Empty(String::new()))),
+                Code::InvalidArgument,
+            ),
+        ];
+        for (status, code) in cases {
+            assert_eq!(status.code(), code, "{}", status.message());
+        }
+    }
+
+    #[test]
+    fn messages_are_capped() {
+        let long = "x".repeat(10_000);
+        let status = query(QueryError::Syntax(long));
+        assert!(status.message().len() <= MAX_MESSAGE + 4);
+    }
+}

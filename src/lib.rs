@@ -1,0 +1,32 @@
+//! airlock: a governed Arrow Flight SQL server that gives AI agents fast,
+//! read-only access to DuckDB replicas of warehouse data.
+//!
+//! ```text
+//!  agents / BI / notebooks (ADBC, JDBC, pyarrow, polars, pandas)
+//!    │ Flight SQL over gRPC
+//!    ▼
+//!  flight    protocol only: decode, authenticate each call, encode
+//!    ├─► auth      Basic → bearer JWT; token records, revocation
+//!    ├─► actions   JSON actions: tokens, tables, syncs
+//!    │     └─► sync      sources (object_store files) → staging → swap
+//!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
+//!          └─► replica   DuckDB: hardened; scans get generated SQL only
+//!  meta      durable documents: tokens, registrations, jobs, settings
+//! ```
+//!
+//! Agent SQL is parsed and planned by DataFusion; DuckDB only ever sees SQL
+//! that airlock generates from typed plan fragments (projection, filters,
+//! limit). [`server::App::open`] wires the modules; [`server::run`] serves.
+
+pub mod actions;
+pub mod auth;
+pub mod config;
+pub mod demo;
+mod duckdb_setup;
+pub mod flight;
+pub mod meta;
+pub mod query;
+pub mod replica;
+pub mod server;
+pub mod sync;
+pub mod table_name;

@@ -1,0 +1,95 @@
+//! A runtime of its own for running query plans.
+//!
+//! DataFusion operators compute inside `poll`, and one poll of a join over
+//! big batches can take seconds. On the gRPC runtime that would stall other
+//! callers and hold back deadlines and cancels until the poll returned. So
+//! plans run here, and their batches cross to the gRPC side over a bounded
+//! channel: the gRPC side stays responsive, a timeout or cancel answers at
+//! once, and dropping the receiving end aborts the task at its next yield
+//! (dropping the DuckDB scans below it, which interrupts them).
+
+use std::sync::Arc;
+
+use datafusion::common::Result as DfResult;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
+use futures::StreamExt;
+use tokio::runtime::Runtime;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::ReceiverStream;
+
+/// Batches buffered between a running plan and its consumer.
+const CHANNEL_BATCHES: usize = 2;
+
+/// Runs query plans on dedicated threads.
+pub(crate) struct QueryExecutor {
+    // Option so Drop can move it out: a Runtime must not be dropped inside
+    // an async context, so it is shut down in the background instead.
+    runtime: Option<Runtime>,
+}
+
+impl std::fmt::Debug for QueryExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QueryExecutor").finish_non_exhaustive()
+    }
+}
+
+impl QueryExecutor {
+    /// An executor with `threads` worker threads.
+    pub(crate) fn new(threads: usize) -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name("airlock-query")
+            .enable_all()
+            .build()?;
+        Ok(Self {
+            runtime: Some(runtime),
+        })
+    }
+
+    /// Starts `plan` and returns its output; dropping the stream aborts it.
+    pub(crate) fn execute(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let schema = plan.schema();
+        let mut inner = execute_stream(plan, context)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+        let task = async move {
+            while let Some(item) = inner.next().await {
+                if tx.send(item).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let handle = match &self.runtime {
+            Some(runtime) => runtime.spawn(task),
+            // Only during shutdown; running inline is still correct.
+            None => tokio::spawn(task),
+        };
+        let guard = AbortOnDrop(handle);
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            let _ = &guard;
+            item
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+    }
+}
+
+impl Drop for QueryExecutor {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

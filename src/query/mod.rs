@@ -1,0 +1,356 @@
+//! Query planning and execution.
+//!
+//! ```text
+//! SQL text ─► statement::parse_query      one read-only query, or refused
+//!          ─► table check                 every referenced table visible?
+//!          ─► DataFusion planning         against the principal's catalog
+//!          ─► bind parameters             prepared statements
+//!          ─► physical plan ─► QueryStream   deadline, cancel, schema labels
+//!                      └─ DuckDbScanExec (replica) pushes projection,
+//!                         filters and limit into DuckDB
+//! ```
+//!
+//! Planning is deterministic for a given principal, SQL text and
+//! parameters, which is what lets tickets carry just the SQL: any node can
+//! re-plan and serve them.
+
+mod catalog;
+mod executor;
+mod statement;
+mod stream;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{DataFusionError, ParamValues, ScalarValue, TableReference};
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::{SQLOptions, SessionState};
+use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
+use datafusion::execution::runtime_env::RuntimeEnvBuilder;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::prelude::SessionConfig;
+
+pub use catalog::{CATALOG, VisibleTables};
+pub use stream::{QueryStream, RunningQueries};
+
+use crate::auth::Principal;
+use crate::config::QueryConfig;
+use crate::replica::Replica;
+use crate::table_name::{DEFAULT_SCHEMA, TableName};
+
+/// Why a query could not be planned or run.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Longer than `query.max_sql_length`.
+    #[error("SQL text is {len} bytes, over the limit of {max}")]
+    TooLong {
+        /// Length given.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// No statement at all.
+    #[error("empty query: send one SELECT statement")]
+    Empty,
+    /// Does not parse.
+    #[error("SQL syntax error: {0}")]
+    Syntax(String),
+    /// Several statements in one text.
+    #[error("{0} statements in one request; airlock runs exactly one query per request")]
+    MultipleStatements(usize),
+    /// Parses, but is not a query.
+    #[error("{0} is not allowed: airlock is read-only and runs only SELECT queries")]
+    NotAQuery(String),
+    /// A referenced table is not visible.
+    #[error(
+        "table '{0}' does not exist or is not visible to you; list tables with GetTables or the table.list action"
+    )]
+    UnknownTable(String),
+    /// Planning failed (unknown column, type error, unsupported feature, …).
+    #[error("{}", describe(.0))]
+    Plan(DataFusionError),
+    /// Parameter binding failed.
+    #[error("parameters: {0}")]
+    Parameters(String),
+    /// Execution failed.
+    #[error("{}", describe(.0))]
+    Execution(DataFusionError),
+    /// Ran past `query.timeout`.
+    #[error("query exceeded the time limit of {}", humantime::format_duration(*.0))]
+    Timeout(Duration),
+    /// Cancelled by CancelFlightInfo.
+    #[error("query cancelled")]
+    Cancelled,
+    /// A bug.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+/// DataFusion's message without its wrapper prefixes, plus the position of
+/// the problem in the SQL text when DataFusion knows it.
+fn describe(error: &DataFusionError) -> String {
+    let root = error.find_root();
+    let mut message = match root {
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m) => m.clone(),
+        DataFusionError::SchemaError(e, _) => e.to_string(),
+        DataFusionError::SQL(e, _) => e.to_string(),
+        DataFusionError::ResourcesExhausted(m) => format!("out of query memory: {m}"),
+        other => other.to_string(),
+    };
+    if let Some(span) = error.diagnostic().and_then(|d| d.span) {
+        message.push_str(&format!(
+            " (at line {}, column {})",
+            span.start.line, span.start.column
+        ));
+    }
+    message
+}
+
+/// A planned query, ready to run.
+#[derive(Debug, Clone)]
+pub struct PlannedQuery {
+    plan: LogicalPlan,
+    state: SessionState,
+    schema: SchemaRef,
+    tables: Vec<TableName>,
+}
+
+impl PlannedQuery {
+    /// The result schema (what FlightInfo announces and the stream carries).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The tables the query reads.
+    pub fn tables(&self) -> &[TableName] {
+        &self.tables
+    }
+
+    /// Placeholders `$1..$n` with the types DataFusion inferred (Null when
+    /// it could not tell), in order.
+    pub fn parameter_schema(&self) -> Result<SchemaRef, QueryError> {
+        let types = self.plan.get_parameter_types().map_err(QueryError::Plan)?;
+        let mut params: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+        for (name, data_type) in types {
+            let index = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    QueryError::Parameters(format!(
+                        "named placeholder {name} is not supported; use ? or $1, $2, …"
+                    ))
+                })?;
+            params.push((index, data_type));
+        }
+        params.sort_by_key(|(i, _)| *i);
+        Ok(Arc::new(Schema::new(
+            params
+                .into_iter()
+                .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Whether the query has placeholders.
+    pub fn has_parameters(&self) -> Result<bool, QueryError> {
+        Ok(!self.parameter_schema()?.fields().is_empty())
+    }
+
+    /// Substitutes parameter values (in placeholder order).
+    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self, QueryError> {
+        let expected = self.parameter_schema()?.fields().len();
+        if values.len() != expected {
+            return Err(QueryError::Parameters(format!(
+                "the query has {expected} placeholders but {} values were bound",
+                values.len()
+            )));
+        }
+        let plan = self
+            .plan
+            .with_param_values(ParamValues::List(
+                values.into_iter().map(Into::into).collect(),
+            ))
+            .map_err(|e| QueryError::Parameters(describe(&e)))?;
+        Ok(Self { plan, ..self })
+    }
+
+    /// The logical plan, for tests and EXPLAIN-style displays.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+}
+
+/// Plans and runs queries against the replica.
+#[derive(Debug)]
+pub struct QueryEngine {
+    replica: Arc<Replica>,
+    base: SessionState,
+    config: QueryConfig,
+    running: Arc<RunningQueries>,
+    executor: executor::QueryExecutor,
+}
+
+impl QueryEngine {
+    /// An engine over `replica`; DataFusion spills under `spill_dir`.
+    pub fn new(
+        replica: Arc<Replica>,
+        config: QueryConfig,
+        spill_dir: &std::path::Path,
+    ) -> Result<Self, QueryError> {
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_limit(config.memory_limit.as_u64() as usize, 1.0)
+            .with_disk_manager_builder(
+                DiskManagerBuilder::default()
+                    .with_mode(DiskManagerMode::Directories(vec![spill_dir.to_path_buf()])),
+            )
+            .build_arc()
+            .map_err(|e| QueryError::Internal(format!("query runtime: {e}")))?;
+        let session = SessionConfig::new()
+            .with_default_catalog_and_schema(CATALOG, DEFAULT_SCHEMA)
+            .with_create_default_catalog_and_schema(false)
+            .with_information_schema(false);
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        // Twice the cores: a runaway operator holding a thread for a long
+        // poll must not leave other queries without one (the OS time-slices).
+        let executor = executor::QueryExecutor::new((2 * threads).max(4))
+            .map_err(|e| QueryError::Internal(format!("query executor threads: {e}")))?;
+        let base = SessionStateBuilder::new()
+            .with_config(session.with_target_partitions(threads))
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .build();
+        Ok(Self {
+            replica,
+            base,
+            config,
+            running: Arc::new(RunningQueries::default()),
+            executor,
+        })
+    }
+
+    /// What `principal` may see.
+    pub fn visible_tables(&self, _principal: &Principal) -> VisibleTables {
+        // Every authenticated principal sees every replica table until
+        // grants exist (the governance work narrows this per swarm/agent).
+        VisibleTables::new(Arc::clone(&self.replica), &self.replica.tables())
+    }
+
+    /// Queries now streaming.
+    pub fn running(&self) -> &Arc<RunningQueries> {
+        &self.running
+    }
+
+    /// Parses and plans `sql` for `principal`.
+    pub async fn plan(&self, principal: &Principal, sql: &str) -> Result<PlannedQuery, QueryError> {
+        let statement = statement::parse_query(sql, self.config.max_sql_length)?;
+        let visible = self.visible_tables(principal);
+        let state = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(visible.catalog_list())
+            .build();
+
+        let references = state
+            .resolve_table_references(&statement)
+            .map_err(QueryError::Plan)?;
+        let mut tables = Vec::new();
+        let mut seen = HashSet::new();
+        for reference in references {
+            let name = resolve(&reference, &visible)?;
+            if seen.insert(name.clone()) {
+                tables.push(name);
+            }
+        }
+
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(QueryError::Plan)?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(QueryError::Plan)?;
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        Ok(PlannedQuery {
+            plan,
+            state,
+            schema,
+            tables,
+        })
+    }
+
+    /// The physical plan of a planned query (tests inspect the SQL pushed
+    /// into DuckDB through it).
+    pub async fn physical_plan(
+        &self,
+        planned: &PlannedQuery,
+    ) -> Result<Arc<dyn ExecutionPlan>, QueryError> {
+        if planned.has_parameters()? {
+            return Err(QueryError::Parameters(
+                "the query has placeholders with no values bound".into(),
+            ));
+        }
+        planned
+            .state
+            .create_physical_plan(&planned.plan)
+            .await
+            .map_err(QueryError::Plan)
+    }
+
+    /// Starts a query for `principal`; its batches arrive through the
+    /// returned stream.
+    pub async fn execute(
+        &self,
+        planned: PlannedQuery,
+        query_id: &str,
+        principal: &Principal,
+    ) -> Result<QueryStream, QueryError> {
+        let physical = self.physical_plan(&planned).await?;
+        let inner = self
+            .executor
+            .execute(physical, planned.state.task_ctx())
+            .map_err(QueryError::Execution)?;
+        Ok(QueryStream::new(
+            inner,
+            planned.schema(),
+            self.config.timeout,
+            &self.running,
+            query_id,
+            &principal.label(),
+        ))
+    }
+
+    /// Cancels a running query by id; only its owner or an admin may.
+    pub fn cancel(&self, query_id: &str, principal: &Principal) -> bool {
+        let caller = principal.label();
+        self.running
+            .cancel(query_id, |owner| principal.is_admin() || owner == caller)
+    }
+}
+
+/// A table reference of the query, as a visible table name.
+fn resolve(reference: &TableReference, visible: &VisibleTables) -> Result<TableName, QueryError> {
+    let (catalog, schema, table) = match reference {
+        TableReference::Bare { table } => (None, DEFAULT_SCHEMA, table.as_ref()),
+        TableReference::Partial { schema, table } => (None, schema.as_ref(), table.as_ref()),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => (Some(catalog.as_ref()), schema.as_ref(), table.as_ref()),
+    };
+    let unknown = || QueryError::UnknownTable(reference.to_string());
+    if catalog.is_some_and(|c| c != CATALOG) {
+        return Err(unknown());
+    }
+    let name = TableName::from_parts(schema, table).map_err(|_| unknown())?;
+    if visible.get(&name).is_none() {
+        return Err(unknown());
+    }
+    Ok(name)
+}

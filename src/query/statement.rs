@@ -1,0 +1,191 @@
+//! Parsing SQL text into exactly one read-only query statement.
+//!
+//! airlock is read-only: before anything is planned, the text must parse as
+//! exactly one `SELECT`-style query (`SELECT`, `WITH`, `VALUES`, set
+//! operations). Everything else — DDL, DML, `COPY`, `SET`, `EXPLAIN`,
+//! `PRAGMA`, `ATTACH`, stacked statements — is refused with an error naming
+//! what was refused. `?` placeholders are numbered here (`$1`, `$2`, … in
+//! the order they appear), because DataFusion only understands `$n`.
+
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{Statement, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use std::ops::ControlFlow;
+
+use super::QueryError;
+
+/// Parses `sql` into one query statement, or says why not.
+pub(crate) fn parse_query(sql: &str, max_len: usize) -> Result<DFStatement, QueryError> {
+    if sql.len() > max_len {
+        return Err(QueryError::TooLong {
+            len: sql.len(),
+            max: max_len,
+        });
+    }
+    let mut statements =
+        DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+            let message = e.to_string();
+            // The parser gives no position for a query that stops too early.
+            if message.contains("found: EOF") {
+                QueryError::Syntax(format!("{message} (the query ends too early)"))
+            } else {
+                QueryError::Syntax(message)
+            }
+        })?;
+    let statement = match statements.len() {
+        0 => return Err(QueryError::Empty),
+        1 => statements.pop_front().ok_or(QueryError::Empty)?,
+        n => return Err(QueryError::MultipleStatements(n)),
+    };
+    match statement {
+        DFStatement::Statement(mut inner) => {
+            if !matches!(*inner, Statement::Query(_)) {
+                return Err(QueryError::NotAQuery(statement_kind(&inner.to_string())));
+            }
+            number_placeholders(&mut inner)?;
+            Ok(DFStatement::Statement(inner))
+        }
+        DFStatement::Explain(_) => Err(QueryError::NotAQuery("EXPLAIN".into())),
+        DFStatement::CreateExternalTable(_) => {
+            Err(QueryError::NotAQuery("CREATE EXTERNAL TABLE".into()))
+        }
+        DFStatement::CopyTo(_) => Err(QueryError::NotAQuery("COPY".into())),
+        other => Err(QueryError::NotAQuery(statement_kind(&other.to_string()))),
+    }
+}
+
+/// The leading keywords of a statement, e.g. `DROP TABLE`, for messages.
+fn statement_kind(text: &str) -> String {
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
+        .take(2)
+        .collect();
+    if words.is_empty() {
+        "this statement".to_string()
+    } else {
+        words.join(" ").to_ascii_uppercase()
+    }
+}
+
+/// Rewrites `?` placeholders into `$1`, `$2`, … in textual order.
+fn number_placeholders(statement: &mut Statement) -> Result<(), QueryError> {
+    let mut question_marks = Vec::new();
+    let mut numbered = false;
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let datafusion::sql::sqlparser::ast::Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &v.value
+        {
+            if p == "?" {
+                let start = v.span.start;
+                question_marks.push((start.line, start.column));
+            } else {
+                numbered = true;
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if question_marks.is_empty() {
+        return Ok(());
+    }
+    if numbered {
+        return Err(QueryError::Syntax(
+            "mix of '?' and '$n' placeholders; use one style".into(),
+        ));
+    }
+    question_marks.sort_unstable();
+    let _ = visit_expressions_mut(statement, |expr| {
+        if let datafusion::sql::sqlparser::ast::Expr::Value(v) = expr
+            && let Value::Placeholder(p) = &mut v.value
+            && p == "?"
+        {
+            let start = v.span.start;
+            if let Ok(i) = question_marks.binary_search(&(start.line, start.column)) {
+                *p = format!("${}", i + 1);
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(sql: &str) -> String {
+        match parse_query(sql, 10_000) {
+            Err(e) => e.to_string(),
+            Ok(s) => panic!("accepted {sql:?} as {s}"),
+        }
+    }
+
+    #[test]
+    fn queries_pass() {
+        for sql in [
+            "SELECT 1",
+            "select * from s.t where a > 1",
+            "WITH x AS (SELECT 1 AS a) SELECT a FROM x",
+            "VALUES (1), (2)",
+            "SELECT 1 UNION ALL SELECT 2",
+            "SELECT 1;",
+        ] {
+            assert!(parse_query(sql, 10_000).is_ok(), "{sql}");
+        }
+    }
+
+    #[test]
+    fn everything_else_is_refused_by_name() {
+        assert!(refused("DROP TABLE s.t").contains("DROP TABLE"));
+        assert!(refused("INSERT INTO s.t VALUES (1)").contains("INSERT INTO"));
+        assert!(refused("DELETE FROM s.t").contains("DELETE FROM"));
+        assert!(refused("UPDATE s.t SET a = 1").contains("UPDATE"));
+        assert!(refused("CREATE TABLE x (a int)").contains("CREATE TABLE"));
+        assert!(refused("SET x = 1").contains("SET"));
+        assert!(refused("EXPLAIN SELECT 1").contains("EXPLAIN"));
+        assert!(refused("COPY s.t TO 'x.csv'").contains("COPY"));
+        assert!(
+            refused("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'")
+                .contains("CREATE EXTERNAL TABLE")
+        );
+        assert!(refused("SELECT 1; DROP TABLE s.t").contains("2 statements"));
+        assert!(refused("SELECT 1; SELECT 2").contains("2 statements"));
+        assert!(refused("").contains("empty"));
+        assert!(refused("-- only a comment").contains("empty"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_position() {
+        let message = refused("SELECT * FROM t WHERE x = = 1");
+        assert!(message.contains("Line: 1, Column: 27"), "{message}");
+        let message = refused("SELECT * FROM t WHERE");
+        assert!(message.contains("ends too early"), "{message}");
+    }
+
+    #[test]
+    fn length_is_capped() {
+        let err = parse_query(&format!("SELECT '{}'", "x".repeat(100)), 50).unwrap_err();
+        assert!(matches!(err, QueryError::TooLong { max: 50, .. }), "{err}");
+    }
+
+    #[test]
+    fn question_marks_become_numbered_in_text_order() {
+        let statement = parse_query(
+            "SELECT ? AS a, x FROM t WHERE y = ? AND z IN (?, ?) LIMIT ?",
+            1000,
+        )
+        .unwrap();
+        let text = statement.to_string();
+        assert!(
+            text.contains("$1 AS a")
+                && text.contains("y = $2")
+                && text.contains("($3, $4)")
+                && text.contains("LIMIT $5"),
+            "{text}"
+        );
+        assert!(matches!(
+            parse_query("SELECT ?, $1", 1000),
+            Err(QueryError::Syntax(_))
+        ));
+    }
+}

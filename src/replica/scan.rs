@@ -1,0 +1,266 @@
+//! `DuckDbScanExec`: the DataFusion execution node that streams a DuckDB
+//! query's result as record batches.
+//!
+//! DuckDB calls block, so each scan runs on the blocking pool and hands
+//! batches over a channel of capacity [`CHANNEL_BATCHES`]: a slow client
+//! stalls DuckDB instead of growing a buffer, which keeps memory bounded
+//! whatever the table size. Dropping the stream (client gone, timeout,
+//! cancel, LIMIT satisfied) interrupts DuckDB; because an interrupt sent
+//! before DuckDB starts executing is lost, it is re-sent until the scan
+//! thread reports that it stopped.
+
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use datafusion::arrow::array::{Array, RecordBatch, RecordBatchOptions, StructArray};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use duckdb::InterruptHandle;
+use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+
+use super::Replica;
+
+/// Batches buffered between DuckDB and the consumer, per scan.
+const CHANNEL_BATCHES: usize = 2;
+/// How often, and how long, an interrupt is re-sent to a scan being cancelled.
+const INTERRUPT_EVERY: Duration = Duration::from_millis(5);
+const INTERRUPT_FOR: Duration = Duration::from_secs(30);
+
+/// Scans DuckDB with generated SQL.
+pub struct DuckDbScanExec {
+    replica: Arc<Replica>,
+    sql: String,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl fmt::Debug for DuckDbScanExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DuckDbScanExec")
+            .field("sql", &self.sql)
+            .finish()
+    }
+}
+
+impl DuckDbScanExec {
+    /// A scan running `sql`, whose result columns are `schema`'s fields in
+    /// order (names are taken from `schema`, not from DuckDB).
+    pub(crate) fn new(replica: Arc<Replica>, sql: String, schema: SchemaRef) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(Arc::clone(&schema)),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        Self {
+            replica,
+            sql,
+            schema,
+            properties,
+        }
+    }
+
+    /// The SQL this scan sends to DuckDB.
+    pub fn sql(&self) -> &str {
+        &self.sql
+    }
+}
+
+impl DisplayAs for DuckDbScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DuckDbScanExec: sql={}", self.sql)
+    }
+}
+
+impl ExecutionPlan for DuckDbScanExec {
+    fn name(&self) -> &str {
+        "DuckDbScanExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        if partition != 0 {
+            return Err(DataFusionError::Internal(format!(
+                "DuckDbScanExec has one partition, asked for {partition}"
+            )));
+        }
+        let conn = self
+            .replica
+            .connect()
+            .map_err(|e| DataFusionError::External(Box::new(e)))?;
+        let state = Arc::new(ScanState {
+            interrupt: conn.interrupt_handle(),
+            cancelled: AtomicBool::new(false),
+            finished: AtomicBool::new(false),
+        });
+        let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+        let scan = BlockingScan {
+            conn,
+            sql: self.sql.clone(),
+            schema: Arc::clone(&self.schema),
+            state: Arc::clone(&state),
+            active: ActiveGuard::new(Arc::clone(&self.replica.active_scans)),
+        };
+        tokio::task::spawn_blocking(move || scan.run(tx));
+        let guard = CancelOnDrop { state };
+        let stream = ReceiverStream::new(rx).map(move |item| {
+            // The guard lives as long as the stream.
+            let _ = &guard;
+            item
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            stream,
+        )))
+    }
+}
+
+struct ScanState {
+    interrupt: Arc<InterruptHandle>,
+    cancelled: AtomicBool,
+    finished: AtomicBool,
+}
+
+/// Counts a running scan thread for [`Replica::active_scans`].
+struct ActiveGuard(Arc<AtomicUsize>);
+
+impl ActiveGuard {
+    fn new(counter: Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Interrupts the DuckDB query when the consumer goes away early.
+struct CancelOnDrop {
+    state: Arc<ScanState>,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.state.finished.load(Ordering::SeqCst) {
+            return;
+        }
+        self.state.cancelled.store(true, Ordering::SeqCst);
+        self.state.interrupt.interrupt();
+        let state = Arc::clone(&self.state);
+        // Re-send from a plain thread: this Drop may run outside a runtime.
+        let spawned = std::thread::Builder::new()
+            .name("airlock-interrupt".into())
+            .spawn(move || {
+                let deadline = std::time::Instant::now() + INTERRUPT_FOR;
+                while !state.finished.load(Ordering::SeqCst) && std::time::Instant::now() < deadline
+                {
+                    state.interrupt.interrupt();
+                    std::thread::sleep(INTERRUPT_EVERY);
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "could not start the interrupt thread; the scan stops at its next batch");
+        }
+    }
+}
+
+struct BlockingScan {
+    conn: duckdb::Connection,
+    sql: String,
+    schema: SchemaRef,
+    state: Arc<ScanState>,
+    active: ActiveGuard,
+}
+
+impl BlockingScan {
+    fn run(self, tx: tokio::sync::mpsc::Sender<DfResult<RecordBatch>>) {
+        let _active = &self.active;
+        if let Err(e) = self.stream_into(&tx)
+            && !self.state.cancelled.load(Ordering::SeqCst)
+        {
+            // The receiver may be gone too; then nobody needs the error.
+            let _ = tx.blocking_send(Err(e));
+        }
+        self.state.finished.store(true, Ordering::SeqCst);
+    }
+
+    fn stream_into(&self, tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>) -> DfResult<()> {
+        let duck = |e: duckdb::Error| DataFusionError::External(Box::new(e));
+        let mut stmt = self.conn.prepare(&self.sql).map_err(duck)?;
+        tracing::debug!(sql = %self.sql, "DuckDB scan");
+        // Executes lazily: chunks are produced as we fetch them.
+        let _ = stmt.stream_arrow([]).map_err(duck)?;
+        loop {
+            if self.state.cancelled.load(Ordering::SeqCst) || tx.is_closed() {
+                return Ok(());
+            }
+            let Some(chunk) = stmt.step().map_err(duck)? else {
+                return Ok(());
+            };
+            let batch = self.to_batch(&chunk)?;
+            if tx.blocking_send(Ok(batch)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Re-labels DuckDB's columns with the plan's schema. An empty
+    /// projection (e.g. `count(*)`) is scanned as one dummy column and
+    /// becomes a batch with no columns but the right row count.
+    fn to_batch(&self, chunk: &StructArray) -> DfResult<RecordBatch> {
+        let rows = chunk.len();
+        let columns = if self.schema.fields().is_empty() {
+            vec![]
+        } else {
+            chunk
+                .columns()
+                .iter()
+                .zip(self.schema.fields())
+                .map(|(column, field)| {
+                    if column.data_type() == field.data_type() {
+                        Ok(Arc::clone(column))
+                    } else {
+                        cast(column, field.data_type())
+                    }
+                })
+                .collect::<Result<Vec<_>, _>>()?
+        };
+        Ok(RecordBatch::try_new_with_options(
+            Arc::clone(&self.schema),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?)
+    }
+}

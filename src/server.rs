@@ -1,0 +1,227 @@
+//! Assembling a server from its configuration, and running it.
+//!
+//! [`App::open`] opens the data directory (metadata, secrets, replica) and
+//! wires the modules together; [`run`] serves Flight SQL on a listener until
+//! a shutdown signal. `main` and the tests use exactly these two calls, the
+//! tests with a listener on `127.0.0.1:0`.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::{Identity, Server, ServerTlsConfig};
+
+use crate::actions::Actions;
+use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
+use crate::config::Config;
+use crate::flight::AirlockFlightSql;
+use crate::meta::{DuckDbMetaStore, Meta, MetaError};
+use crate::query::{QueryEngine, QueryError};
+use crate::replica::{Replica, ReplicaError};
+use crate::sync::{SyncError, SyncService};
+
+/// Largest message a client may send (DoPut parameters, action bodies).
+const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
+
+/// Start-up and serving failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory cannot be created or used.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: std::path::PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Metadata store.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Secrets and tokens.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// Replica.
+    #[error(transparent)]
+    Replica(#[from] ReplicaError),
+    /// Query engine.
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    /// Sync service.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// TLS files.
+    #[error("TLS: {0}")]
+    Tls(String),
+    /// The gRPC server failed.
+    #[error("serving Flight SQL failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Secrets given through the environment, never through config files.
+#[derive(Default, Clone)]
+pub struct Secrets {
+    /// `AIRLOCK_ADMIN_PASSWORD`.
+    pub admin_password: Option<String>,
+    /// `AIRLOCK_JWT_SECRET`.
+    pub jwt_secret: Option<String>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secrets(<redacted>)")
+    }
+}
+
+impl Secrets {
+    /// Reads `AIRLOCK_ADMIN_PASSWORD` and `AIRLOCK_JWT_SECRET`.
+    pub fn from_env() -> Self {
+        Self {
+            admin_password: std::env::var("AIRLOCK_ADMIN_PASSWORD").ok(),
+            jwt_secret: std::env::var("AIRLOCK_JWT_SECRET").ok(),
+        }
+    }
+}
+
+/// Everything a running server holds.
+#[derive(Debug)]
+pub struct App {
+    /// Effective configuration.
+    pub config: Config,
+    /// Credentials and token rules.
+    pub auth: Arc<Authenticator>,
+    /// Planning and execution.
+    pub query: Arc<QueryEngine>,
+    /// Flight actions.
+    pub actions: Actions,
+    /// Registrations and syncs.
+    pub sync: Arc<SyncService>,
+    /// The DuckDB replica.
+    pub replica: Arc<Replica>,
+}
+
+/// A freshly opened app, and the admin password if it was just generated.
+#[derive(Debug)]
+pub struct Opened {
+    /// The app.
+    pub app: Arc<App>,
+    /// Generated on first start without `AIRLOCK_ADMIN_PASSWORD`; print once.
+    pub generated_password: Option<String>,
+}
+
+impl App {
+    /// Opens the data directory and builds every module.
+    pub async fn open(config: Config, secrets: Secrets) -> Result<Opened, ServerError> {
+        let data_dir = config.data_dir.clone();
+        for dir in [data_dir.clone(), data_dir.join("tmp").join("datafusion")] {
+            std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
+                path: dir.clone(),
+                source,
+            })?;
+        }
+        restrict_permissions(&data_dir);
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(&data_dir)?));
+        let password = AdminPassword::initialize(&meta, secrets.admin_password.as_deref()).await?;
+        let tokens = TokenService::open(
+            meta.clone(),
+            &data_dir.join("secrets"),
+            secrets.jwt_secret.as_deref().map(str::as_bytes),
+        )
+        .await?;
+        let auth = Arc::new(Authenticator::new(
+            tokens,
+            password.password,
+            config.auth.clone(),
+        ));
+        let replica = Replica::open(&data_dir, &config.duckdb)?;
+        let query = Arc::new(QueryEngine::new(
+            Arc::clone(&replica),
+            config.query.clone(),
+            &data_dir.join("tmp").join("datafusion"),
+        )?);
+        let sync = SyncService::open(
+            meta,
+            Arc::clone(&replica),
+            config.object_store.clone(),
+            config.sync.parallelism,
+        )
+        .await?;
+        let actions = Actions::new(Arc::clone(&auth), Arc::clone(&sync), Arc::clone(&query));
+        Ok(Opened {
+            app: Arc::new(App {
+                config,
+                auth,
+                query,
+                actions,
+                sync,
+                replica,
+            }),
+            generated_password: password.generated,
+        })
+    }
+}
+
+/// Serves Flight SQL on `listener` until `shutdown` completes.
+pub async fn run(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServerError> {
+    let mut builder = Server::builder()
+        .tcp_nodelay(true)
+        // Large windows let one stream fill a fast link; the defaults (64 KiB)
+        // cap a single scan's throughput well below what DuckDB produces.
+        .initial_stream_window_size(Some(8 * 1024 * 1024))
+        .initial_connection_window_size(Some(16 * 1024 * 1024))
+        .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    if let (Some(cert), Some(key)) = (&app.config.tls.cert, &app.config.tls.key) {
+        let read = |path: &Path| {
+            std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
+        };
+        let identity = Identity::from_pem(read(cert)?, read(key)?);
+        builder = builder
+            .tls_config(ServerTlsConfig::new().identity(identity))
+            .map_err(|e| ServerError::Tls(e.to_string()))?;
+    }
+    let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
+    let service = FlightServiceServer::new(AirlockFlightSql::new(app))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let result = builder
+        .add_service(service)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await;
+    housekeeping.abort();
+    Ok(result?)
+}
+
+/// Periodic cleanup: forget token records a day after they expire.
+async fn housekeeping(app: Arc<App>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        tick.tick().await;
+        match app
+            .auth
+            .tokens()
+            .purge_expired(Duration::from_secs(24 * 3600))
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged expired token records"),
+            Err(e) => tracing::warn!(error = %e, "token purge failed"),
+        }
+    }
+}
+
+/// The data directory holds secrets and replicas: owner access only.
+fn restrict_permissions(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)) {
+            tracing::warn!(dir = %dir.display(), error = %e, "could not restrict data directory permissions");
+        }
+    }
+}

@@ -1,0 +1,142 @@
+//! Running queries: timeouts, client disconnects and CancelFlightInfo all
+//! stop the work, DuckDB scans included, and the server keeps serving.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow_flight::{Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus};
+use datafusion::arrow::array::{Int64Array, RecordBatch};
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
+use futures::StreamExt;
+use prost::Message;
+
+use crate::harness::{TestServer, file_url, query, rows, write_parquet};
+
+/// A billion-row join: long enough to outlast any test deadline, and built
+/// from small polls, so stopping it is prompt.
+const SLOW: &str = "SELECT count(*) FROM big.numbers a JOIN big.numbers b ON a.n % 10 = b.n % 10";
+
+async fn load_numbers(server: &TestServer, client: &mut crate::harness::Client, n: i64) {
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    let batches: Vec<RecordBatch> = (0..n)
+        .step_by(50_000)
+        .map(|start| {
+            RecordBatch::try_new(
+                Arc::clone(&schema),
+                vec![Arc::new(Int64Array::from_iter_values(
+                    start..(start + 50_000).min(n),
+                ))],
+            )
+            .unwrap()
+        })
+        .collect();
+    let file = server.dir.join("files/numbers.parquet");
+    write_parquet(&file, &batches);
+    let status = server.load(client, "big.numbers", &file_url(&file)).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+}
+
+async fn wait_until_idle(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.app.replica.active_scans() > 0 || !server.app.query.running().is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "scans still running: {}",
+            server.app.replica.active_scans()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn queries_past_the_timeout_stop_with_deadline_exceeded() {
+    let server = TestServer::start_with(|c| c.query.timeout = Duration::from_millis(1500)).await;
+    let mut admin = server.admin().await;
+    load_numbers(&server, &mut admin, 100_000).await;
+    let err = query(&mut admin, SLOW).await.unwrap_err();
+    assert!(
+        err.starts_with("DeadlineExceeded") && err.contains("time limit of 1s 500ms"),
+        "{err}"
+    );
+    wait_until_idle(&server).await;
+    // Everyone else is still served.
+    let (_, batches) = query(&mut admin, "SELECT count(*) FROM big.numbers")
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec!["100000"]);
+}
+
+#[tokio::test]
+async fn a_client_that_disconnects_mid_stream_cancels_the_work() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    load_numbers(&server, &mut admin, 400_000).await;
+    {
+        // A big result: read one batch, then hang up.
+        let mut client = server.admin().await;
+        let info = client
+            .execute(
+                "SELECT a.n, b.n FROM big.numbers a CROSS JOIN big.numbers b".to_string(),
+                None,
+            )
+            .await
+            .unwrap();
+        let ticket = info.endpoint[0].ticket.clone().unwrap();
+        let mut stream = client.do_get(ticket).await.unwrap();
+        let first = stream.next().await.unwrap().unwrap();
+        assert!(first.num_rows() > 0);
+        assert!(server.app.replica.active_scans() > 0 || !server.app.query.running().is_empty());
+        drop(stream);
+        drop(client);
+    }
+    wait_until_idle(&server).await;
+    let (_, batches) = query(&mut admin, "SELECT max(n) FROM big.numbers")
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec!["399999"]);
+}
+
+#[tokio::test]
+async fn cancel_flight_info_stops_a_running_query() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    load_numbers(&server, &mut admin, 100_000).await;
+    let info = admin.execute(SLOW.to_string(), None).await.unwrap();
+    let ticket = info.endpoint[0].ticket.clone().unwrap();
+    let mut reader = server.admin().await;
+    let running = tokio::spawn(async move {
+        let mut stream = reader.do_get(ticket).await.unwrap();
+        let mut outcome = Ok(());
+        while let Some(item) = stream.next().await {
+            if let Err(e) = item {
+                outcome = Err(crate::harness::describe(e));
+                break;
+            }
+        }
+        outcome
+    });
+    // Wait until the query is registered as running, then cancel it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.app.query.running().is_empty() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let body = CancelFlightInfoRequest { info: Some(info) }.encode_to_vec();
+    let mut result = admin
+        .do_action(Action::new("CancelFlightInfo", body))
+        .await
+        .unwrap();
+    let answer = result.message().await.unwrap().unwrap();
+    let status = CancelFlightInfoResult::decode(answer.body).unwrap();
+    assert_eq!(status.status, CancelStatus::Cancelled as i32);
+    let outcome = tokio::time::timeout(Duration::from_secs(20), running)
+        .await
+        .unwrap()
+        .unwrap();
+    let err = outcome.unwrap_err();
+    assert!(
+        err.starts_with("Cancelled") && err.contains("query cancelled"),
+        "{err}"
+    );
+    wait_until_idle(&server).await;
+}

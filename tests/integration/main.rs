@@ -1,0 +1,10 @@
+//! In-process server tests: a real airlock on 127.0.0.1:0, driven over gRPC
+//! by the arrow-flight Flight SQL client.
+
+mod harness;
+
+mod actions;
+mod auth;
+mod execution;
+mod metadata;
+mod queries;

@@ -1,0 +1,92 @@
+"""Starts the real airlock binary for the interop suite.
+
+The binary comes from AIRLOCK_BIN (the test script sets it to the freshly
+built debug binary). Each test session gets its own data directory, a free
+port and the demo dataset.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow.flight as flight
+import pytest
+
+PASSWORD = "interop-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Airlock:
+    def __init__(self, binary: str, data_dir: Path, extra_env=None):
+        self.port = free_port()
+        self.data_dir = data_dir
+        self.uri = f"grpc://127.0.0.1:{self.port}"
+        env = dict(os.environ)
+        env.update(
+            {
+                "AIRLOCK_ADMIN_PASSWORD": PASSWORD,
+                "AIRLOCK_DATA_DIR": str(data_dir),
+                "AIRLOCK_FLIGHT_ADDR": f"127.0.0.1:{self.port}",
+                "AIRLOCK_LOG": "info",
+            }
+        )
+        env.update(extra_env or {})
+        self.log_path = data_dir.parent / f"airlock-{self.port}.log"
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([binary, "serve", "--demo"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.wait_ready()
+
+    def wait_ready(self, timeout=120):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"airlock exited early:\n{self.log_path.read_text()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"airlock did not start:\n{self.log_path.read_text()}")
+
+    def stop(self):
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+    def flight_client(self) -> "flight.FlightClient":
+        return flight.FlightClient(self.uri)
+
+    def admin_headers(self):
+        client = self.flight_client()
+        header = client.authenticate_basic_token("admin", PASSWORD)
+        return client, [header]
+
+
+@pytest.fixture(scope="session")
+def airlock_bin() -> str:
+    binary = os.environ.get("AIRLOCK_BIN")
+    if not binary:
+        root = Path(__file__).resolve().parents[2]
+        target = Path(os.environ.get("CARGO_TARGET_DIR", root / "target"))
+        binary = str(target / "debug" / "airlock")
+    assert Path(binary).exists(), f"airlock binary not found at {binary}; build it or set AIRLOCK_BIN"
+    return binary
+
+
+@pytest.fixture(scope="session")
+def server(airlock_bin):
+    with tempfile.TemporaryDirectory(prefix="airlock-interop-") as tmp:
+        instance = Airlock(airlock_bin, Path(tmp) / "data")
+        yield instance
+        instance.stop()
