@@ -226,9 +226,8 @@ def main():
             }
             del table_a, table_r
 
-        keys = [1 + (i * 7919) % 1_500_000 * 4 // 4 for i in range(args.lookups)]
-        max_key = ref.execute("SELECT max(o_orderkey) FROM orders").fetchone()[0]
-        keys = [1 + (k % max_key) for k in keys]
+        all_keys = [r[0] for r in ref.execute(f"SELECT o_orderkey FROM orders USING SAMPLE {args.lookups} ROWS").fetchall()]
+        keys = all_keys
         lat_a, lat_r = [], []
         for key in keys[:10]:
             via_airlock(LOOKUP.format(orders="tpch.orders", key=key))

@@ -160,7 +160,7 @@ pub struct Config {
 #[serde(default, deny_unknown_fields)]
 pub struct QueryConfig {
     /// A query running longer is interrupted and fails with DEADLINE_EXCEEDED.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_text")]
     pub timeout: Duration,
     /// Memory pool shared by DataFusion operators of all running queries.
     pub memory_limit: ByteSize,
@@ -185,13 +185,13 @@ pub struct DuckDbConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// Lifetime of the bearer token an admin gets from the handshake.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_text")]
     pub admin_session_ttl: Duration,
     /// Lifetime of swarm and agent tokens when `ttl_seconds` is not given.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_text")]
     pub default_token_ttl: Duration,
     /// Longest lifetime `token.create` grants.
-    #[serde(with = "humantime_serde")]
+    #[serde(with = "duration_text")]
     pub max_token_ttl: Duration,
 }
 
@@ -333,8 +333,7 @@ impl ServeArgs {
         }
         set!(
             "query.timeout",
-            self.query_timeout
-                .map(|d| humantime::format_duration(d).to_string())
+            self.query_timeout.map(duration_text::format)
         );
         set!("query.memory_limit", self.query_memory_limit);
         set!("duckdb.threads", self.duckdb_threads);
@@ -345,6 +344,45 @@ impl ServeArgs {
         set!("log.filter", self.log);
         set!("log.format", self.log_format);
         figment
+    }
+}
+
+/// Durations in config files: read with humantime (`90s`, `5m`, `7d`, `1h 30m`),
+/// written in the largest unit that divides them exactly (`365d`, not
+/// humantime's `11months 30days 3h 50m 24s`), so printed configs stay readable.
+mod duration_text {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(
+        value: &Duration,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&format(*value))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Duration, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| serde::de::Error::custom(format!("'{text}': {e}")))
+    }
+
+    pub(super) fn format(value: Duration) -> String {
+        let millis = value.as_millis();
+        for (unit, size) in [
+            ("d", 86_400_000),
+            ("h", 3_600_000),
+            ("m", 60_000),
+            ("s", 1_000),
+        ] {
+            if millis > 0 && millis % size == 0 {
+                return format!("{}{unit}", millis / size);
+            }
+        }
+        format!("{millis}ms")
     }
 }
 
@@ -417,6 +455,17 @@ mod tests {
         })
         .unwrap();
         assert_eq!(loaded, config);
+    }
+
+    #[test]
+    fn durations_print_in_whole_units() {
+        assert_eq!(
+            duration_text::format(Duration::from_secs(365 * 86_400)),
+            "365d"
+        );
+        assert_eq!(duration_text::format(Duration::from_secs(12 * 3600)), "12h");
+        assert_eq!(duration_text::format(Duration::from_secs(90)), "90s");
+        assert_eq!(duration_text::format(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

@@ -16,6 +16,7 @@ use datafusion::arrow::array::{
     ArrayRef, Date32Array, Decimal128Array, Int64Array, RecordBatch, StringArray,
     TimestampMicrosecondArray,
 };
+use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 
 use crate::server::App;
@@ -90,8 +91,12 @@ pub async fn load(app: &App) -> Result<u64, DemoError> {
 fn write_files(dir: &Path) -> Result<(), DemoError> {
     std::fs::create_dir_all(dir)
         .map_err(|e| DemoError::Write(format!("{}: {e}", dir.display())))?;
-    write_parquet(&dir.join("customers.parquet"), customers())?;
-    write_parquet(&dir.join("orders.parquet"), orders())
+    let generated = |e: ArrowError| DemoError::Write(format!("generating rows: {e}"));
+    write_parquet(
+        &dir.join("customers.parquet"),
+        customers().map_err(generated)?,
+    )?;
+    write_parquet(&dir.join("orders.parquet"), orders().map_err(generated)?)
 }
 
 fn write_parquet(path: &Path, batch: RecordBatch) -> Result<(), DemoError> {
@@ -122,12 +127,7 @@ impl Sequence {
     }
 }
 
-fn batch(columns: Vec<(&str, ArrayRef)>) -> RecordBatch {
-    // Column arrays are built with equal lengths right above each call.
-    RecordBatch::try_from_iter(columns).unwrap_or_else(|e| unreachable!("demo batch: {e}"))
-}
-
-fn customers() -> RecordBatch {
+fn customers() -> Result<RecordBatch, ArrowError> {
     let mut seq = Sequence(0x5EED_0001);
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     let start = NaiveDate::from_ymd_opt(2020, 1, 1).unwrap_or_default();
@@ -157,7 +157,7 @@ fn customers() -> RecordBatch {
         .map(|_| base_day + seq.below(1500) as i32)
         .collect();
     let value: Vec<i128> = ids.iter().map(|_| seq.below(5_000_000) as i128).collect();
-    batch(vec![
+    RecordBatch::try_from_iter(vec![
         ("customer_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
         ("name", Arc::new(StringArray::from(names))),
         ("email", Arc::new(StringArray::from(emails))),
@@ -165,16 +165,12 @@ fn customers() -> RecordBatch {
         ("signup_date", Arc::new(Date32Array::from(signup))),
         (
             "lifetime_value",
-            Arc::new(
-                Decimal128Array::from(value)
-                    .with_precision_and_scale(12, 2)
-                    .unwrap_or_else(|e| unreachable!("{e}")),
-            ),
+            Arc::new(Decimal128Array::from(value).with_precision_and_scale(12, 2)?),
         ),
     ])
 }
 
-fn orders() -> RecordBatch {
+fn orders() -> Result<RecordBatch, ArrowError> {
     let mut seq = Sequence(0x5EED_0002);
     let start = Utc
         .with_ymd_and_hms(2024, 1, 1, 0, 0, 0)
@@ -201,7 +197,7 @@ fn orders() -> RecordBatch {
         .iter()
         .map(|_| REGIONS[seq.below(REGIONS.len())])
         .collect();
-    batch(vec![
+    RecordBatch::try_from_iter(vec![
         ("order_id", Arc::new(Int64Array::from(ids)) as ArrayRef),
         ("customer_id", Arc::new(Int64Array::from(customers))),
         (
@@ -211,11 +207,7 @@ fn orders() -> RecordBatch {
         ("status", Arc::new(StringArray::from(statuses))),
         (
             "amount",
-            Arc::new(
-                Decimal128Array::from(amounts)
-                    .with_precision_and_scale(12, 2)
-                    .unwrap_or_else(|e| unreachable!("{e}")),
-            ),
+            Arc::new(Decimal128Array::from(amounts).with_precision_and_scale(12, 2)?),
         ),
         ("region", Arc::new(StringArray::from(regions))),
     ])

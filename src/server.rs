@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -171,7 +172,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
     let mut builder = Server::builder()
-        .tcp_nodelay(true)
         // Large windows let one stream fill a fast link; the defaults (64 KiB)
         // cap a single scan's throughput well below what DuckDB produces.
         .initial_stream_window_size(Some(8 * 1024 * 1024))
@@ -189,9 +189,17 @@ pub async fn run(
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
     let service = FlightServiceServer::new(AirlockFlightSql::new(app))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
+    // Server::tcp_nodelay only applies to listeners tonic binds itself; with
+    // our own listener each accepted socket is set here. Without it, Nagle's
+    // algorithm and delayed ACKs add ~40 ms to every small response.
+    let incoming = TcpListenerStream::new(listener).map(|stream| {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        Ok::<_, std::io::Error>(stream)
+    });
     let result = builder
         .add_service(service)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     housekeeping.abort();
     Ok(result?)

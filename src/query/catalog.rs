@@ -16,7 +16,7 @@ use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableProvider;
 
-use crate::replica::{Replica, ReplicaTable, TableSnapshot};
+use crate::replica::{Replica, ReplicaTable, TableInfo, TableSnapshot};
 use crate::table_name::TableName;
 
 /// The one catalog name airlock exposes.
@@ -26,18 +26,18 @@ pub const CATALOG: &str = "airlock";
 #[derive(Debug, Clone)]
 pub struct VisibleTables {
     replica: Arc<Replica>,
-    by_schema: Arc<BTreeMap<String, BTreeMap<String, SchemaRef>>>,
+    by_schema: Arc<BTreeMap<String, BTreeMap<String, TableInfo>>>,
 }
 
 impl VisibleTables {
     /// Groups a snapshot by schema.
     pub(crate) fn new(replica: Arc<Replica>, snapshot: &TableSnapshot) -> Self {
-        let mut by_schema: BTreeMap<String, BTreeMap<String, SchemaRef>> = BTreeMap::new();
-        for (name, schema) in snapshot.iter() {
+        let mut by_schema: BTreeMap<String, BTreeMap<String, TableInfo>> = BTreeMap::new();
+        for (name, info) in snapshot.iter() {
             by_schema
                 .entry(name.schema().to_string())
                 .or_default()
-                .insert(name.table().to_string(), Arc::clone(schema));
+                .insert(name.table().to_string(), info.clone());
         }
         Self {
             replica,
@@ -55,12 +55,12 @@ impl VisibleTables {
         self.by_schema.iter().flat_map(|(s, tables)| {
             tables
                 .iter()
-                .map(move |(t, schema)| (s.as_str(), t.as_str(), schema))
+                .map(move |(t, info)| (s.as_str(), t.as_str(), &info.schema))
         })
     }
 
-    /// A table's schema, if visible.
-    pub fn get(&self, name: &TableName) -> Option<&SchemaRef> {
+    /// A table, if visible.
+    pub fn get(&self, name: &TableName) -> Option<&TableInfo> {
         self.by_schema.get(name.schema())?.get(name.table())
     }
 
@@ -139,13 +139,13 @@ impl SchemaProvider for ReplicaSchema {
         let Ok(table_name) = TableName::from_parts(&self.name, name) else {
             return Ok(None);
         };
-        let Some(schema) = self.tables.get(&table_name) else {
+        let Some(info) = self.tables.get(&table_name) else {
             return Ok(None);
         };
         Ok(Some(Arc::new(ReplicaTable::new(
             Arc::clone(&self.tables.replica),
             table_name,
-            Arc::clone(schema),
+            info.clone(),
         ))))
     }
 

@@ -137,7 +137,7 @@ impl StagingTable {
             }
             self.committed = true;
         }
-        self.replica.refresh()?;
+        self.replica.refresh_table(&target)?;
         Ok(self.rows)
     }
 }

@@ -74,8 +74,17 @@ impl ReplicaError {
     }
 }
 
-/// The tables of the replica and their Arrow schemas, as of one moment.
-pub type TableSnapshot = Arc<BTreeMap<TableName, SchemaRef>>;
+/// What the catalog knows of one replica table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TableInfo {
+    /// The Arrow schema scans produce.
+    pub schema: SchemaRef,
+    /// Rows when the snapshot was taken (tables change only by swapping).
+    pub rows: u64,
+}
+
+/// The tables of the replica, as of one moment.
+pub type TableSnapshot = Arc<BTreeMap<TableName, TableInfo>>;
 
 /// The replica database.
 pub struct Replica {
@@ -144,7 +153,7 @@ impl Replica {
 
     /// A table's schema, if it has a replica.
     pub fn schema(&self, name: &TableName) -> Option<SchemaRef> {
-        self.tables().get(name).cloned()
+        self.tables().get(name).map(|info| Arc::clone(&info.schema))
     }
 
     /// How many DuckDB scans are running right now (for tests and metrics).
@@ -155,24 +164,42 @@ impl Replica {
     /// Drops a table's replica. Returns whether it existed.
     pub fn drop_table(&self, name: &TableName) -> Result<bool, ReplicaError> {
         let existed = self.schema(name).is_some();
-        {
-            let _swap = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
-            let conn = self.connect()?;
-            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", name.quoted()))
-                .map_err(ReplicaError::duckdb(format!("drop {name}")))?;
-        }
-        self.refresh()?;
+        let _swap = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.connect()?;
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", name.quoted()))
+            .map_err(ReplicaError::duckdb(format!("drop {name}")))?;
+        self.update_snapshot(|tables| {
+            tables.remove(name);
+        });
         Ok(existed)
     }
 
-    /// Re-reads the table list and schemas from DuckDB's catalog.
+    /// Re-reads one table's schema after a load replaced it.
+    pub(crate) fn refresh_table(&self, name: &TableName) -> Result<(), ReplicaError> {
+        let info = table_info(&self.connect()?, name)?;
+        self.update_snapshot(|tables| {
+            tables.insert(name.clone(), info);
+        });
+        Ok(())
+    }
+
+    /// Publishes a changed copy of the table snapshot. Queries planned
+    /// earlier keep the snapshot they started with.
+    fn update_snapshot(&self, change: impl FnOnce(&mut BTreeMap<TableName, TableInfo>)) {
+        let mut guard = self.tables.write().unwrap_or_else(|p| p.into_inner());
+        let mut tables = BTreeMap::clone(&guard);
+        change(&mut tables);
+        *guard = Arc::new(tables);
+    }
+
+    /// Re-reads every table and schema from DuckDB's catalog.
     pub(crate) fn refresh(&self) -> Result<(), ReplicaError> {
         let conn = self.connect()?;
         let names = list_tables(&conn)?;
         let mut tables = BTreeMap::new();
         for name in names {
-            let schema = table_schema(&conn, &name)?;
-            tables.insert(name, schema);
+            let info = table_info(&conn, &name)?;
+            tables.insert(name, info);
         }
         *self.tables.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tables);
         Ok(())
@@ -228,16 +255,28 @@ fn list_tables(conn: &Connection) -> Result<Vec<TableName>, ReplicaError> {
     Ok(names)
 }
 
-/// The Arrow schema DuckDB produces when scanning the table: exactly what
-/// scans will yield, so plans and streams agree.
-fn table_schema(conn: &Connection, name: &TableName) -> Result<SchemaRef, ReplicaError> {
+/// The Arrow schema DuckDB produces when scanning the table (exactly what
+/// scans will yield, so plans and streams agree) and its row count.
+fn table_info(conn: &Connection, name: &TableName) -> Result<TableInfo, ReplicaError> {
+    let context = || format!("read the schema of {name}");
     let mut stmt = conn
         .prepare(&format!("SELECT * FROM {} LIMIT 0", name.quoted()))
-        .map_err(ReplicaError::duckdb(format!("read the schema of {name}")))?;
-    let arrow = stmt
+        .map_err(ReplicaError::duckdb(context()))?;
+    let schema = stmt
         .query_arrow([])
-        .map_err(ReplicaError::duckdb(format!("read the schema of {name}")))?;
-    Ok(arrow.get_schema())
+        .map_err(ReplicaError::duckdb(context()))?
+        .get_schema();
+    let rows: i64 = conn
+        .query_row(
+            &format!("SELECT count(*) FROM {}", name.quoted()),
+            [],
+            |row| row.get(0),
+        )
+        .map_err(ReplicaError::duckdb(context()))?;
+    Ok(TableInfo {
+        schema,
+        rows: u64::try_from(rows).unwrap_or_default(),
+    })
 }
 
 #[cfg(test)]

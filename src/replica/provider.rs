@@ -1,10 +1,15 @@
 //! `ReplicaTable`: a replica table as a DataFusion `TableProvider`.
 //!
 //! DataFusion hands each scan the projection, the filters it may push down
-//! and a limit; this provider turns them into one DuckDB `SELECT` and
-//! returns a [`DuckDbScanExec`] that streams its result. Filters are
-//! claimed as `Exact` only when [`filter_to_sql`] can translate them;
-//! the rest stay in DataFusion.
+//! and a limit; this provider turns them into DuckDB `SELECT`s and returns a
+//! [`DuckDbScanExec`] that streams their results. Filters are claimed as
+//! `Exact` only when [`filter_to_sql`] can translate them; the rest stay in
+//! DataFusion.
+//!
+//! Big tables are read as several partitions, each a contiguous `rowid`
+//! range (DuckDB prunes row groups by rowid), so Arrow conversion and the
+//! operators above run on every core. Scans with a limit stay whole: a limit
+//! is cheapest answered by one ordered scan.
 
 use std::sync::Arc;
 
@@ -16,14 +21,18 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{DuckDbScanExec, Replica, filter_to_sql};
+use super::{DuckDbScanExec, Replica, TableInfo, filter_to_sql};
 use crate::table_name::{TableName, quote_ident};
+
+/// Fewer rows than this per partition is not worth a second DuckDB query.
+const MIN_ROWS_PER_PARTITION: u64 = 250_000;
 
 /// One replica table, queryable by DataFusion.
 pub struct ReplicaTable {
     replica: Arc<Replica>,
     name: TableName,
     schema: SchemaRef,
+    rows: u64,
 }
 
 impl std::fmt::Debug for ReplicaTable {
@@ -35,21 +44,58 @@ impl std::fmt::Debug for ReplicaTable {
 }
 
 impl ReplicaTable {
-    /// A provider for `name` with its replica schema.
-    pub fn new(replica: Arc<Replica>, name: TableName, schema: SchemaRef) -> Self {
+    /// A provider for `name` as the replica catalog describes it.
+    pub fn new(replica: Arc<Replica>, name: TableName, info: TableInfo) -> Self {
         Self {
             replica,
             name,
-            schema,
+            schema: info.schema,
+            rows: info.rows,
         }
     }
 
-    /// The DuckDB SQL for a scan.
+    /// How many rowid ranges to split a scan into.
+    fn partitions(&self, limit: Option<usize>, target: usize) -> u64 {
+        // A user column named rowid would shadow DuckDB's pseudo-column.
+        let shadowed = self
+            .schema
+            .fields()
+            .iter()
+            .any(|f| f.name().eq_ignore_ascii_case("rowid"));
+        if limit.is_some() || shadowed {
+            return 1;
+        }
+        (self.rows / MIN_ROWS_PER_PARTITION).clamp(1, target.max(1) as u64)
+    }
+
+    /// The DuckDB SQL for each partition of a scan.
     pub(crate) fn scan_sql(
         &self,
         projection: &[usize],
         filters: &[Expr],
         limit: Option<usize>,
+        partitions: u64,
+    ) -> Vec<String> {
+        let partitions = partitions.max(1);
+        let step = self.rows.div_ceil(partitions);
+        (0..partitions)
+            .map(|i| {
+                // The first and last ranges are open-ended, so every row is
+                // read even if the table grew after the snapshot counted it.
+                let low = (i > 0).then(|| format!("rowid >= {}", i * step));
+                let high = (i + 1 < partitions).then(|| format!("rowid < {}", (i + 1) * step));
+                let range: Vec<String> = low.into_iter().chain(high).collect();
+                self.partition_sql(projection, filters, limit, &range)
+            })
+            .collect()
+    }
+
+    fn partition_sql(
+        &self,
+        projection: &[usize],
+        filters: &[Expr],
+        limit: Option<usize>,
+        range: &[String],
     ) -> String {
         let columns = if projection.is_empty() {
             // No column needed (e.g. count(*)): DuckDB must still produce rows.
@@ -65,6 +111,7 @@ impl ReplicaTable {
         let predicates: Vec<String> = filters
             .iter()
             .filter_map(|f| filter_to_sql(f, &self.schema))
+            .chain(range.iter().cloned())
             .collect();
         if !predicates.is_empty() {
             sql.push_str(" WHERE ");
@@ -105,7 +152,7 @@ impl TableProvider for ReplicaTable {
 
     async fn scan(
         &self,
-        _state: &dyn Session,
+        state: &dyn Session,
         projection: Option<&Vec<usize>>,
         filters: &[Expr],
         limit: Option<usize>,
@@ -121,11 +168,63 @@ impl TableProvider for ReplicaTable {
                 .collect::<Vec<_>>(),
             self.schema.metadata().clone(),
         ));
-        let sql = self.scan_sql(&projection, filters, limit);
+        let partitions = self.partitions(limit, state.config_options().execution.target_partitions);
+        let sql = self.scan_sql(&projection, filters, limit, partitions);
         Ok(Arc::new(DuckDbScanExec::new(
             Arc::clone(&self.replica),
             sql,
             projected,
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::arrow::array::{AsArray, RecordBatch};
+    use datafusion::arrow::datatypes::Int64Type;
+    use datafusion::physical_plan::collect_partitioned;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+    use crate::replica::test_support::{create, replica};
+
+    #[tokio::test]
+    async fn big_tables_scan_as_disjoint_rowid_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        create(
+            &replica,
+            "CREATE SCHEMA s; CREATE TABLE s.big AS SELECT range AS n FROM range(600000);",
+        );
+        let name = TableName::parse("s.big").unwrap();
+        let info = replica.tables()[&name].clone();
+        assert_eq!(info.rows, 600_000);
+        let table = ReplicaTable::new(Arc::clone(&replica), name, info);
+        let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+        let plan = table.scan(&ctx.state(), None, &[], None).await.unwrap();
+        let scan = plan.downcast_ref::<DuckDbScanExec>().unwrap();
+        assert_eq!(
+            scan.sql(),
+            [
+                r#"SELECT "n" FROM "s"."big" WHERE rowid < 300000"#,
+                r#"SELECT "n" FROM "s"."big" WHERE rowid >= 300000"#
+            ]
+        );
+        // Every row exactly once across the partitions.
+        let partitions = collect_partitioned(plan, ctx.task_ctx()).await.unwrap();
+        let values: Vec<i64> = partitions
+            .iter()
+            .flatten()
+            .flat_map(|b: &RecordBatch| b.column(0).as_primitive::<Int64Type>().values().to_vec())
+            .collect();
+        assert_eq!(values.len(), 600_000);
+        assert_eq!(values.iter().sum::<i64>(), (0..600_000).sum::<i64>());
+
+        // A limit keeps one partition.
+        let plan = table.scan(&ctx.state(), None, &[], Some(5)).await.unwrap();
+        assert_eq!(
+            plan.downcast_ref::<DuckDbScanExec>().unwrap().sql().len(),
+            1
+        );
     }
 }

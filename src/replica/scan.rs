@@ -37,10 +37,10 @@ const CHANNEL_BATCHES: usize = 2;
 const INTERRUPT_EVERY: Duration = Duration::from_millis(5);
 const INTERRUPT_FOR: Duration = Duration::from_secs(30);
 
-/// Scans DuckDB with generated SQL.
+/// Scans DuckDB with generated SQL, one query per partition.
 pub struct DuckDbScanExec {
     replica: Arc<Replica>,
-    sql: String,
+    sql: Vec<String>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
@@ -54,12 +54,12 @@ impl fmt::Debug for DuckDbScanExec {
 }
 
 impl DuckDbScanExec {
-    /// A scan running `sql`, whose result columns are `schema`'s fields in
-    /// order (names are taken from `schema`, not from DuckDB).
-    pub(crate) fn new(replica: Arc<Replica>, sql: String, schema: SchemaRef) -> Self {
+    /// A scan with one partition per query in `sql`, whose result columns
+    /// are `schema`'s fields in order (names come from `schema`, not DuckDB).
+    pub(crate) fn new(replica: Arc<Replica>, sql: Vec<String>, schema: SchemaRef) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(sql.len()),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -71,15 +71,15 @@ impl DuckDbScanExec {
         }
     }
 
-    /// The SQL this scan sends to DuckDB.
-    pub fn sql(&self) -> &str {
+    /// The SQL this scan sends to DuckDB, one query per partition.
+    pub fn sql(&self) -> &[String] {
         &self.sql
     }
 }
 
 impl DisplayAs for DuckDbScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DuckDbScanExec: sql={}", self.sql)
+        write!(f, "DuckDbScanExec: sql=[{}]", self.sql.join("; "))
     }
 }
 
@@ -108,11 +108,12 @@ impl ExecutionPlan for DuckDbScanExec {
         partition: usize,
         _context: Arc<TaskContext>,
     ) -> DfResult<SendableRecordBatchStream> {
-        if partition != 0 {
+        let Some(sql) = self.sql.get(partition) else {
             return Err(DataFusionError::Internal(format!(
-                "DuckDbScanExec has one partition, asked for {partition}"
+                "DuckDbScanExec has {} partitions, asked for {partition}",
+                self.sql.len()
             )));
-        }
+        };
         let conn = self
             .replica
             .connect()
@@ -125,7 +126,7 @@ impl ExecutionPlan for DuckDbScanExec {
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         let scan = BlockingScan {
             conn,
-            sql: self.sql.clone(),
+            sql: sql.clone(),
             schema: Arc::clone(&self.schema),
             state: Arc::clone(&state),
             active: ActiveGuard::new(Arc::clone(&self.replica.active_scans)),

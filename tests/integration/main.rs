@@ -8,3 +8,4 @@ mod auth;
 mod execution;
 mod metadata;
 mod queries;
+mod sqllogic;

@@ -134,7 +134,7 @@ async fn pushed_sql(server: &TestServer, principal: &Principal, sql: &str) -> Ve
 
 fn collect_scans(plan: &Arc<dyn ExecutionPlan>, out: &mut Vec<String>) {
     if let Some(scan) = plan.downcast_ref::<DuckDbScanExec>() {
-        out.push(scan.sql().to_string());
+        out.extend(scan.sql().iter().cloned());
     }
     for child in plan.children() {
         collect_scans(child, out);

@@ -25,24 +25,31 @@ def free_port() -> int:
 
 
 class Airlock:
-    def __init__(self, binary: str, data_dir: Path, extra_env=None):
+    """One airlock process on a free port; its output goes to a log file."""
+
+    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD):
         self.port = free_port()
         self.data_dir = data_dir
         self.uri = f"grpc://127.0.0.1:{self.port}"
-        env = dict(os.environ)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
         env.update(
             {
-                "AIRLOCK_ADMIN_PASSWORD": PASSWORD,
                 "AIRLOCK_DATA_DIR": str(data_dir),
                 "AIRLOCK_FLIGHT_ADDR": f"127.0.0.1:{self.port}",
                 "AIRLOCK_LOG": "info",
             }
         )
-        env.update(extra_env or {})
+        if password is not None:
+            env["AIRLOCK_ADMIN_PASSWORD"] = password
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"airlock-{self.port}.log"
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([binary, "serve", "--demo"], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen([binary, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
         self.wait_ready()
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text()
 
     def wait_ready(self, timeout=120):
         deadline = time.time() + timeout
