@@ -82,10 +82,12 @@ def generate(data: Path, sf: str):
 
 
 class Airlock:
-    def __init__(self, binary, data_dir: Path):
+    def __init__(self, binary, data_dir: Path, duckdb_memory_limit=None):
         self.port = free_port()
         self.uri = f"grpc://127.0.0.1:{self.port}"
         env = dict(os.environ, AIRLOCK_ADMIN_PASSWORD=PASSWORD, AIRLOCK_LOG="warn")
+        if duckdb_memory_limit:
+            env["AIRLOCK_DUCKDB_MEMORY_LIMIT"] = duckdb_memory_limit
         self.log = open(data_dir.parent / "airlock-bench.log", "wb")
         self.process = subprocess.Popen(
             [binary, "serve", "--data-dir", str(data_dir), "--flight-addr", f"127.0.0.1:{self.port}"],
@@ -169,19 +171,26 @@ def main():
     parser.add_argument("--airlock", required=True, help="path to the airlock binary (release build)")
     parser.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
     parser.add_argument("--data", default="bench-data", help="working directory for generated data")
-    parser.add_argument("--repeat", type=int, default=5, help="runs per workload (median reported)")
+    parser.add_argument("--repeat", type=int, default=7, help="runs per workload (median reported)")
     parser.add_argument("--lookups", type=int, default=200, help="point lookups per side")
+    parser.add_argument("--duckdb-memory-limit", help="airlock's DuckDB memory limit, e.g. 256MiB (default: airlock's)")
     args = parser.parse_args()
 
     data = Path(args.data).resolve()
     parquet = generate(data, args.sf)
     airlock_dir = data / f"airlock-sf{args.sf}"
-    airlock = Airlock(args.airlock, airlock_dir)
+    loader = Airlock(args.airlock, airlock_dir, args.duckdb_memory_limit)
     try:
         print("loading airlock (table.register + sync.start):", flush=True)
-        load_times = load(airlock, parquet)
+        load_times = load(loader, parquet)
+    finally:
+        loader.stop()
+    # Serve from a fresh process, as after a deploy: memory the loads left
+    # with the allocator must not count as query memory.
+    airlock = Airlock(args.airlock, airlock_dir, args.duckdb_memory_limit)
+    try:
         ref = reference_db(data, parquet, args.sf)
-        conn = flightsql.connect(airlock.uri, db_kwargs={"username": "admin", "password": PASSWORD})
+        conn = flightsql.connect(airlock.uri, db_kwargs={"username": "admin", "password": PASSWORD}, autocommit=True)
         cur = conn.cursor()
 
         def via_airlock(sql):
@@ -189,7 +198,7 @@ def main():
             return cur.fetch_arrow_table()
 
         def in_process(sql):
-            return ref.execute(sql).fetch_arrow_table()
+            return ref.execute(sql).to_arrow_table()
 
         results = {}
         workloads = [
@@ -198,9 +207,21 @@ def main():
             ("TPC-H Q6", Q6),
         ]
         for label, sql in workloads:
+            ours = sql.format(lineitem="tpch.lineitem")
+            theirs = sql.format(lineitem="lineitem")
             # Warm both sides once (page cache, DuckDB buffers).
-            via_airlock(sql.format(lineitem="tpch.lineitem"))
-            in_process(sql.format(lineitem="lineitem"))
+            via_airlock(ours)
+            in_process(theirs)
+            t_airlock, table_a = timed(lambda: via_airlock(ours), args.repeat)
+            rows_a = table_a.num_rows
+            del table_a
+            t_ref, table_r = timed(lambda: in_process(theirs), args.repeat)
+            rows_r = table_r.num_rows
+            del table_r
+            if rows_a != rows_r:
+                raise SystemExit(f"{label}: airlock returned {rows_a} rows, DuckDB {rows_r}")
+            # Peak server memory, sampled during one more (untimed) run so the
+            # sampling thread does not compete with the timed runs.
             peak = [0]
             stop = threading.Event()
 
@@ -211,30 +232,32 @@ def main():
 
             sampler = threading.Thread(target=sample)
             sampler.start()
-            t_airlock, table_a = timed(lambda: via_airlock(sql.format(lineitem="tpch.lineitem")), args.repeat)
+            table_a = via_airlock(ours)
             stop.set()
             sampler.join()
-            t_ref, table_r = timed(lambda: in_process(sql.format(lineitem="lineitem")), args.repeat)
-            if table_a.num_rows != table_r.num_rows:
-                raise SystemExit(f"{label}: airlock returned {table_a.num_rows} rows, DuckDB {table_r.num_rows}")
             results[label] = {
                 "airlock_s": t_airlock,
                 "duckdb_in_process_s": t_ref,
                 "ratio": t_airlock / t_ref,
-                "rows": table_a.num_rows,
+                "rows": rows_a,
+                "result_mb": table_a.nbytes / 2**20,
                 "airlock_peak_rss_mb": peak[0] / 2**20,
             }
-            del table_a, table_r
+            del table_a
 
         all_keys = [r[0] for r in ref.execute(f"SELECT o_orderkey FROM orders USING SAMPLE {args.lookups} ROWS").fetchall()]
         keys = all_keys
         lat_a, lat_r = [], []
         for key in keys[:10]:
             via_airlock(LOOKUP.format(orders="tpch.orders", key=key))
+            in_process(LOOKUP.format(orders="orders", key=key))
+        # One side at a time, so DuckDB's in-process threads never compete
+        # with the server for the CPU during the other side's lookups.
         for key in keys:
             t0 = time.perf_counter()
             via_airlock(LOOKUP.format(orders="tpch.orders", key=key))
             lat_a.append(time.perf_counter() - t0)
+        for key in keys:
             t0 = time.perf_counter()
             in_process(LOOKUP.format(orders="orders", key=key))
             lat_r.append(time.perf_counter() - t0)
@@ -251,18 +274,20 @@ def main():
 
     report = {
         "scale_factor": args.sf,
+        "duckdb_memory_limit": args.duckdb_memory_limit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "load": load_times,
         "results": results,
     }
-    out = data / f"results-sf{args.sf}.json"
+    suffix = f"-duckdb-{args.duckdb_memory_limit}" if args.duckdb_memory_limit else ""
+    out = data / f"results-sf{args.sf}{suffix}.json"
     out.write_text(json.dumps(report, indent=2))
     print()
     print(f"{'workload':<22} {'airlock (ADBC)':>15} {'DuckDB in-proc':>15} {'ratio':>7}  notes")
     for label, r in results.items():
         notes = ""
         if "airlock_peak_rss_mb" in r:
-            notes = f"server peak RSS {r['airlock_peak_rss_mb']:.0f} MB"
+            notes = f"result {r['result_mb']:.0f} MB, server peak RSS {r['airlock_peak_rss_mb']:.0f} MB"
         if "airlock_p95_s" in r:
             notes = f"p95 {r['airlock_p95_s'] * 1000:.2f} ms"
         print(f"{label:<22} {r['airlock_s'] * 1000:>12.1f} ms {r['duckdb_in_process_s'] * 1000:>12.1f} ms {r['ratio']:>6.2f}x  {notes}")

@@ -378,7 +378,7 @@ mod duration_text {
             ("m", 60_000),
             ("s", 1_000),
         ] {
-            if millis > 0 && millis % size == 0 {
+            if millis > 0 && millis.is_multiple_of(size) {
                 return format!("{}{unit}", millis / size);
             }
         }

@@ -10,7 +10,6 @@
 
 use std::sync::Arc;
 
-use datafusion::common::Result as DfResult;
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -53,11 +52,20 @@ impl QueryExecutor {
         &self,
         plan: Arc<dyn ExecutionPlan>,
         context: Arc<TaskContext>,
-    ) -> DfResult<SendableRecordBatchStream> {
+    ) -> SendableRecordBatchStream {
         let schema = plan.schema();
-        let mut inner = execute_stream(plan, context)?;
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
+        // The plan is started inside the task: operators spawn their own
+        // tasks (repartitioning, merging) and DuckDB scans spawn blocking
+        // work, all on whatever runtime starts them — this one.
         let task = async move {
+            let mut inner = match execute_stream(plan, context) {
+                Ok(inner) => inner,
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            };
             while let Some(item) = inner.next().await {
                 if tx.send(item).await.is_err() {
                     break;
@@ -66,7 +74,7 @@ impl QueryExecutor {
         };
         let handle = match &self.runtime {
             Some(runtime) => runtime.spawn(task),
-            // Only during shutdown; running inline is still correct.
+            // Only during shutdown; running on the caller's runtime is still correct.
             None => tokio::spawn(task),
         };
         let guard = AbortOnDrop(handle);
@@ -74,7 +82,7 @@ impl QueryExecutor {
             let _ = &guard;
             item
         });
-        Ok(Box::pin(RecordBatchStreamAdapter::new(schema, stream)))
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
 }
 

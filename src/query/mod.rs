@@ -38,7 +38,7 @@ pub use stream::{QueryStream, RunningQueries};
 
 use crate::auth::Principal;
 use crate::config::QueryConfig;
-use crate::replica::Replica;
+use crate::replica::{Replica, TableSnapshot};
 use crate::table_name::{DEFAULT_SCHEMA, TableName};
 
 /// Why a query could not be planned or run.
@@ -193,6 +193,16 @@ pub struct QueryEngine {
     config: QueryConfig,
     running: Arc<RunningQueries>,
     executor: executor::QueryExecutor,
+    sessions: std::sync::Mutex<Option<CachedSession>>,
+}
+
+/// A session state with the catalog of one table snapshot. Building a state
+/// registers every function again (hundreds of hash inserts), which cost
+/// more than planning a point lookup; cloning a built one is cheap.
+#[derive(Debug)]
+struct CachedSession {
+    snapshot: TableSnapshot,
+    state: SessionState,
 }
 
 impl QueryEngine {
@@ -215,9 +225,10 @@ impl QueryEngine {
             .with_create_default_catalog_and_schema(false)
             .with_information_schema(false);
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        // Twice the cores: a runaway operator holding a thread for a long
-        // poll must not leave other queries without one (the OS time-slices).
-        let executor = executor::QueryExecutor::new((2 * threads).max(4))
+        // One worker per core: measured fastest for scans (more workers spin
+        // and steal CPU from DuckDB). The gRPC side stays responsive either
+        // way, since results cross a channel and deadlines are checked there.
+        let executor = executor::QueryExecutor::new(threads)
             .map_err(|e| QueryError::Internal(format!("query executor threads: {e}")))?;
         let base = SessionStateBuilder::new()
             .with_config(session.with_target_partitions(threads))
@@ -230,6 +241,7 @@ impl QueryEngine {
             config,
             running: Arc::new(RunningQueries::default()),
             executor,
+            sessions: std::sync::Mutex::new(None),
         })
     }
 
@@ -240,6 +252,31 @@ impl QueryEngine {
         VisibleTables::new(Arc::clone(&self.replica), &self.replica.tables())
     }
 
+    /// A fresh session for one query of `principal`: the cached state for
+    /// the current snapshot, cloned, with its start time set (so `now()`
+    /// is the query's time, not the cache's).
+    fn session(&self, _principal: &Principal) -> (SessionState, VisibleTables) {
+        let snapshot = self.replica.tables();
+        let visible = VisibleTables::new(Arc::clone(&self.replica), &snapshot);
+        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = match cache.as_ref() {
+            Some(cached) if Arc::ptr_eq(&cached.snapshot, &snapshot) => cached.state.clone(),
+            _ => {
+                let state = SessionStateBuilder::new_from_existing(self.base.clone())
+                    .with_catalog_list(visible.catalog_list())
+                    .build();
+                *cache = Some(CachedSession {
+                    snapshot,
+                    state: state.clone(),
+                });
+                state
+            }
+        };
+        drop(cache);
+        state.mark_start_execution();
+        (state, visible)
+    }
+
     /// Queries now streaming.
     pub fn running(&self) -> &Arc<RunningQueries> {
         &self.running
@@ -248,10 +285,7 @@ impl QueryEngine {
     /// Parses and plans `sql` for `principal`.
     pub async fn plan(&self, principal: &Principal, sql: &str) -> Result<PlannedQuery, QueryError> {
         let statement = statement::parse_query(sql, self.config.max_sql_length)?;
-        let visible = self.visible_tables(principal);
-        let state = SessionStateBuilder::new_from_existing(self.base.clone())
-            .with_catalog_list(visible.catalog_list())
-            .build();
+        let (state, visible) = self.session(principal);
 
         let references = state
             .resolve_table_references(&statement)
@@ -311,10 +345,7 @@ impl QueryEngine {
         principal: &Principal,
     ) -> Result<QueryStream, QueryError> {
         let physical = self.physical_plan(&planned).await?;
-        let inner = self
-            .executor
-            .execute(physical, planned.state.task_ctx())
-            .map_err(QueryError::Execution)?;
+        let inner = self.executor.execute(physical, planned.state.task_ctx());
         Ok(QueryStream::new(
             inner,
             planned.schema(),

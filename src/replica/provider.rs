@@ -55,14 +55,18 @@ impl ReplicaTable {
     }
 
     /// How many rowid ranges to split a scan into.
-    fn partitions(&self, limit: Option<usize>, target: usize) -> u64 {
+    fn partitions(&self, filters: &[Expr], limit: Option<usize>, target: usize) -> u64 {
         // A user column named rowid would shadow DuckDB's pseudo-column.
         let shadowed = self
             .schema
             .fields()
             .iter()
             .any(|f| f.name().eq_ignore_ascii_case("rowid"));
-        if limit.is_some() || shadowed {
+        // An equality on a column usually selects a handful of rows, which
+        // DuckDB finds fastest with one query pruning by zone maps; a
+        // second query would only add its start-up cost.
+        let selective = filters.iter().any(is_point_predicate);
+        if limit.is_some() || shadowed || selective {
             return 1;
         }
         (self.rows / MIN_ROWS_PER_PARTITION).clamp(1, target.max(1) as u64)
@@ -124,6 +128,32 @@ impl ReplicaTable {
     }
 }
 
+/// `column = literal` or `column IN (literals)`, possibly inside an `AND`.
+fn is_point_predicate(expr: &Expr) -> bool {
+    use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
+    match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => matches!(
+            (left.as_ref(), right.as_ref()),
+            (Expr::Column(_), Expr::Literal(..)) | (Expr::Literal(..), Expr::Column(_))
+        ),
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => is_point_predicate(left) || is_point_predicate(right),
+        Expr::InList(InList {
+            expr,
+            negated: false,
+            ..
+        }) => matches!(expr.as_ref(), Expr::Column(_)),
+        _ => false,
+    }
+}
+
 #[async_trait]
 impl TableProvider for ReplicaTable {
     fn schema(&self) -> SchemaRef {
@@ -168,7 +198,11 @@ impl TableProvider for ReplicaTable {
                 .collect::<Vec<_>>(),
             self.schema.metadata().clone(),
         ));
-        let partitions = self.partitions(limit, state.config_options().execution.target_partitions);
+        let partitions = self.partitions(
+            filters,
+            limit,
+            state.config_options().execution.target_partitions,
+        );
         let sql = self.scan_sql(&projection, filters, limit, partitions);
         Ok(Arc::new(DuckDbScanExec::new(
             Arc::clone(&self.replica),
@@ -220,7 +254,16 @@ mod tests {
         assert_eq!(values.len(), 600_000);
         assert_eq!(values.iter().sum::<i64>(), (0..600_000).sum::<i64>());
 
-        // A limit keeps one partition.
+        // A limit, or an equality that selects a few rows, keeps one partition.
+        let point = datafusion::logical_expr::col("n").eq(datafusion::logical_expr::lit(7i64));
+        let plan = table
+            .scan(&ctx.state(), None, &[point], None)
+            .await
+            .unwrap();
+        assert_eq!(
+            plan.downcast_ref::<DuckDbScanExec>().unwrap().sql(),
+            [r#"SELECT "n" FROM "s"."big" WHERE ("n" = CAST('7' AS BIGINT))"#]
+        );
         let plan = table.scan(&ctx.state(), None, &[], Some(5)).await.unwrap();
         assert_eq!(
             plan.downcast_ref::<DuckDbScanExec>().unwrap().sql().len(),

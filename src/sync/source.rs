@@ -176,7 +176,12 @@ impl FileSource {
             }
             None => detect(&name)?,
         };
-        let config = SessionConfig::new().with_batch_size(16 * 1024);
+        // One partition reads the files in path order, so the replica keeps
+        // the source's row order: DuckDB's zone maps then prune well on
+        // columns the source was sorted by (point lookups on keys).
+        let config = SessionConfig::new()
+            .with_batch_size(16 * 1024)
+            .with_target_partitions(1);
         let ctx = SessionContext::new_with_config(config);
         ctx.register_object_store(listing_url.object_store().as_ref(), store);
         Ok(Self {

@@ -438,3 +438,15 @@ async fn prepared_statements_bind_parameters_through_do_put() {
     );
     drop(server);
 }
+
+#[tokio::test]
+async fn now_is_the_time_of_each_query() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let sql = "SELECT CAST(now() AS BIGINT) / 1000000";
+    let (_, first) = query(&mut admin, sql).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let (_, second) = query(&mut admin, sql).await.unwrap();
+    let seconds = |b: &[RecordBatch]| rows(b)[0].parse::<i64>().unwrap();
+    assert!(seconds(&second) > seconds(&first), "now() did not advance");
+}

@@ -27,7 +27,7 @@ def free_port() -> int:
 class Airlock:
     """One airlock process on a free port; its output goes to a log file."""
 
-    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD):
+    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD, extra_env=None):
         self.port = free_port()
         self.data_dir = data_dir
         self.uri = f"grpc://127.0.0.1:{self.port}"
@@ -41,6 +41,7 @@ class Airlock:
         )
         if password is not None:
             env["AIRLOCK_ADMIN_PASSWORD"] = password
+        env.update(extra_env or {})
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = data_dir.parent / f"airlock-{self.port}.log"
         self.log = open(self.log_path, "wb")
