@@ -7,7 +7,7 @@ RUN cargo build --release --locked --bin airlock
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates \
+ && apt-get install -y --no-install-recommends ca-certificates libstdc++6 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --create-home --home-dir /var/lib/airlock airlock
 COPY --from=build /src/target/release/airlock /usr/local/bin/airlock

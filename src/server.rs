@@ -116,13 +116,27 @@ pub struct Opened {
 impl App {
     /// Opens the data directory and builds every module.
     pub async fn open(config: Config, secrets: Secrets) -> Result<Opened, ServerError> {
-        let data_dir = config.data_dir.clone();
-        for dir in [data_dir.clone(), data_dir.join("tmp").join("datafusion")] {
+        let mut config = config;
+        for dir in [
+            config.data_dir.clone(),
+            config.data_dir.join("tmp").join("datafusion"),
+        ] {
             std::fs::create_dir_all(&dir).map_err(|source| ServerError::DataDir {
                 path: dir.clone(),
                 source,
             })?;
         }
+        // Absolute from here on: sources under it (the demo) and DuckDB's
+        // directory settings must not depend on the working directory.
+        config.data_dir =
+            config
+                .data_dir
+                .canonicalize()
+                .map_err(|source| ServerError::DataDir {
+                    path: config.data_dir.clone(),
+                    source,
+                })?;
+        let data_dir = config.data_dir.clone();
         restrict_permissions(&data_dir);
         let meta = Meta::new(Arc::new(DuckDbMetaStore::open(&data_dir)?));
         let password = AdminPassword::initialize(&meta, secrets.admin_password.as_deref()).await?;

@@ -42,6 +42,12 @@ pub enum AuthError {
     /// Wrong user or password.
     #[error("invalid user or password")]
     BadPassword,
+    /// A password on a call other than the handshake.
+    #[error(
+        "a password is accepted only in the Flight handshake; send the bearer token it returns \
+         ('authorization: Bearer <token>', or Basic with user 'token')"
+    )]
+    PasswordOutsideHandshake,
     /// Signature, format or claims are wrong.
     #[error("invalid token: it is malformed or was not issued by this server")]
     InvalidToken,
@@ -175,19 +181,9 @@ impl Authenticator {
         let credentials = parse_authorization(header.ok_or(AuthError::MissingCredentials)?)?;
         match credentials {
             Credentials::Token(token) => self.tokens.verify(&token),
-            Credentials::Password { user, password } => {
-                self.check_password(&user, &password).await?;
-                // A password on an ordinary call authenticates that call only;
-                // it is not tied to a session token.
-                Ok(Principal {
-                    kind: TokenKind::Admin,
-                    token_id: "basic".to_string(),
-                    name: ADMIN_USER.to_string(),
-                    swarm: None,
-                    attributes: BTreeMap::new(),
-                    expires_at: Utc::now(),
-                })
-            }
+            // Argon2 is expensive on purpose; checking it on every call would
+            // hand anyone a way to burn the server's CPU.
+            Credentials::Password { .. } => Err(AuthError::PasswordOutsideHandshake),
         }
     }
 
@@ -300,7 +296,7 @@ impl Authenticator {
                 kind: request.kind,
                 name: request.name,
                 swarm: Some(swarm),
-                parent: Some(caller.token_id.clone()).filter(|id| id != "basic"),
+                parent: Some(caller.token_id.clone()),
                 attributes: request.attributes,
                 ttl,
                 not_after,

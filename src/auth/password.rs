@@ -4,10 +4,13 @@
 //! it, an existing hash is kept; on the very first start a random password is
 //! generated and handed back once so the caller can print it.
 
+use std::sync::Arc;
+
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use rand::distr::Alphanumeric;
+use tokio::sync::Semaphore;
 
 use super::AuthError;
 use crate::meta::{Collection, Meta};
@@ -15,10 +18,15 @@ use crate::meta::{Collection, Meta};
 const HASH_KEY: &str = "admin_password_hash";
 const GENERATED_LEN: usize = 24;
 
+/// Password checks running at once: Argon2 takes tens of milliseconds and
+/// 19 MiB each, so a flood of logins waits here instead of taking the CPU.
+const CONCURRENT_CHECKS: usize = 2;
+
 /// The verified admin password hash.
 #[derive(Clone)]
 pub struct AdminPassword {
     hash: String,
+    checks: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for AdminPassword {
@@ -44,20 +52,20 @@ impl AdminPassword {
         if let Some(password) = from_env.filter(|p| !p.is_empty()) {
             if let Some(hash) = stored.filter(|h| verify_blocking_ok(password, h)) {
                 return Ok(Initialized {
-                    password: AdminPassword { hash },
+                    password: AdminPassword::new(hash),
                     generated: None,
                 });
             }
             let hash = hash_password(password)?;
             meta.put(Collection::Settings, HASH_KEY, &hash).await?;
             return Ok(Initialized {
-                password: AdminPassword { hash },
+                password: AdminPassword::new(hash),
                 generated: None,
             });
         }
         if let Some(hash) = stored {
             return Ok(Initialized {
-                password: AdminPassword { hash },
+                password: AdminPassword::new(hash),
                 generated: None,
             });
         }
@@ -69,14 +77,26 @@ impl AdminPassword {
         let hash = hash_password(&generated)?;
         meta.put(Collection::Settings, HASH_KEY, &hash).await?;
         Ok(Initialized {
-            password: AdminPassword { hash },
+            password: AdminPassword::new(hash),
             generated: Some(generated),
         })
+    }
+
+    fn new(hash: String) -> Self {
+        Self {
+            hash,
+            checks: Arc::new(Semaphore::new(CONCURRENT_CHECKS)),
+        }
     }
 
     /// Checks a password. Argon2 is deliberately slow, so this runs on the
     /// blocking pool rather than stalling a gRPC worker.
     pub async fn verify(&self, password: &str) -> Result<bool, AuthError> {
+        let _permit = self
+            .checks
+            .acquire()
+            .await
+            .map_err(|e| AuthError::Internal(format!("password check: {e}")))?;
         let hash = self.hash.clone();
         let password = password.to_string();
         tokio::task::spawn_blocking(move || verify_blocking_ok(&password, &hash))
@@ -108,8 +128,6 @@ fn verify_blocking_ok(password: &str, hash: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::meta::DuckDbMetaStore;
 

@@ -82,24 +82,18 @@ impl AirlockFlightSql {
         Ok(principal)
     }
 
-    /// Plans a statement handle's SQL with its bound parameters.
+    /// Plans a statement handle's SQL with its bound parameters, ready to run.
     async fn plan(
         &self,
         principal: &Principal,
         handle: &StatementHandle,
     ) -> Result<PlannedQuery, Status> {
         let values = handle.parameter_values().map_err(status::bad_request)?;
-        let planned = self
-            .app
+        self.app
             .query
-            .plan(principal, &handle.sql)
+            .plan_bound(principal, &handle.sql, values)
             .await
-            .map_err(status::query)?;
-        if values.is_empty() {
-            Ok(planned)
-        } else {
-            planned.bind(values).map_err(status::query)
-        }
+            .map_err(status::query)
     }
 
     /// A FlightInfo whose single endpoint redeems `ticket`.
@@ -258,11 +252,6 @@ impl FlightSqlService for AirlockFlightSql {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::new(&query.query);
         let planned = self.plan(&principal, &handle).await?;
-        if planned.has_parameters().map_err(status::query)? {
-            return Err(status::query(QueryError::Parameters(
-                "the query has placeholders: prepare it and bind values".into(),
-            )));
-        }
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
@@ -284,11 +273,6 @@ impl FlightSqlService for AirlockFlightSql {
         let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
             .map_err(status::bad_request)?;
         let planned = self.plan(&principal, &handle).await?;
-        if planned.has_parameters().map_err(status::query)? {
-            return Err(status::query(QueryError::Parameters(
-                "the prepared statement has placeholders but no values were bound".into(),
-            )));
-        }
         // Each execution gets its own query id, for CancelFlightInfo.
         let execution = StatementHandle {
             query_id: uuid::Uuid::new_v4().to_string(),
@@ -341,7 +325,12 @@ impl FlightSqlService for AirlockFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::new(&query.query);
-        let planned = self.plan(&principal, &handle).await?;
+        let planned = self
+            .app
+            .query
+            .plan(&principal, &handle.sql)
+            .await
+            .map_err(status::query)?;
         let dataset = metadata::result_schema(&planned.schema());
         let parameters = planned.parameter_schema().map_err(status::query)?;
         Ok(ActionCreatePreparedStatementResult {
@@ -363,11 +352,20 @@ impl FlightSqlService for AirlockFlightSql {
         // The stream itself, not into_inner(): its first message (already
         // peeked by the dispatcher) carries the parameter schema.
         let data = request.into_inner().map_err(FlightError::from);
-        let batches: Vec<RecordBatch> = FlightRecordBatchStream::new_from_flight_data(data)
-            .try_collect()
+        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
+        let read_error = |e: FlightError| status::bad_request(format!("reading parameters: {e}"));
+        // One row of parameters is all a query takes: read one batch, and
+        // refuse a second instead of buffering whatever a client sends.
+        let batch = batches
+            .try_next()
             .await
-            .map_err(|e| status::bad_request(format!("reading parameters: {e}")))?;
-        let batch = ticket::single_batch(batches).map_err(status::bad_request)?;
+            .map_err(read_error)?
+            .ok_or_else(|| status::bad_request("DoPut carried no parameter rows"))?;
+        if batches.try_next().await.map_err(read_error)?.is_some() {
+            return Err(status::bad_request(
+                "bind exactly one row of parameters to a query, in one batch",
+            ));
+        }
         let bound = handle
             .with_parameters(&batch)
             .map_err(status::bad_request)?;

@@ -46,6 +46,7 @@ pub(crate) fn auth(error: AuthError) -> Status {
         AuthError::MissingCredentials
         | AuthError::MalformedHeader(_)
         | AuthError::BadPassword
+        | AuthError::PasswordOutsideHandshake
         | AuthError::InvalidToken
         | AuthError::Expired
         | AuthError::Revoked
@@ -98,12 +99,14 @@ fn datafusion_code(error: &DataFusionError) -> Code {
         DataFusionError::ResourcesExhausted(_) => Code::ResourceExhausted,
         // Execution errors DataFusion raises are about the data the query
         // touched: division by zero, failed casts, overflow.
-        DataFusionError::Execution(_) | DataFusionError::ExecutionJoin(_) => Code::InvalidArgument,
+        DataFusionError::Execution(_) => Code::InvalidArgument,
         DataFusionError::ArrowError(e, _) => arrow_code(e),
         DataFusionError::ParquetError(_)
         | DataFusionError::ObjectStore(_)
         | DataFusionError::IoError(_)
         | DataFusionError::External(_)
+        // A task that panicked or was lost.
+        | DataFusionError::ExecutionJoin(_)
         | DataFusionError::Internal(_)
         | DataFusionError::Substrait(_)
         | DataFusionError::Context(..)

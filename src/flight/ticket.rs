@@ -9,7 +9,6 @@
 //! what its holder could run anyway.
 
 use std::io::Cursor;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
@@ -109,18 +108,10 @@ pub(crate) fn row_values(batch: &RecordBatch) -> Result<Vec<ScalarValue>, String
         .collect()
 }
 
-/// Concatenates the parameter batches of a DoPut into one.
-pub(crate) fn single_batch(batches: Vec<RecordBatch>) -> Result<RecordBatch, String> {
-    let schema = batches
-        .first()
-        .map(RecordBatch::schema)
-        .ok_or_else(|| "DoPut carried no parameter rows".to_string())?;
-    datafusion::arrow::compute::concat_batches(&Arc::clone(&schema), &batches)
-        .map_err(|e| e.to_string())
-}
-
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use datafusion::arrow::array::{Int64Array, StringArray};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
 

@@ -22,13 +22,15 @@ pub struct DuckDbMetaStore {
 impl DuckDbMetaStore {
     /// Opens or creates `<dir>/meta.duckdb`.
     pub fn open(dir: &Path) -> Result<Self, MetaError> {
+        let temp_directory = dir.join("tmp").join("meta");
         let resources = DuckDbResources {
             threads: 1,
             memory_limit: bytesize::ByteSize::mib(256),
-            temp_directory: dir.join("tmp").join("meta"),
+            temp_directory: temp_directory.clone(),
             max_temp_directory_size: bytesize::ByteSize::mib(256),
         };
-        let conn = open_hardened(&dir.join("meta.duckdb"), dir, &resources)?;
+        // No file reads happen here: allow only the spill directory.
+        let conn = open_hardened(&dir.join("meta.duckdb"), &temp_directory, &resources)?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS docs (
                  collection VARCHAR NOT NULL,

@@ -5,8 +5,9 @@
 //! callers and hold back deadlines and cancels until the poll returned. So
 //! plans run here, and their batches cross to the gRPC side over a bounded
 //! channel: the gRPC side stays responsive, a timeout or cancel answers at
-//! once, and dropping the receiving end aborts the task at its next yield
-//! (dropping the DuckDB scans below it, which interrupts them).
+//! once, and the plan itself is dropped at the deadline or on cancel even if
+//! nobody reads its output any more (dropping it interrupts the DuckDB scans
+//! below it).
 
 use std::sync::Arc;
 
@@ -16,7 +17,9 @@ use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::StreamExt;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
 
 /// Batches buffered between a running plan and its consumer.
 const CHANNEL_BATCHES: usize = 2;
@@ -47,18 +50,36 @@ impl QueryExecutor {
         })
     }
 
-    /// Starts `plan` and returns its output; dropping the stream aborts it.
+    /// Runs a future (planning, say) on the executor and waits for it.
+    pub(crate) async fn run<F>(&self, future: F) -> Result<F::Output, tokio::task::JoinError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        match &self.runtime {
+            Some(runtime) => runtime.spawn(future).await,
+            None => Ok(future.await),
+        }
+    }
+
+    /// Starts `plan` and returns its output. The plan stops — on this side,
+    /// even if nobody reads the output — when `cancel` fires, at `deadline`,
+    /// or when the output stream is dropped; the stream then just ends, and
+    /// its reader tells a cut-short end from a whole one by `cancel` and
+    /// `deadline`.
     pub(crate) fn execute(
         &self,
         plan: Arc<dyn ExecutionPlan>,
         context: Arc<TaskContext>,
+        cancel: CancellationToken,
+        deadline: Instant,
     ) -> SendableRecordBatchStream {
         let schema = plan.schema();
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         // The plan is started inside the task: operators spawn their own
         // tasks (repartitioning, merging) and DuckDB scans spawn blocking
         // work, all on whatever runtime starts them — this one.
-        let task = async move {
+        let pump = async move {
             let mut inner = match execute_stream(plan, context) {
                 Ok(inner) => inner,
                 Err(e) => {
@@ -70,6 +91,14 @@ impl QueryExecutor {
                 if tx.send(item).await.is_err() {
                     break;
                 }
+            }
+        };
+        let task = async move {
+            // Leaving the select drops `pump`, and with it the plan.
+            tokio::select! {
+                () = pump => {}
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
             }
         };
         let handle = match &self.runtime {

@@ -282,8 +282,49 @@ impl QueryEngine {
         &self.running
     }
 
-    /// Parses and plans `sql` for `principal`.
-    pub async fn plan(&self, principal: &Principal, sql: &str) -> Result<PlannedQuery, QueryError> {
+    /// Parses and plans `sql` for `principal`, placeholders left unbound
+    /// (for preparing). Planning runs on the query executor: it is CPU work
+    /// that can be large for large SQL.
+    pub async fn plan(
+        self: &Arc<Self>,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<PlannedQuery, QueryError> {
+        let engine = Arc::clone(self);
+        let principal = principal.clone();
+        let sql = sql.to_string();
+        self.executor
+            .run(async move { engine.plan_here(&principal, &sql).await })
+            .await
+            .map_err(|e| QueryError::Internal(format!("planning task failed: {e}")))?
+    }
+
+    /// Plans `sql` with `values` bound to its placeholders, ready to run: a
+    /// placeholder without a value is an error.
+    pub async fn plan_bound(
+        self: &Arc<Self>,
+        principal: &Principal,
+        sql: &str,
+        values: Vec<ScalarValue>,
+    ) -> Result<PlannedQuery, QueryError> {
+        let planned = self.plan(principal, sql).await?;
+        if !values.is_empty() {
+            return planned.bind(values);
+        }
+        if planned.has_parameters()? {
+            return Err(QueryError::Parameters(
+                "the query has placeholders but no values were bound; prepare it and bind parameters"
+                    .into(),
+            ));
+        }
+        Ok(planned)
+    }
+
+    async fn plan_here(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<PlannedQuery, QueryError> {
         let statement = statement::parse_query(sql, self.config.max_sql_length)?;
         let (state, visible) = self.session(principal);
 
@@ -345,22 +386,27 @@ impl QueryEngine {
         principal: &Principal,
     ) -> Result<QueryStream, QueryError> {
         let physical = self.physical_plan(&planned).await?;
-        let inner = self.executor.execute(physical, planned.state.task_ctx());
+        let (token, registration) = self.running.register(query_id, &principal.token_id);
+        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let inner =
+            self.executor
+                .execute(physical, planned.state.task_ctx(), token.clone(), deadline);
         Ok(QueryStream::new(
             inner,
             planned.schema(),
             self.config.timeout,
-            &self.running,
-            query_id,
-            &principal.label(),
+            deadline,
+            token,
+            registration,
         ))
     }
 
-    /// Cancels a running query by id; only its owner or an admin may.
+    /// Cancels a running query by id; only the token that started it or an
+    /// admin may.
     pub fn cancel(&self, query_id: &str, principal: &Principal) -> bool {
-        let caller = principal.label();
-        self.running
-            .cancel(query_id, |owner| principal.is_admin() || owner == caller)
+        self.running.cancel(query_id, |owner| {
+            principal.is_admin() || owner == principal.token_id
+        })
     }
 }
 

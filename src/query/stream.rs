@@ -39,7 +39,7 @@ pub struct RunningQueries {
 
 impl RunningQueries {
     /// Registers an execution; the returned guard unregisters it on drop.
-    fn register(
+    pub(crate) fn register(
         self: &Arc<Self>,
         query_id: &str,
         owner: &str,
@@ -95,7 +95,8 @@ impl RunningQueries {
     }
 }
 
-struct Registration {
+/// Keeps an execution listed in [`RunningQueries`] while it lives.
+pub(crate) struct Registration {
     running: Arc<RunningQueries>,
     query_id: String,
     serial: u64,
@@ -120,26 +121,28 @@ pub struct QueryStream {
     schema: SchemaRef,
     deadline: Pin<Box<tokio::time::Sleep>>,
     timeout: Duration,
+    token: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
     _registration: Registration,
 }
 
 impl QueryStream {
+    /// Wraps `inner`, whose producer stops itself at `deadline` or on `token`.
     pub(crate) fn new(
         inner: SendableRecordBatchStream,
         schema: SchemaRef,
         timeout: Duration,
-        running: &Arc<RunningQueries>,
-        query_id: &str,
-        owner: &str,
+        deadline: tokio::time::Instant,
+        token: CancellationToken,
+        registration: Registration,
     ) -> Self {
-        let (token, registration) = running.register(query_id, owner);
         Self {
             inner: Some(inner),
             schema,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
             timeout,
-            cancelled: Box::pin(token.cancelled_owned()),
+            cancelled: Box::pin(token.clone().cancelled_owned()),
+            token,
             _registration: registration,
         }
     }
@@ -147,6 +150,17 @@ impl QueryStream {
     /// The schema every batch carries.
     pub fn schema(&self) -> SchemaRef {
         Arc::clone(&self.schema)
+    }
+
+    /// Why the stream stopped early, if it did.
+    fn cut_short(&self) -> Option<QueryError> {
+        if self.token.is_cancelled() {
+            Some(QueryError::Cancelled)
+        } else if self.deadline.is_elapsed() {
+            Some(QueryError::Timeout(self.timeout))
+        } else {
+            None
+        }
     }
 }
 
@@ -173,7 +187,9 @@ impl Stream for QueryStream {
             Poll::Pending => Poll::Pending,
             Poll::Ready(None) => {
                 this.inner = None;
-                Poll::Ready(None)
+                // The producer also stops at the deadline or on cancel; an
+                // end then is a cut, not the whole result.
+                Poll::Ready(this.cut_short().map(Err))
             }
             Poll::Ready(Some(Err(e))) => {
                 this.inner = None;

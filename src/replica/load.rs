@@ -1,12 +1,14 @@
-//! Loading a table: stage, then swap in one transaction.
+//! Loading a table: into a new version, published on commit.
 //!
-//! A load appends into a hidden staging table (`__airlock_staging_<id>`, in
-//! the target's schema). Queries never see it: the catalog skips the reserved
-//! prefix. [`StagingTable::commit`] replaces the target by the staging table
-//! in a single DuckDB transaction, so readers see either the whole old table
-//! or the whole new one. Dropping an uncommitted [`StagingTable`] (error,
-//! cancel) drops the staging table; a process killed mid-load leaves one
-//! behind, which [`Replica::open`](super::Replica::open) removes.
+//! A load creates the table's next version under a `$loading` name (see
+//! [`physical`](super::physical)); queries never see it, because they read
+//! the versions their snapshot names. [`StagingTable::commit`] renames it
+//! and retires the previous version in one DuckDB transaction, then
+//! publishes it: queries already running finish on the version they
+//! started with, new ones read the new version, none ever sees a mix.
+//! Dropping an uncommitted [`StagingTable`] (error, cancel) drops the
+//! loading table; a process killed mid-load leaves one behind, which
+//! [`Replica::open`](super::Replica::open) removes.
 
 use std::sync::Arc;
 
@@ -14,16 +16,18 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use duckdb::Connection;
 
+use super::physical::loading_name;
 use super::types::{column_definitions, storage_schema, to_storage};
 use super::{Replica, ReplicaError};
-use crate::table_name::{RESERVED_PREFIX, TableName, quote_ident};
+use crate::table_name::{TableName, quote_ident};
 
 /// A table being loaded; becomes the replica of `target` on commit.
 pub struct StagingTable {
     replica: Arc<Replica>,
     conn: Connection,
     target: TableName,
-    staging: String,
+    version: u64,
+    loading: String,
     storage: SchemaRef,
     rows: u64,
     committed: bool,
@@ -33,43 +37,38 @@ impl std::fmt::Debug for StagingTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("StagingTable")
             .field("target", &self.target)
-            .field("staging", &self.staging)
+            .field("loading", &self.loading)
             .field("rows", &self.rows)
             .finish_non_exhaustive()
     }
 }
 
 impl StagingTable {
-    /// Creates an empty staging table for `target` with `schema`'s columns.
-    /// `load_id` makes the staging name unique.
+    /// Creates an empty new version of `target` with `schema`'s columns.
     pub fn create(
         replica: &Arc<Replica>,
         target: &TableName,
         schema: &Schema,
-        load_id: &str,
     ) -> Result<Self, ReplicaError> {
         let columns = column_definitions(schema)?;
-        let suffix: String = load_id
-            .chars()
-            .filter(|c| c.is_ascii_alphanumeric())
-            .take(32)
-            .collect();
-        let staging = format!("{RESERVED_PREFIX}_staging_{}_{suffix}", target.table());
+        let version = replica.allocate_version();
+        let loading = loading_name(target, version);
         let conn = replica.connect()?;
         conn.execute_batch(&format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE {schema}.{staging} ({columns});",
+             CREATE TABLE {schema}.{loading} ({columns});",
             schema = quote_ident(target.schema()),
-            staging = quote_ident(&staging),
+            loading = quote_ident(&loading),
         ))
         .map_err(ReplicaError::duckdb(format!(
-            "create a staging table for {target}"
+            "create a new version of {target}"
         )))?;
         Ok(Self {
             replica: Arc::clone(replica),
             conn,
             target: target.clone(),
-            staging,
+            version,
+            loading,
             storage: storage_schema(schema),
             rows: 0,
             committed: false,
@@ -83,21 +82,22 @@ impl StagingTable {
                 column: String::new(),
                 data_type: format!("{} columns", batch.num_columns()),
                 reason: format!(
-                    "the staging table has {} columns; the source changed during the load",
+                    "the new version has {} columns; the source changed during the load",
                     self.storage.fields().len()
                 ),
             });
         }
         let batch = to_storage(batch, &self.storage)?;
+        let rows = batch.num_rows() as u64;
         let mut appender = self
             .conn
-            .appender_to_db(&self.staging, self.target.schema())
+            .appender_to_db(&self.loading, self.target.schema())
             .map_err(ReplicaError::duckdb(format!("append to {}", self.target)))?;
         appender
-            .append_record_batch(batch.clone())
+            .append_record_batch(batch)
             .and_then(|()| appender.flush())
             .map_err(ReplicaError::duckdb(format!("append to {}", self.target)))?;
-        self.rows += batch.num_rows() as u64;
+        self.rows += rows;
         Ok(())
     }
 
@@ -106,38 +106,11 @@ impl StagingTable {
         self.rows
     }
 
-    /// Replaces the target with the staging table atomically and refreshes
-    /// the replica's catalog. Returns the row count.
+    /// Makes this version the replica of the target. Returns the row count.
     pub fn commit(mut self) -> Result<u64, ReplicaError> {
-        let target = self.target.clone();
-        {
-            let _swap = self
-                .replica
-                .swap_lock
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            let swap = format!(
-                "BEGIN TRANSACTION;
-                 DROP TABLE IF EXISTS {target_q};
-                 ALTER TABLE {schema}.{staging} RENAME TO {table};
-                 COMMIT;",
-                target_q = target.quoted(),
-                schema = quote_ident(target.schema()),
-                staging = quote_ident(&self.staging),
-                table = quote_ident(target.table()),
-            );
-            if let Err(source) = self.conn.execute_batch(&swap) {
-                // Leave no transaction open on this connection; Drop then
-                // removes the staging table.
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(ReplicaError::DuckDb {
-                    context: format!("swap in the new replica of {target}"),
-                    source,
-                });
-            }
-            self.committed = true;
-        }
-        self.replica.refresh_table(&target)?;
+        self.replica
+            .publish(&self.conn, &self.target, &self.loading, self.version)?;
+        self.committed = true;
         Ok(self.rows)
     }
 }
@@ -150,11 +123,11 @@ impl Drop for StagingTable {
         let drop = format!(
             "DROP TABLE IF EXISTS {}.{}",
             quote_ident(self.target.schema()),
-            quote_ident(&self.staging)
+            quote_ident(&self.loading)
         );
         if let Err(e) = self.conn.execute_batch(&drop) {
             // Replica::open removes it on the next start.
-            tracing::warn!(staging = %self.staging, error = %e, "could not drop staging table");
+            tracing::warn!(table = %self.loading, error = %e, "could not drop an uncommitted load");
         }
     }
 }
@@ -188,7 +161,23 @@ mod tests {
         .unwrap()
     }
 
-    fn count(replica: &Replica, table: &str) -> i64 {
+    /// Every DuckDB table except airlock's own bookkeeping.
+    fn physical_tables(replica: &Replica) -> Vec<String> {
+        let conn = replica.connect().unwrap();
+        let mut stmt = conn
+            .prepare(
+                "SELECT schema_name || '.' || table_name FROM duckdb_tables() \
+                 WHERE NOT starts_with(table_name, '__airlock') ORDER BY 1",
+            )
+            .unwrap();
+        stmt.query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    fn count(replica: &Replica, name: &TableName) -> i64 {
+        let table = replica.tables()[name].physical.quoted().to_string();
         replica
             .connect()
             .unwrap()
@@ -196,61 +185,95 @@ mod tests {
             .unwrap()
     }
 
+    /// Waits for the graveyard thread to drop what it was sent.
+    fn settle(replica: &Replica, expected: &[&str]) {
+        for _ in 0..200 {
+            if physical_tables(replica) == expected {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(physical_tables(replica), expected);
+    }
+
     #[test]
-    fn commit_swaps_and_abort_leaves_old_table() {
+    fn commit_publishes_a_new_version_and_abort_leaves_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let replica = replica(dir.path());
         let name = TableName::parse("s.t").unwrap();
         let b = batch(&[1, 2, 3], &["a", "b", "c"]);
 
-        let mut staging = StagingTable::create(&replica, &name, &b.schema(), "job1").unwrap();
+        let mut staging = StagingTable::create(&replica, &name, &b.schema()).unwrap();
         staging.append(&b).unwrap();
         // Not visible before commit.
         assert!(replica.schema(&name).is_none());
         assert_eq!(staging.commit().unwrap(), 3);
-        assert_eq!(count(&replica, "s.t"), 3);
+        assert_eq!(count(&replica, &name), 3);
+        assert_eq!(replica.tables()[&name].physical.quoted(), "\"s\".\"t$1\"");
         let schema = replica.schema(&name).unwrap();
         assert_eq!(schema.field(1).data_type(), &DataType::Utf8);
 
         // A failed second load (dropped before commit) leaves the first intact.
-        let mut staging = StagingTable::create(&replica, &name, &b.schema(), "job2").unwrap();
+        let mut staging = StagingTable::create(&replica, &name, &b.schema()).unwrap();
         staging.append(&batch(&[9], &["z"])).unwrap();
         drop(staging);
-        assert_eq!(count(&replica, "s.t"), 3);
-        let leftovers: i64 = replica
-            .connect()
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, '__airlock')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(leftovers, 0);
+        assert_eq!(count(&replica, &name), 3);
+        assert_eq!(physical_tables(&replica), ["s.t$1"]);
     }
 
     #[test]
-    fn staging_left_by_a_crash_is_removed_on_open() {
+    fn an_old_version_lives_while_a_reader_holds_it() {
         let dir = tempfile::tempdir().unwrap();
-        {
-            // What a kill mid-load leaves: a staging table that Drop never removed.
-            let replica = replica(dir.path());
-            crate::replica::test_support::create(
-                &replica,
-                "CREATE SCHEMA s; CREATE TABLE s.__airlock_staging_t_crash (id BIGINT);",
-            );
-        }
         let replica = replica(dir.path());
-        let leftovers: i64 = replica
-            .connect()
-            .unwrap()
-            .query_row(
-                "SELECT count(*) FROM duckdb_tables() WHERE starts_with(table_name, '__airlock')",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(leftovers, 0);
+        let name = TableName::parse("s.t").unwrap();
+        let b = batch(&[1, 2, 3], &["a", "b", "c"]);
+        let mut first = StagingTable::create(&replica, &name, &b.schema()).unwrap();
+        first.append(&b).unwrap();
+        first.commit().unwrap();
+        // A reader (a running scan) holds version 1.
+        let reader = replica.tables()[&name].clone();
+
+        let mut second = StagingTable::create(&replica, &name, &b.schema()).unwrap();
+        second.append(&batch(&[7], &["x"])).unwrap();
+        second.commit().unwrap();
+        assert_eq!(count(&replica, &name), 1);
+        assert_eq!(
+            physical_tables(&replica),
+            ["s.t$1", "s.t$2"],
+            "v1 dropped under a reader"
+        );
+
+        // The reader finishes: version 1 goes.
+        drop(reader);
+        settle(&replica, &["s.t$2"]);
+
+        // Removal retires the current version the same way.
+        assert!(replica.drop_table(&name).unwrap());
         assert!(replica.tables().is_empty());
+        settle(&replica, &[]);
+    }
+
+    #[test]
+    fn what_a_crash_leaves_is_cleaned_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        // A kill mid-load leaves a $loading table; a kill after a commit but
+        // before the old version was dropped leaves it in the retired list;
+        // two committed versions of one table keep only the newest.
+        let replica = crate::replica::test_support::create(
+            dir.path(),
+            replica,
+            "CREATE SCHEMA s;
+             CREATE TABLE s.\"t$3$loading\" (id BIGINT);
+             CREATE TABLE s.\"u$4\" (id BIGINT);
+             INSERT INTO main.__airlock_retired VALUES ('\"s\".\"u$4\"');
+             CREATE TABLE s.\"v$5\" (id BIGINT);
+             CREATE TABLE s.\"v$6\" AS SELECT 1 AS id;",
+        );
+        assert_eq!(physical_tables(&replica), ["s.v$6"]);
+        let names: Vec<String> = replica.tables().keys().map(ToString::to_string).collect();
+        assert_eq!(names, ["s.v"]);
+        // New versions continue after the highest seen.
+        assert_eq!(replica.allocate_version(), 7);
     }
 }

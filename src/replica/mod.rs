@@ -10,13 +10,14 @@
 
 mod filter_sql;
 mod load;
+mod physical;
 mod provider;
 mod scan;
 mod types;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -24,13 +25,15 @@ use duckdb::Connection;
 
 pub use filter_sql::filter_to_sql;
 pub use load::StagingTable;
+pub use physical::PhysicalTable;
 pub use provider::ReplicaTable;
 pub use scan::DuckDbScanExec;
 pub use types::duckdb_type;
 
 use crate::config::DuckDbConfig;
 use crate::duckdb_setup::{DuckDbResources, OpenError, open_hardened};
-use crate::table_name::{RESERVED_PREFIX, TableName, TableNameError};
+use crate::table_name::{RESERVED_PREFIX, TableName, TableNameError, quote_ident};
+use physical::{Graveyard, Parsed, RETIRED_TABLE, version_name};
 
 /// Replica failures.
 #[derive(Debug, thiserror::Error)]
@@ -79,8 +82,10 @@ impl ReplicaError {
 pub struct TableInfo {
     /// The Arrow schema scans produce.
     pub schema: SchemaRef,
-    /// Rows when the snapshot was taken (tables change only by swapping).
+    /// Rows in this version.
     pub rows: u64,
+    /// The version's DuckDB table; holding it keeps the version alive.
+    pub physical: Arc<PhysicalTable>,
 }
 
 /// The tables of the replica, as of one moment.
@@ -93,9 +98,11 @@ pub struct Replica {
     // one statement at a time and is not Sync.
     root: Mutex<Connection>,
     tables: RwLock<TableSnapshot>,
-    // Swaps (drop + rename) are serialized so two syncs of different tables
-    // never interleave their catalog changes.
-    swap_lock: Mutex<()>,
+    // Commits and removals change the snapshot and the retired list
+    // together; one at a time keeps the two in step.
+    commit_lock: Mutex<()>,
+    next_version: AtomicU64,
+    graveyard: Graveyard,
     active_scans: Arc<AtomicUsize>,
     path: PathBuf,
 }
@@ -109,32 +116,47 @@ impl std::fmt::Debug for Replica {
 }
 
 impl Replica {
-    /// Opens (or creates) `<data_dir>/replica.duckdb`, hardened, drops
-    /// staging tables left by an interrupted sync, and reads the catalog.
+    /// Opens (or creates) `<data_dir>/replica.duckdb`, hardened; drops what
+    /// an interrupted run left (loads that never committed, retired
+    /// versions) and reads the catalog.
     pub fn open(data_dir: &Path, config: &DuckDbConfig) -> Result<Arc<Self>, ReplicaError> {
         let threads = if config.threads == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
             config.threads
         };
+        let temp_directory = data_dir.join("tmp").join("replica");
         let resources = DuckDbResources {
             threads,
             memory_limit: config.memory_limit,
-            temp_directory: data_dir.join("tmp").join("replica"),
+            temp_directory: temp_directory.clone(),
             max_temp_directory_size: config.max_temp_directory_size,
         };
         let path = data_dir.join("replica.duckdb");
-        let root = open_hardened(&path, data_dir, &resources)?;
-        let replica = Arc::new(Self {
+        // Nothing airlock runs in DuckDB reads files; the one allowed
+        // directory is its own spill space, never the secrets beside it.
+        let root = open_hardened(&path, &temp_directory, &resources)?;
+        root.execute_batch(&format!(
+            "CREATE TABLE IF NOT EXISTS {RETIRED_TABLE} (physical VARCHAR PRIMARY KEY)"
+        ))
+        .map_err(ReplicaError::duckdb("create the retired-versions list"))?;
+        let graveyard_conn = root
+            .try_clone()
+            .map_err(ReplicaError::duckdb("open a connection"))?;
+        let graveyard = Graveyard::start(graveyard_conn).map_err(|e| ReplicaError::DuckDb {
+            context: "start the table-dropping thread".into(),
+            source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+        let (tables, max_version) = recover(&root, &graveyard)?;
+        Ok(Arc::new(Self {
             root: Mutex::new(root),
-            tables: RwLock::new(Arc::new(BTreeMap::new())),
-            swap_lock: Mutex::new(()),
+            tables: RwLock::new(Arc::new(tables)),
+            commit_lock: Mutex::new(()),
+            next_version: AtomicU64::new(max_version + 1),
+            graveyard,
             active_scans: Arc::new(AtomicUsize::new(0)),
             path,
-        });
-        replica.drop_leftover_staging()?;
-        replica.refresh()?;
-        Ok(replica)
+        }))
     }
 
     /// A new connection to the replica.
@@ -161,22 +183,73 @@ impl Replica {
         self.active_scans.load(Ordering::SeqCst)
     }
 
-    /// Drops a table's replica. Returns whether it existed.
+    /// A version number for a new load, unique in this database.
+    pub(crate) fn allocate_version(&self) -> u64 {
+        self.next_version.fetch_add(1, Ordering::SeqCst)
+    }
+
+    /// Removes a table's replica: new queries no longer see it, and its
+    /// data is dropped when the last running scan of it ends. Returns
+    /// whether it existed.
     pub fn drop_table(&self, name: &TableName) -> Result<bool, ReplicaError> {
-        let existed = self.schema(name).is_some();
-        let _swap = self.swap_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let conn = self.connect()?;
-        conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", name.quoted()))
-            .map_err(ReplicaError::duckdb(format!("drop {name}")))?;
+        let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(info) = self.tables().get(name).cloned() else {
+            return Ok(false);
+        };
+        self.connect()?
+            .execute(
+                &format!("INSERT OR IGNORE INTO {RETIRED_TABLE} VALUES (?)"),
+                [info.physical.quoted()],
+            )
+            .map_err(ReplicaError::duckdb(format!("remove {name}")))?;
+        info.physical.retire();
         self.update_snapshot(|tables| {
             tables.remove(name);
         });
-        Ok(existed)
+        Ok(true)
     }
 
-    /// Re-reads one table's schema after a load replaced it.
-    pub(crate) fn refresh_table(&self, name: &TableName) -> Result<(), ReplicaError> {
-        let info = table_info(&self.connect()?, name)?;
+    /// Makes the loaded table `loading` (version `version`) the replica of
+    /// `name`: renamed and the previous version retired in one transaction,
+    /// then published to new queries.
+    pub(crate) fn publish(
+        &self,
+        conn: &Connection,
+        name: &TableName,
+        loading: &str,
+        version: u64,
+    ) -> Result<(), ReplicaError> {
+        let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = self.tables().get(name).cloned();
+        let committed = version_name(name, version);
+        let context = || format!("swap in the new replica of {name}");
+        let swap = (|| {
+            conn.execute_batch(&format!(
+                "BEGIN TRANSACTION; ALTER TABLE {}.{} RENAME TO {};",
+                quote_ident(name.schema()),
+                quote_ident(loading),
+                quote_ident(&committed)
+            ))?;
+            if let Some(previous) = &previous {
+                conn.execute(
+                    &format!("INSERT OR IGNORE INTO {RETIRED_TABLE} VALUES (?)"),
+                    [previous.physical.quoted()],
+                )?;
+            }
+            conn.execute_batch("COMMIT")
+        })();
+        if let Err(source) = swap {
+            // Leave no transaction open; the caller drops the loading table.
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(ReplicaError::DuckDb {
+                context: context(),
+                source,
+            });
+        }
+        let info = table_info(conn, self.graveyard.table(name, &committed))?;
+        if let Some(previous) = previous {
+            previous.physical.retire();
+        }
         self.update_snapshot(|tables| {
             tables.insert(name.clone(), info);
         });
@@ -191,91 +264,109 @@ impl Replica {
         change(&mut tables);
         *guard = Arc::new(tables);
     }
+}
 
-    /// Re-reads every table and schema from DuckDB's catalog.
-    pub(crate) fn refresh(&self) -> Result<(), ReplicaError> {
-        let conn = self.connect()?;
-        let names = list_tables(&conn)?;
-        let mut tables = BTreeMap::new();
-        for name in names {
-            let info = table_info(&conn, &name)?;
-            tables.insert(name, info);
-        }
-        *self.tables.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(tables);
-        Ok(())
-    }
-
-    fn drop_leftover_staging(&self) -> Result<(), ReplicaError> {
-        let conn = self.connect()?;
-        let mut stmt = conn
-            .prepare(
-                "SELECT schema_name, table_name FROM duckdb_tables() \
-                 WHERE database_name = current_database() AND starts_with(table_name, ?)",
-            )
-            .map_err(ReplicaError::duckdb("list staging tables"))?;
-        let leftovers: Vec<(String, String)> = stmt
-            .query_map([RESERVED_PREFIX], |row| Ok((row.get(0)?, row.get(1)?)))
-            .and_then(|rows| rows.collect())
-            .map_err(ReplicaError::duckdb("list staging tables"))?;
-        for (schema, table) in leftovers {
-            tracing::info!(%schema, %table, "dropping staging table left by an interrupted sync");
-            conn.execute_batch(&format!(
-                "DROP TABLE IF EXISTS {}.{}",
-                crate::table_name::quote_ident(&schema),
-                crate::table_name::quote_ident(&table)
-            ))
-            .map_err(ReplicaError::duckdb("drop a staging table"))?;
-        }
-        Ok(())
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.graveyard.stop();
     }
 }
 
-fn list_tables(conn: &Connection) -> Result<Vec<TableName>, ReplicaError> {
-    let mut stmt = conn
+/// Cleans up after an earlier run and reads the current versions: drops
+/// retired versions and uncommitted loads, keeps the newest version of
+/// each table. Returns the tables and the highest version seen.
+fn recover(
+    conn: &Connection,
+    graveyard: &Graveyard,
+) -> Result<(BTreeMap<TableName, TableInfo>, u64), ReplicaError> {
+    let retired: Vec<String> = conn
+        .prepare(&format!("SELECT physical FROM {RETIRED_TABLE}"))
+        .and_then(|mut stmt| stmt.query_map([], |row| row.get(0))?.collect())
+        .map_err(ReplicaError::duckdb("read the retired-versions list"))?;
+    for quoted in retired {
+        physical::drop_retired(conn, &quoted).map_err(ReplicaError::duckdb(format!(
+            "drop retired version {quoted}"
+        )))?;
+    }
+    let rows: Vec<(String, String)> = conn
         .prepare(
             "SELECT schema_name, table_name FROM duckdb_tables() \
              WHERE database_name = current_database() AND NOT starts_with(table_name, ?) \
              ORDER BY 1, 2",
         )
+        .and_then(|mut stmt| {
+            stmt.query_map([RESERVED_PREFIX], |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
         .map_err(ReplicaError::duckdb("list tables"))?;
-    let rows: Vec<(String, String)> = stmt
-        .query_map([RESERVED_PREFIX], |row| Ok((row.get(0)?, row.get(1)?)))
-        .and_then(|rows| rows.collect())
-        .map_err(ReplicaError::duckdb("list tables"))?;
-    let mut names = Vec::with_capacity(rows.len());
+    // Per logical table: the newest version, its DuckDB name, its quoted name.
+    let mut newest: BTreeMap<TableName, (u64, String, String)> = BTreeMap::new();
+    let mut max_version = 0;
+    let mut obsolete = Vec::new();
     for (schema, table) in rows {
-        match TableName::from_parts(&schema, &table) {
-            Ok(name) => names.push(name),
+        let quoted = format!("{}.{}", quote_ident(&schema), quote_ident(&table));
+        match physical::parse(&table) {
+            Some(Parsed::Loading) => obsolete.push(quoted),
+            Some(Parsed::Version {
+                table: logical,
+                version,
+            }) => {
+                let Ok(name) = TableName::from_parts(&schema, &logical) else {
+                    tracing::warn!(%schema, %table, "ignoring replica table with an invalid name");
+                    continue;
+                };
+                max_version = max_version.max(version);
+                match newest.get(&name) {
+                    Some((kept, _, _)) if *kept > version => obsolete.push(quoted),
+                    Some((_, _, older)) => {
+                        obsolete.push(older.clone());
+                        newest.insert(name, (version, table, quoted));
+                    }
+                    None => {
+                        newest.insert(name, (version, table, quoted));
+                    }
+                }
+            }
             // Only airlock writes this file; a foreign table is skipped, not served.
-            Err(e) => {
-                tracing::warn!(%schema, %table, error = %e, "ignoring replica table with an invalid name")
+            None => {
+                tracing::warn!(%schema, %table, "ignoring replica table airlock did not create")
             }
         }
     }
-    Ok(names)
+    for quoted in obsolete {
+        tracing::info!(table = %quoted, "dropping a table version left by an interrupted run");
+        conn.execute_batch(&format!("DROP TABLE IF EXISTS {quoted}"))
+            .map_err(ReplicaError::duckdb(format!("drop {quoted}")))?;
+    }
+    let mut tables = BTreeMap::new();
+    for (name, (_, table, _)) in newest {
+        let info = table_info(conn, graveyard.table(&name, &table))?;
+        tables.insert(name, info);
+    }
+    Ok((tables, max_version))
 }
 
-/// The Arrow schema DuckDB produces when scanning the table (exactly what
+/// The Arrow schema DuckDB produces when scanning a version (exactly what
 /// scans will yield, so plans and streams agree) and its row count.
-fn table_info(conn: &Connection, name: &TableName) -> Result<TableInfo, ReplicaError> {
-    let context = || format!("read the schema of {name}");
+fn table_info(conn: &Connection, physical: Arc<PhysicalTable>) -> Result<TableInfo, ReplicaError> {
+    let table = physical.quoted();
+    let context = || format!("read the schema of {table}");
     let mut stmt = conn
-        .prepare(&format!("SELECT * FROM {} LIMIT 0", name.quoted()))
+        .prepare(&format!("SELECT * FROM {table} LIMIT 0"))
         .map_err(ReplicaError::duckdb(context()))?;
     let schema = stmt
         .query_arrow([])
         .map_err(ReplicaError::duckdb(context()))?
         .get_schema();
     let rows: i64 = conn
-        .query_row(
-            &format!("SELECT count(*) FROM {}", name.quoted()),
-            [],
-            |row| row.get(0),
-        )
+        .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
+            row.get(0)
+        })
         .map_err(ReplicaError::duckdb(context()))?;
     Ok(TableInfo {
         schema,
         rows: u64::try_from(rows).unwrap_or_default(),
+        physical,
     })
 }
 
@@ -293,9 +384,11 @@ pub(crate) mod test_support {
         Replica::open(dir, &config).unwrap()
     }
 
-    /// Creates a table directly with DuckDB SQL (tests only).
-    pub(crate) fn create(replica: &Replica, sql: &str) {
+    /// Creates tables directly with DuckDB SQL (tests only) and reopens the
+    /// replica so its catalog sees them.
+    pub(crate) fn create(dir: &Path, replica: Arc<Replica>, sql: &str) -> Arc<Replica> {
         replica.connect().unwrap().execute_batch(sql).unwrap();
-        replica.refresh().unwrap();
+        drop(replica);
+        self::replica(dir)
     }
 }

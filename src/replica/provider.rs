@@ -21,7 +21,7 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{DuckDbScanExec, Replica, TableInfo, filter_to_sql};
+use super::{DuckDbScanExec, PhysicalTable, Replica, TableInfo, filter_to_sql};
 use crate::table_name::{TableName, quote_ident};
 
 /// Fewer rows than this per partition is not worth a second DuckDB query.
@@ -33,6 +33,8 @@ pub struct ReplicaTable {
     name: TableName,
     schema: SchemaRef,
     rows: u64,
+    /// The version this table reads; scans keep it alive.
+    physical: Arc<PhysicalTable>,
 }
 
 impl std::fmt::Debug for ReplicaTable {
@@ -51,6 +53,7 @@ impl ReplicaTable {
             name,
             schema: info.schema,
             rows: info.rows,
+            physical: info.physical,
         }
     }
 
@@ -111,7 +114,7 @@ impl ReplicaTable {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let mut sql = format!("SELECT {columns} FROM {}", self.name.quoted());
+        let mut sql = format!("SELECT {columns} FROM {}", self.physical.quoted());
         let predicates: Vec<String> = filters
             .iter()
             .filter_map(|f| filter_to_sql(f, &self.schema))
@@ -206,6 +209,7 @@ impl TableProvider for ReplicaTable {
         let sql = self.scan_sql(&projection, filters, limit, partitions);
         Ok(Arc::new(DuckDbScanExec::new(
             Arc::clone(&self.replica),
+            Arc::clone(&self.physical),
             sql,
             projected,
         )))
@@ -225,9 +229,9 @@ mod tests {
     #[tokio::test]
     async fn big_tables_scan_as_disjoint_rowid_ranges() {
         let dir = tempfile::tempdir().unwrap();
-        let replica = replica(dir.path());
-        create(
-            &replica,
+        let replica = create(
+            dir.path(),
+            replica(dir.path()),
             "CREATE SCHEMA s; CREATE TABLE s.big AS SELECT range AS n FROM range(600000);",
         );
         let name = TableName::parse("s.big").unwrap();

@@ -29,7 +29,7 @@ use duckdb::InterruptHandle;
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::Replica;
+use super::{PhysicalTable, Replica};
 
 /// Batches buffered between DuckDB and the consumer, per scan.
 const CHANNEL_BATCHES: usize = 2;
@@ -40,6 +40,8 @@ const INTERRUPT_FOR: Duration = Duration::from_secs(30);
 /// Scans DuckDB with generated SQL, one query per partition.
 pub struct DuckDbScanExec {
     replica: Arc<Replica>,
+    /// The table version read; every scan thread holds it until it ends.
+    physical: Arc<PhysicalTable>,
     sql: Vec<String>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -56,7 +58,12 @@ impl fmt::Debug for DuckDbScanExec {
 impl DuckDbScanExec {
     /// A scan with one partition per query in `sql`, whose result columns
     /// are `schema`'s fields in order (names come from `schema`, not DuckDB).
-    pub(crate) fn new(replica: Arc<Replica>, sql: Vec<String>, schema: SchemaRef) -> Self {
+    pub(crate) fn new(
+        replica: Arc<Replica>,
+        physical: Arc<PhysicalTable>,
+        sql: Vec<String>,
+        schema: SchemaRef,
+    ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
             Partitioning::UnknownPartitioning(sql.len()),
@@ -65,6 +72,7 @@ impl DuckDbScanExec {
         ));
         Self {
             replica,
+            physical,
             sql,
             schema,
             properties,
@@ -127,6 +135,7 @@ impl ExecutionPlan for DuckDbScanExec {
         let scan = BlockingScan {
             conn,
             sql: sql.clone(),
+            _physical: Arc::clone(&self.physical),
             schema: Arc::clone(&self.schema),
             state: Arc::clone(&state),
             active: ActiveGuard::new(Arc::clone(&self.replica.active_scans)),
@@ -199,6 +208,7 @@ impl Drop for CancelOnDrop {
 
 struct BlockingScan {
     conn: duckdb::Connection,
+    _physical: Arc<PhysicalTable>,
     sql: String,
     schema: SchemaRef,
     state: Arc<ScanState>,

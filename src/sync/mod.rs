@@ -431,9 +431,8 @@ impl SyncService {
         let (tx, mut rx) = mpsc::channel::<Load>(4);
         let replica = Arc::clone(&self.replica);
         let table = registration.name.clone();
-        let job_id = job.job_id.clone();
         let writer = tokio::task::spawn_blocking(move || -> Result<u64, SyncError> {
-            let mut staging = StagingTable::create(&replica, &table, &schema, &job_id)?;
+            let mut staging = StagingTable::create(&replica, &table, &schema)?;
             while let Some(message) = rx.blocking_recv() {
                 match message {
                     Load::Batch(batch) => staging.append(&batch)?,

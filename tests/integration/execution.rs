@@ -140,3 +140,113 @@ async fn cancel_flight_info_stops_a_running_query() {
     );
     wait_until_idle(&server).await;
 }
+
+#[tokio::test]
+async fn queries_during_a_sync_see_the_old_or_the_new_table_never_a_mix() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+    // Two versions of 600k rows: big enough to be scanned as several
+    // partitions, with different sums.
+    let version = |offset: i64| -> Vec<RecordBatch> {
+        (0..600_000i64)
+            .step_by(100_000)
+            .map(|start| {
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![Arc::new(Int64Array::from_iter_values(
+                        (start..start + 100_000).map(|n| n + offset),
+                    ))],
+                )
+                .unwrap()
+            })
+            .collect()
+    };
+    let file = server.dir.join("files/flip.parquet");
+    let totals = |offset: i64| {
+        format!(
+            "600000|{}",
+            (0..600_000i64).map(|n| n + offset).sum::<i64>()
+        )
+    };
+    write_parquet(&file, &version(0));
+    server.load(&mut admin, "big.flip", &file_url(&file)).await;
+    let allowed = [totals(0), totals(1_000_000)];
+
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut client = server.admin().await;
+        let stop = Arc::clone(&stop);
+        let allowed = allowed.clone();
+        readers.push(tokio::spawn(async move {
+            let mut seen = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let (_, batches) = query(&mut client, "SELECT count(*), sum(n) FROM big.flip")
+                    .await
+                    .unwrap();
+                let got = rows(&batches).remove(0);
+                assert!(
+                    allowed.contains(&got),
+                    "a query saw a mix of versions: {got}"
+                );
+                seen += 1;
+            }
+            seen
+        }));
+    }
+    for round in 1..=4 {
+        write_parquet(&file, &version(if round % 2 == 1 { 1_000_000 } else { 0 }));
+        let status = server.sync(&mut admin, "big.flip").await;
+        assert_eq!(status["state"], "succeeded", "{status}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for reader in readers {
+        assert!(reader.await.unwrap() > 0);
+    }
+    // The last load (round 4) wrote version 0 back.
+    let (_, batches) = query(&mut admin, "SELECT count(*), sum(n) FROM big.flip")
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec![allowed[0].clone()]);
+}
+
+#[tokio::test]
+async fn the_deadline_stops_the_work_even_when_the_client_stops_reading() {
+    let server = TestServer::start_with(|c| c.query.timeout = Duration::from_secs(1)).await;
+    let mut admin = server.admin().await;
+    load_numbers(&server, &mut admin, 100_000).await;
+    let info = admin
+        .execute(
+            "SELECT a.n, b.n FROM big.numbers a CROSS JOIN big.numbers b".to_string(),
+            None,
+        )
+        .await
+        .unwrap();
+    let mut stream = admin
+        .do_get(info.endpoint[0].ticket.clone().unwrap())
+        .await
+        .unwrap();
+    assert!(stream.next().await.unwrap().unwrap().num_rows() > 0);
+    // Stop reading: flow control fills up and the server can no longer send.
+    // The deadline must still stop DuckDB and the plan.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    while server.app.replica.active_scans() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "scans still running after the deadline"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Reading again ends with the timeout, not with a truncated success.
+    let mut outcome = Ok(());
+    while let Some(item) = stream.next().await {
+        if let Err(e) = item {
+            outcome = Err(crate::harness::describe(e));
+            break;
+        }
+    }
+    let err = outcome.unwrap_err();
+    assert!(err.starts_with("DeadlineExceeded"), "{err}");
+}

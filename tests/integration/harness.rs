@@ -12,7 +12,7 @@ use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use arrow_flight::{Action, FlightInfo};
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{Array, RecordBatch};
 use datafusion::arrow::datatypes::Schema;
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::TryStreamExt;
@@ -240,7 +240,8 @@ pub(crate) async fn fetch(
     Ok((schema, batches))
 }
 
-/// Rows as strings, for easy comparison.
+/// Rows as strings for comparison: cells joined by `|`, nulls as `NULL`
+/// (so a null and an empty string never look alike).
 pub(crate) fn rows(batches: &[RecordBatch]) -> Vec<String> {
     let mut out = Vec::new();
     for batch in batches {
@@ -248,7 +249,13 @@ pub(crate) fn rows(batches: &[RecordBatch]) -> Vec<String> {
             let cells: Vec<String> = batch
                 .columns()
                 .iter()
-                .map(|c| datafusion::arrow::util::display::array_value_to_string(c, row).unwrap())
+                .map(|c| {
+                    if c.is_null(row) {
+                        "NULL".to_string()
+                    } else {
+                        datafusion::arrow::util::display::array_value_to_string(c, row).unwrap()
+                    }
+                })
                 .collect();
             out.push(cells.join("|"));
         }

@@ -3,10 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use datafusion::arrow::array::{Array, RecordBatch};
-use datafusion::arrow::util::display::array_value_to_string;
-
-use crate::harness::{Client, TestServer, query};
+use crate::harness::{Client, TestServer, query, rows};
 
 enum Record {
     Query {
@@ -70,27 +67,6 @@ fn parse(text: &str) -> Vec<Record> {
     records
 }
 
-fn cells(batches: &[RecordBatch]) -> Vec<String> {
-    let mut out = Vec::new();
-    for batch in batches {
-        for row in 0..batch.num_rows() {
-            let values: Vec<String> = batch
-                .columns()
-                .iter()
-                .map(|c| {
-                    if c.is_null(row) {
-                        "NULL".into()
-                    } else {
-                        array_value_to_string(c, row).unwrap()
-                    }
-                })
-                .collect();
-            out.push(values.join("|"));
-        }
-    }
-    out
-}
-
 async fn load_fixtures(server: &TestServer, admin: &mut Client, dir: &Path) {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
@@ -131,7 +107,7 @@ async fn sql_files_hold() {
                     let (_, batches) = query(&mut admin, &sql)
                         .await
                         .unwrap_or_else(|e| panic!("{name}:{line}: {sql}\n{e}"));
-                    assert_eq!(cells(&batches), expected, "{name}:{line}: {sql}");
+                    assert_eq!(rows(&batches), expected, "{name}:{line}: {sql}");
                 }
                 Record::Error {
                     sql,

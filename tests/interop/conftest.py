@@ -27,7 +27,7 @@ def free_port() -> int:
 class Airlock:
     """One airlock process on a free port; its output goes to a log file."""
 
-    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD, extra_env=None):
+    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD, extra_env=None, cwd=None):
         self.port = free_port()
         self.data_dir = data_dir
         self.uri = f"grpc://127.0.0.1:{self.port}"
@@ -42,10 +42,13 @@ class Airlock:
         if password is not None:
             env["AIRLOCK_ADMIN_PASSWORD"] = password
         env.update(extra_env or {})
-        data_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.log_path = data_dir.parent / f"airlock-{self.port}.log"
+        log_dir = Path(cwd) if cwd else data_dir.parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"airlock-{self.port}.log"
         self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([binary, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(
+            [binary, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd
+        )
         self.wait_ready()
 
     def output(self) -> str:

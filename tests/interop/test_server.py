@@ -47,3 +47,20 @@ def test_bad_configuration_exits_with_a_clear_message(airlock_bin, tmp_path):
     result = subprocess.run([airlock_bin, "serve", "--config", str(config)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "timeot" in result.stderr
+
+
+def test_demo_with_a_relative_data_directory(airlock_bin, tmp_path):
+    import adbc_driver_flightsql.dbapi as flightsql
+
+    from conftest import PASSWORD
+
+    server = Airlock(airlock_bin, Path("relative-data"), args=("serve", "--demo"), cwd=tmp_path)
+    try:
+        conn = flightsql.connect(server.uri, db_kwargs={"username": "admin", "password": PASSWORD}, autocommit=True)
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) AS n FROM demo.orders")
+            assert cur.fetch_arrow_table().column("n").to_pylist() == [20000]
+        conn.close()
+        assert (tmp_path / "relative-data" / "replica.duckdb").exists()
+    finally:
+        server.stop()
