@@ -166,6 +166,9 @@ pub struct QueryConfig {
     pub memory_limit: ByteSize,
     /// Longest SQL text accepted, in bytes.
     pub max_sql_length: usize,
+    /// Deepest expression nesting accepted (`a OR b OR …` nests one level
+    /// per term); deeper ones are refused before planning.
+    pub max_expression_depth: usize,
 }
 
 /// DuckDB replica settings.
@@ -245,7 +248,8 @@ impl Default for QueryConfig {
         Self {
             timeout: Duration::from_secs(300),
             memory_limit: ByteSize::gib(2),
-            max_sql_length: 1 << 20,
+            max_sql_length: 256 * 1024,
+            max_expression_depth: 250,
         }
     }
 }

@@ -159,6 +159,7 @@ impl App {
         )?);
         let sync = SyncService::open(
             meta,
+            data_dir.clone(),
             Arc::clone(&replica),
             config.object_store.clone(),
             config.sync.parallelism,

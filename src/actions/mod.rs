@@ -291,6 +291,19 @@ impl Actions {
         }
     }
 
+    /// The declared primary key of a table the principal can see (empty
+    /// for tables it cannot see, so metadata never confirms they exist).
+    pub async fn primary_key(&self, principal: &Principal, name: &TableName) -> Vec<String> {
+        if self.query.visible_tables(principal).get(name).is_none() {
+            return vec![];
+        }
+        self.sync
+            .registration(name)
+            .await
+            .map(|r| r.primary_key)
+            .unwrap_or_default()
+    }
+
     async fn table_list(&self, principal: &Principal) -> Result<Value, ActionError> {
         let visible = self.query.visible_tables(principal);
         if !principal.is_admin() {
@@ -307,8 +320,9 @@ impl Actions {
         }
         let mut tables = Vec::new();
         for registration in self.sync.registrations().await? {
+            // A missing job record (purged, say) must not hide the table.
             let last_job = match &registration.last_job_id {
-                Some(id) => Some(self.sync.status(id).await?),
+                Some(id) => self.sync.status(id).await.ok(),
                 None => None,
             };
             let mut entry = registration_json(&registration, last_job.as_ref());
@@ -349,7 +363,7 @@ fn token_json(record: &TokenRecord) -> Value {
 fn registration_json(registration: &TableRegistration, last_job: Option<&SyncJob>) -> Value {
     json!({
         "name": registration.name,
-        "source": registration.source.url,
+        "source": crate::sync::redact(&registration.source.url),
         "format": registration.source.format,
         "csv": registration.source.csv,
         "primary_key": registration.primary_key,

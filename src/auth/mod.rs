@@ -296,7 +296,10 @@ impl Authenticator {
                 kind: request.kind,
                 name: request.name,
                 swarm: Some(swarm),
-                parent: Some(caller.token_id.clone()),
+                // Revoking a swarm token takes the agents it minted with it.
+                // Admin sessions are not parents: logging out must not
+                // revoke every token an admin created.
+                parent: (caller.kind == TokenKind::Swarm).then(|| caller.token_id.clone()),
                 attributes: request.attributes,
                 ttl,
                 not_after,

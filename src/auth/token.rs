@@ -103,12 +103,22 @@ pub struct NewToken {
 }
 
 /// A freshly minted token: the only moment its text exists on the server.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IssuedToken {
     /// The record as stored.
     pub record: TokenRecord,
     /// The JWT to hand to the client.
     pub token: String,
+}
+
+// Hand-written so the token text can never reach a log through `{:?}`.
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("record", &self.record)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 /// Signs, verifies, records and revokes tokens.
@@ -205,8 +215,14 @@ impl TokenService {
             .claims;
         let records = self.read_records();
         let record = records.get(&claims.jti).ok_or(AuthError::UnknownToken)?;
-        if record.revoked_at.is_some() {
-            return Err(AuthError::Revoked);
+        // A token whose creator was revoked is revoked too, even if it was
+        // minted while the revocation was cascading.
+        let mut current = Some(record);
+        while let Some(r) = current {
+            if r.revoked_at.is_some() {
+                return Err(AuthError::Revoked);
+            }
+            current = r.parent.as_ref().and_then(|p| records.get(p));
         }
         if record.expires_at <= Utc::now() {
             return Err(AuthError::Expired);

@@ -536,16 +536,9 @@ impl FlightSqlService for AirlockFlightSql {
             .db_schema
             .as_deref()
             .unwrap_or(crate::table_name::DEFAULT_SCHEMA);
-        let catalog_matches = query.catalog.as_deref().is_none_or(|c| c == CATALOG);
-        let name = TableName::from_parts(schema, &query.table).ok();
-        let columns = match name {
-            Some(name) if catalog_matches && self.tables_of(&principal).get(&name).is_some() => {
-                self.app
-                    .sync
-                    .registration(&name)
-                    .await
-                    .map(|r| r.primary_key)
-                    .unwrap_or_default()
+        let columns = match TableName::from_parts(schema, &query.table) {
+            Ok(name) if query.catalog.as_deref().is_none_or(|c| c == CATALOG) => {
+                self.app.actions.primary_key(&principal, &name).await
             }
             _ => vec![],
         };
@@ -777,10 +770,8 @@ impl AirlockFlightSql {
         if self.app.query.cancel(&handle.query_id, principal) {
             Ok(CancelStatus::Cancelled)
         } else {
-            Err(Status::not_found(format!(
-                "query {} is not running (it finished, was never started, or belongs to someone else)",
-                handle.query_id
-            )))
+            // The spec asks for NOT_FOUND when the query is not known.
+            Err(status::query(QueryError::NotRunning(handle.query_id)))
         }
     }
 }

@@ -74,12 +74,13 @@ fn meta(error: &MetaError) -> Status {
 pub(crate) fn query(error: QueryError) -> Status {
     let code = match &error {
         QueryError::TooLong { .. }
+        | QueryError::TooDeep(_)
         | QueryError::Empty
         | QueryError::Syntax(_)
         | QueryError::MultipleStatements(_)
         | QueryError::Parameters(_) => Code::InvalidArgument,
         QueryError::NotAQuery(_) => Code::PermissionDenied,
-        QueryError::UnknownTable(_) => Code::NotFound,
+        QueryError::UnknownTable(_) | QueryError::NotRunning(_) => Code::NotFound,
         QueryError::Plan(e) | QueryError::Execution(e) => datafusion_code(e),
         QueryError::Timeout(_) => Code::DeadlineExceeded,
         QueryError::Cancelled => Code::Cancelled,
@@ -181,10 +182,12 @@ fn name(error: &TableNameError) -> Status {
 fn source_code(error: &SourceError) -> Code {
     match error {
         SourceError::BadUrl { .. }
+        | SourceError::BadCsv(_)
         | SourceError::UnsupportedScheme(_)
         | SourceError::UnsupportedFormat(_)
         | SourceError::UnknownFormat(_) => Code::InvalidArgument,
         SourceError::NoFiles { .. } => Code::NotFound,
+        SourceError::Protected(_) => Code::PermissionDenied,
         // Unreadable files, denied credentials, unreachable stores: the
         // request was fine, the source is not.
         SourceError::Read { .. } => Code::FailedPrecondition,

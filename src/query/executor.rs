@@ -24,6 +24,12 @@ use tokio_util::sync::CancellationToken;
 /// Batches buffered between a running plan and its consumer.
 const CHANNEL_BATCHES: usize = 2;
 
+/// Stack of each executor thread. Planning and dropping expression trees
+/// recurse once per level; expression depth is capped when parsing, but a
+/// statement refused for its depth is still dropped here, down to whatever
+/// depth the SQL length allows. Only touched pages cost memory.
+const THREAD_STACK: usize = 256 * 1024 * 1024;
+
 /// Runs query plans on dedicated threads.
 pub(crate) struct QueryExecutor {
     // Option so Drop can move it out: a Runtime must not be dropped inside
@@ -43,6 +49,7 @@ impl QueryExecutor {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name("airlock-query")
+            .thread_stack_size(THREAD_STACK)
             .enable_all()
             .build()?;
         Ok(Self {

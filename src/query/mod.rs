@@ -52,6 +52,11 @@ pub enum QueryError {
         /// Limit.
         max: usize,
     },
+    /// Expressions nested deeper than `query.max_expression_depth`.
+    #[error(
+        "expression nested deeper than {0} levels; simplify it (an IN list instead of a chain of ORs, say)"
+    )]
+    TooDeep(usize),
     /// No statement at all.
     #[error("empty query: send one SELECT statement")]
     Empty,
@@ -84,6 +89,9 @@ pub enum QueryError {
     /// Cancelled by CancelFlightInfo.
     #[error("query cancelled")]
     Cancelled,
+    /// A cancel named a query that is not running (or not the caller's).
+    #[error("query {0} is not running (it finished, never started, or belongs to someone else)")]
+    NotRunning(String),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),
@@ -325,7 +333,13 @@ impl QueryEngine {
         principal: &Principal,
         sql: &str,
     ) -> Result<PlannedQuery, QueryError> {
-        let statement = statement::parse_query(sql, self.config.max_sql_length)?;
+        let statement = statement::parse_query(
+            sql,
+            statement::StatementLimits {
+                max_length: self.config.max_sql_length,
+                max_depth: self.config.max_expression_depth,
+            },
+        )?;
         let (state, visible) = self.session(principal);
 
         let references = state

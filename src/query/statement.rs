@@ -8,14 +8,31 @@
 //! the order they appear), because DataFusion only understands `$n`.
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
-use datafusion::sql::sqlparser::ast::{Statement, Value, visit_expressions_mut};
+use datafusion::sql::sqlparser::ast::{
+    Expr, Statement, Value, Visit, Visitor, visit_expressions_mut,
+};
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use std::ops::ControlFlow;
 
 use super::QueryError;
 
+/// Limits on what a statement may look like.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StatementLimits {
+    /// Longest SQL text, in bytes.
+    pub(crate) max_length: usize,
+    /// Deepest nesting of expressions (`1 + 1 + …` nests one level per term).
+    pub(crate) max_depth: usize,
+}
+
 /// Parses `sql` into one query statement, or says why not.
-pub(crate) fn parse_query(sql: &str, max_len: usize) -> Result<DFStatement, QueryError> {
+///
+/// Planning walks expression trees recursively, so a deep one (a long chain
+/// of `+` or `OR`) would overflow the stack and kill the process; it is
+/// refused here. Run this on a thread with a large stack: the parser itself
+/// builds such chains without recursing, and refusing one means dropping it.
+pub(crate) fn parse_query(sql: &str, limits: StatementLimits) -> Result<DFStatement, QueryError> {
+    let max_len = limits.max_length;
     if sql.len() > max_len {
         return Err(QueryError::TooLong {
             len: sql.len(),
@@ -42,6 +59,7 @@ pub(crate) fn parse_query(sql: &str, max_len: usize) -> Result<DFStatement, Quer
             if !matches!(*inner, Statement::Query(_)) {
                 return Err(QueryError::NotAQuery(statement_kind(&inner.to_string())));
             }
+            check_depth(&inner, limits.max_depth)?;
             number_placeholders(&mut inner)?;
             Ok(DFStatement::Statement(inner))
         }
@@ -65,6 +83,34 @@ fn statement_kind(text: &str) -> String {
         "this statement".to_string()
     } else {
         words.join(" ").to_ascii_uppercase()
+    }
+}
+
+/// Refuses expressions nested deeper than `max`. The walk stops at the
+/// limit, so it never recurses deeper than `max` itself.
+fn check_depth(statement: &Statement, max: usize) -> Result<(), QueryError> {
+    struct Depth {
+        current: usize,
+        max: usize,
+    }
+    impl Visitor for Depth {
+        type Break = ();
+        fn pre_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<()> {
+            self.current += 1;
+            if self.current > self.max {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+        fn post_visit_expr(&mut self, _expr: &Expr) -> ControlFlow<()> {
+            self.current -= 1;
+            ControlFlow::Continue(())
+        }
+    }
+    match statement.visit(&mut Depth { current: 0, max }) {
+        ControlFlow::Break(()) => Err(QueryError::TooDeep(max)),
+        ControlFlow::Continue(()) => Ok(()),
     }
 }
 
@@ -113,8 +159,13 @@ fn number_placeholders(statement: &mut Statement) -> Result<(), QueryError> {
 mod tests {
     use super::*;
 
+    const LIMITS: StatementLimits = StatementLimits {
+        max_length: 10_000,
+        max_depth: 100,
+    };
+
     fn refused(sql: &str) -> String {
-        match parse_query(sql, 10_000) {
+        match parse_query(sql, LIMITS) {
             Err(e) => e.to_string(),
             Ok(s) => panic!("accepted {sql:?} as {s}"),
         }
@@ -130,7 +181,7 @@ mod tests {
             "SELECT 1 UNION ALL SELECT 2",
             "SELECT 1;",
         ] {
-            assert!(parse_query(sql, 10_000).is_ok(), "{sql}");
+            assert!(parse_query(sql, LIMITS).is_ok(), "{sql}");
         }
     }
 
@@ -164,15 +215,32 @@ mod tests {
 
     #[test]
     fn length_is_capped() {
-        let err = parse_query(&format!("SELECT '{}'", "x".repeat(100)), 50).unwrap_err();
+        let limits = StatementLimits {
+            max_length: 50,
+            ..LIMITS
+        };
+        let err = parse_query(&format!("SELECT '{}'", "x".repeat(100)), limits).unwrap_err();
         assert!(matches!(err, QueryError::TooLong { max: 50, .. }), "{err}");
+    }
+
+    #[test]
+    fn deep_expressions_are_refused_before_planning() {
+        let chain = |n: usize| format!("SELECT {}", vec!["1"; n].join(" + "));
+        assert!(parse_query(&chain(90), LIMITS).is_ok());
+        let err = parse_query(&chain(150), LIMITS).unwrap_err();
+        assert!(matches!(err, QueryError::TooDeep(100)), "{err}");
+        let ors = format!("SELECT 1 WHERE {}", vec!["a = 1"; 150].join(" OR "));
+        assert!(matches!(
+            parse_query(&ors, LIMITS),
+            Err(QueryError::TooDeep(100))
+        ));
     }
 
     #[test]
     fn question_marks_become_numbered_in_text_order() {
         let statement = parse_query(
             "SELECT ? AS a, x FROM t WHERE y = ? AND z IN (?, ?) LIMIT ?",
-            1000,
+            LIMITS,
         )
         .unwrap();
         let text = statement.to_string();
@@ -184,7 +252,7 @@ mod tests {
             "{text}"
         );
         assert!(matches!(
-            parse_query("SELECT ?, $1", 1000),
+            parse_query("SELECT ?, $1", LIMITS),
             Err(QueryError::Syntax(_))
         ));
     }

@@ -137,11 +137,17 @@ impl Translator<'_> {
         }
     }
 
-    /// Two operands of the same type, neither an unsafe float literal.
+    /// Two operands of the same type, neither an unsafe float literal, and
+    /// not two float columns (either could hold -0.0 or NaN).
     fn comparable(&self, left: &Expr, right: &Expr) -> Option<(String, String)> {
         let l = self.operand(left)?;
         let r = self.operand(right)?;
-        if l.data_type != r.data_type || l.unsafe_float || r.unsafe_float {
+        let both_columns = matches!((left, right), (Expr::Column(_), Expr::Column(_)));
+        if l.data_type != r.data_type
+            || l.unsafe_float
+            || r.unsafe_float
+            || (both_columns && l.data_type.is_floating())
+        {
             return None;
         }
         Some((l.sql, r.sql))
@@ -362,6 +368,8 @@ mod tests {
             None
         );
         // Float traps.
+        assert_eq!(sql(col("score").eq(col("score"))), None);
+        assert!(sql(col("id").eq(col("id"))).is_some());
         assert_eq!(sql(col("score").lt(lit(0.0f64))), None);
         assert_eq!(sql(col("score").lt(lit(-0.0f64))), None);
         assert_eq!(sql(col("score").eq(lit(f64::NAN))), None);

@@ -77,6 +77,14 @@ impl ReplicaError {
     }
 }
 
+/// Casts between DuckDB's and the plan's types fail on a value that does
+/// not fit, rather than silently turning it into NULL.
+pub(crate) const STRICT_CAST: datafusion::arrow::compute::CastOptions<'static> =
+    datafusion::arrow::compute::CastOptions {
+        safe: false,
+        format_options: datafusion::arrow::util::display::FormatOptions::new(),
+    };
+
 /// What the catalog knows of one replica table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TableInfo {

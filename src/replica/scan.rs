@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, RecordBatch, RecordBatchOptions, StructArray};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::cast_with_options;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -188,20 +188,58 @@ impl Drop for CancelOnDrop {
         }
         self.state.cancelled.store(true, Ordering::SeqCst);
         self.state.interrupt.interrupt();
-        let state = Arc::clone(&self.state);
-        // Re-send from a plain thread: this Drop may run outside a runtime.
-        let spawned = std::thread::Builder::new()
-            .name("airlock-interrupt".into())
-            .spawn(move || {
-                let deadline = std::time::Instant::now() + INTERRUPT_FOR;
-                while !state.finished.load(Ordering::SeqCst) && std::time::Instant::now() < deadline
-                {
-                    state.interrupt.interrupt();
-                    std::thread::sleep(INTERRUPT_EVERY);
-                }
+        interrupter::keep_interrupting(Arc::clone(&self.state));
+    }
+}
+
+/// One thread re-sends interrupts to every scan being cancelled until it
+/// stops (DuckDB drops an interrupt that arrives before execution starts).
+/// One thread for all, so a burst of cancels cannot spawn a burst of threads.
+mod interrupter {
+    use std::sync::atomic::Ordering;
+    use std::sync::{Arc, OnceLock, mpsc};
+    use std::time::Instant;
+
+    use super::{INTERRUPT_EVERY, INTERRUPT_FOR, ScanState};
+
+    static QUEUE: OnceLock<Option<mpsc::Sender<Arc<ScanState>>>> = OnceLock::new();
+
+    pub(super) fn keep_interrupting(state: Arc<ScanState>) {
+        let queue = QUEUE.get_or_init(|| {
+            let (sender, receiver) = mpsc::channel();
+            std::thread::Builder::new()
+                .name("airlock-interrupt".into())
+                .spawn(move || run(&receiver))
+                .map_err(|e| tracing::warn!(error = %e, "no interrupt thread; cancelled scans stop at their next batch"))
+                .ok()
+                .map(|_| sender)
+        });
+        if let Some(queue) = queue {
+            let _ = queue.send(state);
+        }
+    }
+
+    fn run(receiver: &mpsc::Receiver<Arc<ScanState>>) {
+        let mut pending: Vec<(Arc<ScanState>, Instant)> = Vec::new();
+        loop {
+            let received = if pending.is_empty() {
+                receiver
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected)
+            } else {
+                receiver.recv_timeout(INTERRUPT_EVERY)
+            };
+            match received {
+                Ok(state) => pending.push((state, Instant::now())),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            pending.retain(|(state, since)| {
+                !state.finished.load(Ordering::SeqCst) && since.elapsed() < INTERRUPT_FOR
             });
-        if let Err(e) = spawned {
-            tracing::warn!(error = %e, "could not start the interrupt thread; the scan stops at its next batch");
+            for (state, _) in &pending {
+                state.interrupt.interrupt();
+            }
         }
     }
 }
@@ -228,6 +266,10 @@ impl BlockingScan {
     }
 
     fn stream_into(&self, tx: &tokio::sync::mpsc::Sender<DfResult<RecordBatch>>) -> DfResult<()> {
+        // Cancelled while waiting for a thread: do not start at all.
+        if self.state.cancelled.load(Ordering::SeqCst) || tx.is_closed() {
+            return Ok(());
+        }
         let duck = |e: duckdb::Error| DataFusionError::External(Box::new(e));
         let mut stmt = self.conn.prepare(&self.sql).map_err(duck)?;
         tracing::debug!(sql = %self.sql, "DuckDB scan");
@@ -263,7 +305,7 @@ impl BlockingScan {
                     if column.data_type() == field.data_type() {
                         Ok(Arc::clone(column))
                     } else {
-                        cast(column, field.data_type())
+                        cast_with_options(column, field.data_type(), &super::STRICT_CAST)
                     }
                 })
                 .collect::<Result<Vec<_>, _>>()?

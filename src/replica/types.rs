@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::{ArrayRef, RecordBatch, RecordBatchOptions};
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::cast_with_options;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 
 use super::ReplicaError;
@@ -148,7 +148,7 @@ pub(crate) fn to_storage(
             if column.data_type() == field.data_type() {
                 Ok(Arc::clone(column))
             } else {
-                cast(column, field.data_type())
+                cast_with_options(column, field.data_type(), &super::STRICT_CAST)
             }
         })
         .collect::<Result<Vec<ArrayRef>, _>>()?;

@@ -10,6 +10,7 @@
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -20,7 +21,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Semaphore, mpsc};
 
-pub use source::{CsvOptions, FileFormat, FileSource, SourceError, SourceSpec};
+pub use source::{CsvOptions, FileFormat, FileSource, SourceError, SourceSpec, redact};
 
 use crate::meta::{Collection, Meta, MetaError};
 use crate::replica::{Replica, ReplicaError, StagingTable};
@@ -166,12 +167,19 @@ struct Progress {
 #[derive(Debug)]
 pub struct SyncService {
     meta: Meta,
+    /// airlock's data directory: no source may read from inside it (but
+    /// for the generated demo files).
+    data_dir: PathBuf,
     replica: Arc<Replica>,
     object_store_options: BTreeMap<String, String>,
     permits: Arc<Semaphore>,
     // Jobs not yet terminal, by table: enforces one job per table and
     // serves live progress.
     active: Mutex<HashMap<TableName, ActiveJob>>,
+    // Registering, removing and starting change registrations and the
+    // active set together; one at a time, so a start can never slip in
+    // between a removal's check and its drop.
+    changes: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Clone)]
@@ -194,16 +202,19 @@ impl SyncService {
     /// A service; marks jobs left running by a previous process as failed.
     pub async fn open(
         meta: Meta,
+        data_dir: PathBuf,
         replica: Arc<Replica>,
         object_store_options: BTreeMap<String, String>,
         parallelism: usize,
     ) -> Result<Arc<Self>, SyncError> {
         let service = Arc::new(Self {
             meta,
+            data_dir,
             replica,
             object_store_options,
             permits: Arc::new(Semaphore::new(parallelism.max(1))),
             active: Mutex::new(HashMap::new()),
+            changes: tokio::sync::Mutex::new(()),
         });
         for mut job in service.meta.list::<SyncJob>(Collection::Jobs).await? {
             if !job.state.is_terminal() {
@@ -225,6 +236,7 @@ impl SyncService {
         caller: &str,
         request: RegisterRequest,
     ) -> Result<TableRegistration, SyncError> {
+        let _changes = self.changes.lock().await;
         let name = TableName::parse(&request.name)?;
         if self.registration(&name).await.is_ok() {
             return Err(SyncError::AlreadyRegistered(name));
@@ -235,6 +247,12 @@ impl SyncService {
             csv: request.csv,
         };
         let source = FileSource::resolve(&spec, &self.object_store_options)?;
+        if let Some(path) = source.local_path() {
+            let path = std::fs::canonicalize(&path).unwrap_or(path);
+            if path.starts_with(&self.data_dir) && !path.starts_with(self.data_dir.join("demo")) {
+                return Err(SourceError::Protected(redact(&spec.url)).into());
+            }
+        }
         source.files().await?;
         let schema = source.schema().await?;
         for column in &request.primary_key {
@@ -277,6 +295,7 @@ impl SyncService {
 
     /// Unregisters a table and drops its replica.
     pub async fn remove(&self, name: &TableName) -> Result<bool, SyncError> {
+        let _changes = self.changes.lock().await;
         self.registration(name).await?;
         if let Some(active) = self.lock_active().get(name) {
             return Err(SyncError::Busy {
@@ -298,6 +317,7 @@ impl SyncService {
     /// Starts a full sync of a table, or returns the job already running
     /// for it (`false` in the second element).
     pub async fn start(self: &Arc<Self>, name: &TableName) -> Result<(SyncJob, bool), SyncError> {
+        let _changes = self.changes.lock().await;
         let mut registration = self.registration(name).await?;
         let progress = Arc::new(Progress::default());
         let job = SyncJob {
@@ -380,6 +400,11 @@ impl SyncService {
         registration: TableRegistration,
         progress: Arc<Progress>,
     ) {
+        // Whatever happens below, even a panic, the table is free again after.
+        let _active = ActiveEntry {
+            service: Arc::clone(&self),
+            table: job.table.clone(),
+        };
         let permit = Arc::clone(&self.permits).acquire_owned().await;
         job.state = JobState::Running;
         job.started_at = Some(Utc::now());
@@ -409,7 +434,6 @@ impl SyncService {
         if let Err(e) = self.meta.put(Collection::Jobs, &job.job_id, &job).await {
             tracing::error!(job_id = %job.job_id, error = %e, "could not record job end");
         }
-        self.lock_active().remove(&job.table);
     }
 
     /// Streams the source into a staging table and swaps it in.
@@ -457,7 +481,7 @@ impl SyncService {
                 }
                 Err(e) => {
                     read_error = Some(SourceError::Read {
-                        url: registration.source.url.clone(),
+                        url: source::redact(&registration.source.url),
                         message: e.to_string(),
                     });
                     break;
@@ -478,6 +502,18 @@ impl SyncService {
 
     fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<TableName, ActiveJob>> {
         self.active.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Frees a table's job slot when its job ends, however it ends.
+struct ActiveEntry {
+    service: Arc<SyncService>,
+    table: TableName,
+}
+
+impl Drop for ActiveEntry {
+    fn drop(&mut self) {
+        self.service.lock_active().remove(&self.table);
     }
 }
 

@@ -50,6 +50,14 @@ pub enum SourceError {
          newline-delimited JSON (.json, .jsonl, .ndjson), optionally compressed (.gz, .bz2, .xz, .zst)"
     )]
     UnsupportedFormat(String),
+    /// A local path inside airlock's own data directory.
+    #[error(
+        "source '{0}' is inside airlock's data directory, which holds secrets and replicas; copy the files elsewhere"
+    )]
+    Protected(String),
+    /// A CSV option is invalid.
+    #[error("invalid CSV options: {0}")]
+    BadCsv(String),
     /// A prefix without a format.
     #[error("cannot tell the file type of '{0}': add \"format\": \"parquet\", \"csv\" or \"json\"")]
     UnknownFormat(String),
@@ -152,11 +160,16 @@ impl FileSource {
         spec: &SourceSpec,
         options: &BTreeMap<String, String>,
     ) -> Result<Self, SourceError> {
+        if spec.csv.delimiter.is_some_and(|d| !d.is_ascii()) {
+            return Err(SourceError::BadCsv(
+                "delimiter must be one ASCII character".into(),
+            ));
+        }
         let (url, glob) = split_glob(&spec.url)?;
         let store = object_store_for(&url, options)?;
         let listing_url =
             ListingTableUrl::try_new(url.clone(), glob).map_err(|e| SourceError::BadUrl {
-                url: spec.url.clone(),
+                url: redact(&spec.url),
                 reason: e.to_string(),
             })?;
         let name = spec
@@ -172,7 +185,7 @@ impl FileSource {
                 (format, extension)
             }
             None if spec.url.ends_with('/') => {
-                return Err(SourceError::UnknownFormat(spec.url.clone()));
+                return Err(SourceError::UnknownFormat(redact(&spec.url)));
             }
             None => detect(&name)?,
         };
@@ -198,9 +211,17 @@ impl FileSource {
         self.format
     }
 
+    /// The local directory or file behind a `file://` source.
+    pub fn local_path(&self) -> Option<std::path::PathBuf> {
+        let url = self.url.get_url();
+        (url.scheme() == "file")
+            .then(|| url.to_file_path().ok())
+            .flatten()
+    }
+
     fn read_error(&self, e: impl std::fmt::Display) -> SourceError {
         SourceError::Read {
-            url: self.spec.url.clone(),
+            url: redact(&self.spec.url),
             message: e.to_string(),
         }
     }
@@ -219,6 +240,7 @@ impl FileSource {
                 Arc::new(
                     CsvFormat::default()
                         .with_has_header(self.spec.csv.has_header)
+                        // ASCII, checked in resolve.
                         .with_delimiter(u8::try_from(delimiter).unwrap_or(b','))
                         .with_file_compression_type(compression),
                 )
@@ -252,7 +274,7 @@ impl FileSource {
                     if matches!(**inner, object_store::Error::NotFound { .. }) =>
                 {
                     SourceError::NoFiles {
-                        url: self.spec.url.clone(),
+                        url: redact(&self.spec.url),
                         format: self.format,
                     }
                 }
@@ -260,7 +282,7 @@ impl FileSource {
             })?;
         if files.is_empty() {
             return Err(SourceError::NoFiles {
-                url: self.spec.url.clone(),
+                url: redact(&self.spec.url),
                 format: self.format,
             });
         }
@@ -293,11 +315,27 @@ impl FileSource {
     }
 }
 
+/// A source URL fit for messages and listings: user, password and (for
+/// HTTP, where presigned URLs carry signatures there) the query are removed.
+pub fn redact(source: &str) -> String {
+    match Url::parse(source) {
+        Ok(mut url) if url.scheme() != "file" => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            if matches!(url.scheme(), "http" | "https") && url.query().is_some() {
+                url.set_query(Some("redacted"));
+            }
+            url.to_string()
+        }
+        _ => source.to_string(),
+    }
+}
+
 /// Splits `…/dir/*.parquet` into the URL of `…/dir/` and the glob `*.parquet`.
 /// Absolute paths become `file://` URLs.
 fn split_glob(source: &str) -> Result<(Url, Option<glob::Pattern>), SourceError> {
     let bad = |reason: String| SourceError::BadUrl {
-        url: source.to_string(),
+        url: redact(source),
         reason,
     };
     let (text, is_path) = if source.starts_with('/') {
@@ -452,6 +490,26 @@ mod tests {
             split_glob("relative/x.csv"),
             Err(SourceError::BadUrl { .. })
         ));
+    }
+
+    #[test]
+    fn credentials_never_show_in_messages() {
+        assert_eq!(
+            redact("https://user:pw@host/x.csv?X-Amz-Signature=abc"),
+            "https://host/x.csv?redacted"
+        );
+        assert_eq!(
+            redact("s3://bucket/part-?.parquet"),
+            "s3://bucket/part-?.parquet"
+        );
+        assert_eq!(redact("/data/x.csv"), "/data/x.csv");
+        let spec = SourceSpec {
+            url: "https://user:hunter2@host/x.xlsx".into(),
+            format: None,
+            csv: CsvOptions::default(),
+        };
+        let err = FileSource::resolve(&spec, &BTreeMap::new()).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
     #[test]

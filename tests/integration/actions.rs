@@ -64,7 +64,7 @@ async fn list_actions_describes_every_action() {
 async fn parquet_glob_csv_and_json_sources_load_and_query() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let data = server.dir.join("files");
+    let data = server.files.clone();
 
     // Three Parquet files behind a glob, plus a file the glob must skip.
     for (i, range) in [(0, 0..100), (1, 100..250), (2, 250..300)] {
@@ -168,7 +168,7 @@ async fn parquet_glob_csv_and_json_sources_load_and_query() {
 async fn bad_sources_and_bodies_get_precise_errors_and_change_nothing() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let data = server.dir.join("files");
+    let data = server.files.clone();
     std::fs::create_dir_all(&data).unwrap();
 
     let err = action(
@@ -230,6 +230,22 @@ async fn bad_sources_and_bodies_get_precise_errors_and_change_nothing() {
     .unwrap_err();
     assert!(err.message().contains("sorce"), "{}", err.message());
 
+    // airlock's own files (secrets, replicas) are never a source.
+    let secret = server.dir.join("secrets/jwt.key");
+    let err = action(
+        &mut admin,
+        "table.register",
+        &json!({"name": "s.leak", "source": secret.display().to_string(), "format": "csv"}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{}", err.message());
+    assert!(
+        err.message().contains("inside airlock's data directory"),
+        "{}",
+        err.message()
+    );
+
     let err = action(&mut admin, "no.such.action", &json!({}))
         .await
         .unwrap_err();
@@ -258,7 +274,7 @@ async fn bad_sources_and_bodies_get_precise_errors_and_change_nothing() {
 async fn a_failed_sync_leaves_the_previous_replica_whole() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let csv = server.dir.join("files/t.csv");
+    let csv = server.files.join("t.csv");
     std::fs::create_dir_all(csv.parent().unwrap()).unwrap();
     std::fs::write(&csv, "id,v\n1,10\n2,20\n").unwrap();
     let status = server
@@ -296,7 +312,7 @@ async fn a_failed_sync_leaves_the_previous_replica_whole() {
 async fn resync_replaces_the_table_and_remove_drops_it() {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let file = server.dir.join("files/p.parquet");
+    let file = server.files.join("p.parquet");
     write_parquet(&file, &[people(0..10)]);
     server.load(&mut admin, "hr.p", &file_url(&file)).await;
     write_parquet(&file, &[people(0..25)]);

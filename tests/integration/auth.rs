@@ -78,12 +78,17 @@ async fn bad_credentials_are_unauthenticated() {
     // A password on an ordinary call (only the handshake takes one).
     let mut raw = server.raw().await;
     let mut request = tonic::Request::new(arrow_flight::Action::new("whoami", ""));
-    request
-        .metadata_mut()
-        .insert("authorization", basic("admin", PASSWORD, true).parse().unwrap());
+    request.metadata_mut().insert(
+        "authorization",
+        basic("admin", PASSWORD, true).parse().unwrap(),
+    );
     let err = raw.do_action(request).await.unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated);
-    assert!(err.message().contains("only in the Flight handshake"), "{}", err.message());
+    assert!(
+        err.message().contains("only in the Flight handshake"),
+        "{}",
+        err.message()
+    );
 
     // A garbage bearer token.
     let mut garbage = server.with_token("not.a.jwt").await;

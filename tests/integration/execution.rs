@@ -30,7 +30,7 @@ async fn load_numbers(server: &TestServer, client: &mut crate::harness::Client, 
             .unwrap()
         })
         .collect();
-    let file = server.dir.join("files/numbers.parquet");
+    let file = server.files.join("numbers.parquet");
     write_parquet(&file, &batches);
     let status = server.load(client, "big.numbers", &file_url(&file)).await;
     assert_eq!(status["state"], "succeeded", "{status}");
@@ -162,7 +162,7 @@ async fn queries_during_a_sync_see_the_old_or_the_new_table_never_a_mix() {
             })
             .collect()
     };
-    let file = server.dir.join("files/flip.parquet");
+    let file = server.files.join("flip.parquet");
     let totals = |offset: i64| {
         format!(
             "600000|{}",

@@ -27,7 +27,11 @@ pub(crate) type Client = FlightSqlServiceClient<Channel>;
 pub(crate) struct TestServer {
     pub(crate) app: Arc<App>,
     pub(crate) addr: SocketAddr,
+    /// The data directory.
     pub(crate) dir: PathBuf,
+    /// Where tests put source files: beside the data directory, never in it
+    /// (airlock refuses sources inside its own data directory).
+    pub(crate) files: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<()>>,
@@ -42,7 +46,7 @@ impl TestServer {
     /// A server on a fresh data directory with a config tweak.
     pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let dir = tmp.path().to_path_buf();
+        let dir = tmp.path().join("data");
         let mut server = Self::start_in(&dir, tweak).await;
         server._tmp = Some(tmp);
         server
@@ -78,6 +82,7 @@ impl TestServer {
             app: opened.app,
             addr,
             dir: dir.to_path_buf(),
+            files: dir.parent().unwrap().join("files"),
             _tmp: None,
             shutdown: Some(tx),
             handle: Some(handle),

@@ -32,7 +32,7 @@ async fn server_with_tables() -> (TestServer, crate::harness::Client) {
         ],
     )
     .unwrap();
-    let file = server.dir.join("files/orders.parquet");
+    let file = server.files.join("orders.parquet");
     write_parquet(&file, &[batch]);
     action(
         &mut admin,

@@ -147,7 +147,7 @@ async fn loaded_server() -> (
 ) {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
-    let file = server.dir.join("files/mixed.parquet");
+    let file = server.files.join("mixed.parquet");
     write_parquet(&file, &[mixed()]);
     let status = server.load(&mut admin, "s.t", &file_url(&file)).await;
     assert_eq!(status["state"], "succeeded", "{status}");
@@ -449,4 +449,26 @@ async fn now_is_the_time_of_each_query() {
     let (_, second) = query(&mut admin, sql).await.unwrap();
     let seconds = |b: &[RecordBatch]| rows(b)[0].parse::<i64>().unwrap();
     assert!(seconds(&second) > seconds(&first), "now() did not advance");
+}
+
+#[tokio::test]
+async fn deep_expressions_are_refused_and_the_server_lives_on() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    // As deep as the length limit allows: planning it would overflow the
+    // stack and kill the process.
+    let chain = format!("SELECT {}", vec!["1"; 120_000].join("+"));
+    let err = query(&mut admin, &chain).await.unwrap_err();
+    assert!(
+        err.starts_with("InvalidArgument") && err.contains("nested deeper than"),
+        "{err}"
+    );
+    let ors = format!("SELECT 1 WHERE {}", vec!["1 = 1"; 5_000].join(" OR "));
+    let err = query(&mut admin, &ors).await.unwrap_err();
+    assert!(err.contains("nested deeper than"), "{err}");
+    // Moderate depth still plans and runs.
+    let (_, batches) = query(&mut admin, &format!("SELECT {}", vec!["1"; 200].join("+")))
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec!["200"]);
 }
