@@ -263,6 +263,8 @@ impl QueryEngine {
     /// A fresh session for one query of `principal`: the cached state for
     /// the current snapshot, cloned, with its start time set (so `now()`
     /// is the query's time, not the cache's).
+    // Keyed by snapshot alone because every principal sees the same tables
+    // today; once visibility depends on grants, the key must include them.
     fn session(&self, _principal: &Principal) -> (SessionState, VisibleTables) {
         let snapshot = self.replica.tables();
         let visible = VisibleTables::new(Arc::clone(&self.replica), &snapshot);
