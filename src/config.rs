@@ -153,6 +153,9 @@ pub struct Config {
     pub object_store: BTreeMap<String, String>,
     /// Logging.
     pub log: LogConfig,
+    /// Grants to store at start, unless a grant for the same swarm/agent
+    /// is already stored (changes made with actions survive restarts).
+    pub grants: Vec<crate::policy::Grant>,
 }
 
 /// Limits on each query.
@@ -239,6 +242,7 @@ impl Default for Config {
             tls: TlsConfig::default(),
             object_store: BTreeMap::new(),
             log: LogConfig::default(),
+            grants: Vec::new(),
         }
     }
 }

@@ -25,6 +25,7 @@ pub mod demo;
 mod duckdb_setup;
 pub mod flight;
 pub mod meta;
+pub mod policy;
 pub mod query;
 pub mod replica;
 pub mod server;

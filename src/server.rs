@@ -21,6 +21,7 @@ use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::config::Config;
 use crate::flight::AirlockFlightSql;
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
+use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
 use crate::sync::{SyncError, SyncService};
@@ -54,6 +55,9 @@ pub enum ServerError {
     /// Sync service.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Grants.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
     /// TLS files.
     #[error("TLS: {0}")]
     Tls(String),
@@ -152,8 +156,10 @@ impl App {
             config.auth.clone(),
         ));
         let replica = Replica::open(&data_dir, &config.duckdb)?;
+        let grants = Arc::new(GrantStore::open(meta.clone(), config.grants.clone()).await?);
         let query = Arc::new(QueryEngine::new(
             Arc::clone(&replica),
+            Arc::clone(&grants),
             config.query.clone(),
             &data_dir.join("tmp").join("datafusion"),
         )?);
@@ -165,7 +171,12 @@ impl App {
             config.sync.parallelism,
         )
         .await?;
-        let actions = Actions::new(Arc::clone(&auth), Arc::clone(&sync), Arc::clone(&query));
+        let actions = Actions::new(
+            Arc::clone(&auth),
+            Arc::clone(&sync),
+            Arc::clone(&query),
+            Arc::clone(&grants),
+        );
         Ok(Opened {
             app: Arc::new(App {
                 config,

@@ -12,8 +12,10 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, Authenticator, Principal, TokenRecord, TokenRequest};
+use crate::auth::{AuthError, Authenticator, Principal, TokenKind, TokenRecord, TokenRequest};
+use crate::policy::{Access, Grant, GrantStore, PolicyError, grant_key};
 use crate::query::QueryEngine;
+use crate::query::QueryError;
 use crate::sync::{RegisterRequest, SyncError, SyncJob, SyncService, TableRegistration};
 use crate::table_name::TableName;
 
@@ -37,6 +39,12 @@ pub enum ActionError {
     /// Registration or sync.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Grants.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    /// Planning for `explain`.
+    #[error(transparent)]
+    Query(#[from] QueryError),
 }
 
 /// Who may call an action.
@@ -69,11 +77,21 @@ pub enum Action {
     SyncStart,
     /// Job status.
     SyncStatus,
+    /// Create or replace a grant.
+    GrantSet,
+    /// Read a grant.
+    GrantGet,
+    /// List grants.
+    GrantList,
+    /// Delete a grant.
+    GrantDelete,
+    /// Show the plan of a query as a principal would run it.
+    Explain,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 14] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -83,6 +101,11 @@ impl Action {
         Action::TableRemove,
         Action::SyncStart,
         Action::SyncStatus,
+        Action::GrantSet,
+        Action::GrantGet,
+        Action::GrantList,
+        Action::GrantDelete,
+        Action::Explain,
     ];
 
     /// The wire name.
@@ -97,6 +120,11 @@ impl Action {
             Action::TableRemove => "table.remove",
             Action::SyncStart => "sync.start",
             Action::SyncStatus => "sync.status",
+            Action::GrantSet => "grant.set",
+            Action::GrantGet => "grant.get",
+            Action::GrantList => "grant.list",
+            Action::GrantDelete => "grant.delete",
+            Action::Explain => "explain",
         }
     }
 
@@ -140,6 +168,24 @@ impl Action {
             Action::SyncStatus => {
                 "Status of a sync job (admin): state, rows, bytes, files, error, timings. Body: {\"job_id\":\"…\"}."
             }
+            Action::GrantSet => {
+                "Create or replace a grant (admin). Body: {\"swarm\":\"emea\",\"agent\":null,\"tables\":{\"sales.orders\":\
+                 {\"row_filter\":\"region = agent_attr('region')\",\"columns\":{\"email\":{\"mask\":\"'***'\"},\"ssn\":\"deny\"}},\
+                 \"sales.*\":{}},\"limits\":{\"max_rows\":10000,\"timeout_s\":30,\"max_concurrent\":4,\"per_minute\":600}}. \
+                 Applies from the next query."
+            }
+            Action::GrantGet => {
+                "Read a grant (admin). Body: {\"swarm\":\"emea\"} or {\"swarm\":\"emea\",\"agent\":\"a1\"}."
+            }
+            Action::GrantList => "List all grants (admin). Body: empty or {}.",
+            Action::GrantDelete => {
+                "Delete a grant (admin). Body: {\"swarm\":\"emea\"} or {\"swarm\":\"emea\",\"agent\":\"a1\"}."
+            }
+            Action::Explain => {
+                "Show how a query runs for a principal, policies applied (admin). Body: {\"sql\":\"SELECT …\",\
+                 \"as\":{\"token_id\":\"…\"}} or \"as\":{\"kind\":\"agent\",\"swarm\":\"emea\",\"name\":\"a1\",\"attributes\":{}}; \
+                 without \"as\", for the caller. Returns the principal's access and the logical and physical plans."
+            }
         }
     }
 
@@ -154,7 +200,12 @@ impl Action {
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart
-            | Action::SyncStatus => Permission::Admin,
+            | Action::SyncStatus
+            | Action::GrantSet
+            | Action::GrantGet
+            | Action::GrantList
+            | Action::GrantDelete
+            | Action::Explain => Permission::Admin,
         }
     }
 }
@@ -165,6 +216,7 @@ pub struct Actions {
     auth: Arc<Authenticator>,
     sync: Arc<SyncService>,
     query: Arc<QueryEngine>,
+    grants: Arc<GrantStore>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -195,10 +247,53 @@ struct JobRequest {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GrantKey {
+    swarm: String,
+    #[serde(default)]
+    agent: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExplainRequest {
+    sql: String,
+    #[serde(default, rename = "as")]
+    as_principal: Option<AsPrincipal>,
+}
+
+/// Whom `explain` plans for: an existing token, or a described principal.
+#[derive(Debug, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+enum AsPrincipal {
+    Token {
+        token_id: String,
+    },
+    Described {
+        kind: TokenKind,
+        #[serde(default)]
+        swarm: Option<String>,
+        name: String,
+        #[serde(default)]
+        attributes: std::collections::BTreeMap<String, String>,
+    },
+}
+
 impl Actions {
     /// Builds the action runner.
-    pub fn new(auth: Arc<Authenticator>, sync: Arc<SyncService>, query: Arc<QueryEngine>) -> Self {
-        Self { auth, sync, query }
+    pub fn new(
+        auth: Arc<Authenticator>,
+        sync: Arc<SyncService>,
+        query: Arc<QueryEngine>,
+        grants: Arc<GrantStore>,
+    ) -> Self {
+        Self {
+            auth,
+            sync,
+            query,
+            grants,
+        }
     }
 
     /// Runs the action `name` for `principal` with a JSON `body`.
@@ -288,6 +383,53 @@ impl Actions {
                 let JobRequest { job_id } = parse(action, body)?;
                 Ok(job_json(&self.sync.status(&job_id).await?))
             }
+            Action::GrantSet => {
+                let grant: Grant = parse(action, body)?;
+                let grant = grant.validate()?;
+                self.query.check_grant(&grant)?;
+                let stored = self.grants.set(grant).await?;
+                Ok(json!({ "key": stored.key(), "grant": stored }))
+            }
+            Action::GrantGet => {
+                let GrantKey { swarm, agent } = parse(action, body)?;
+                let grant = self.grants.get(&grant_key(&swarm, agent.as_deref()))?;
+                Ok(json!({ "key": grant.key(), "grant": grant }))
+            }
+            Action::GrantList => {
+                let Empty {} = parse(action, body)?;
+                let snapshot = self.grants.snapshot();
+                let grants: Vec<&Grant> = snapshot.grants.values().collect();
+                Ok(json!({ "grants": grants }))
+            }
+            Action::GrantDelete => {
+                let GrantKey { swarm, agent } = parse(action, body)?;
+                let key = grant_key(&swarm, agent.as_deref());
+                self.grants.delete(&key).await?;
+                Ok(json!({ "key": key, "deleted": true }))
+            }
+            Action::Explain => {
+                let ExplainRequest { sql, as_principal } = parse(action, body)?;
+                let target = match as_principal {
+                    None => principal.clone(),
+                    Some(AsPrincipal::Token { token_id }) => self
+                        .auth
+                        .principal_of(&token_id)
+                        .ok_or(AuthError::NotFound(token_id))?,
+                    Some(AsPrincipal::Described {
+                        kind,
+                        swarm,
+                        name,
+                        attributes,
+                    }) => Principal::described(kind, swarm, name, attributes),
+                };
+                let explained = self.query.explain(&target, &sql).await?;
+                Ok(json!({
+                    "principal": target.label(),
+                    "access": access_json(&self.query.access(&target)),
+                    "logical_plan": explained.logical,
+                    "physical_plan": explained.physical,
+                }))
+            }
         }
     }
 
@@ -343,6 +485,28 @@ fn parse<T: DeserializeOwned>(action: Action, body: &[u8]) -> Result<T, ActionEr
         action: action.name(),
         message: e.to_string(),
     })
+}
+
+fn access_json(access: &Access) -> Value {
+    match access {
+        Access::Unrestricted => json!("unrestricted"),
+        Access::Restricted { tables, limits } => {
+            let tables: serde_json::Map<String, Value> = tables
+                .iter()
+                .map(|(name, rules)| {
+                    (
+                        name.to_string(),
+                        json!({
+                            "row_filters": rules.row_filters,
+                            "denied": rules.denied,
+                            "masks": rules.masks,
+                        }),
+                    )
+                })
+                .collect();
+            json!({ "tables": tables, "limits": limits })
+        }
+    }
 }
 
 fn token_json(record: &TokenRecord) -> Value {

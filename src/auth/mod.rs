@@ -106,6 +106,23 @@ impl Principal {
         }
     }
 
+    /// A principal described rather than authenticated (for `explain`).
+    pub fn described(
+        kind: TokenKind,
+        swarm: Option<String>,
+        name: String,
+        attributes: BTreeMap<String, String>,
+    ) -> Self {
+        Self {
+            token_id: format!("described:{kind}:{}:{name}", swarm.as_deref().unwrap_or("")),
+            kind,
+            name,
+            swarm,
+            attributes,
+            expires_at: Utc::now(),
+        }
+    }
+
     /// Whether this principal is an admin.
     pub fn is_admin(&self) -> bool {
         self.kind == TokenKind::Admin
@@ -169,6 +186,14 @@ impl Authenticator {
             password,
             config,
         }
+    }
+
+    /// The principal a token stands for, from its record (for `explain`).
+    pub fn principal_of(&self, token_id: &str) -> Option<Principal> {
+        self.tokens
+            .get(token_id)
+            .as_ref()
+            .map(Principal::from_record)
     }
 
     /// The token service (for listing and housekeeping).
@@ -256,11 +281,6 @@ impl Authenticator {
                         "for a swarm token, 'name' is the swarm; omit 'swarm'".into(),
                     ));
                 }
-                if !request.attributes.is_empty() {
-                    return Err(AuthError::InvalidRequest(
-                        "attributes belong to agent tokens".into(),
-                    ));
-                }
                 (request.name.clone(), None)
             }
             (TokenKind::Admin, TokenKind::Agent) => {
@@ -279,11 +299,24 @@ impl Authenticator {
                         "a swarm token can create agents only in its own swarm '{own}'"
                     )));
                 }
+                // Attributes feed row filters, so only admins set them: a
+                // swarm choosing its agents' attributes could choose their
+                // rows. Its agents inherit the swarm token's attributes.
+                if !request.attributes.is_empty() {
+                    return Err(AuthError::Forbidden(
+                        "only admins set attributes; an agent inherits its swarm token's".into(),
+                    ));
+                }
                 // An agent never outlives the swarm token that made it.
                 (own, Some(caller.expires_at))
             }
         };
-        for (key, value) in &request.attributes {
+        let attributes = if caller.kind == TokenKind::Swarm {
+            caller.attributes.clone()
+        } else {
+            request.attributes
+        };
+        for (key, value) in &attributes {
             validate_name("attribute name", key)?;
             if value.len() > 1024 {
                 return Err(AuthError::InvalidRequest(format!(
@@ -300,7 +333,7 @@ impl Authenticator {
                 // Admin sessions are not parents: logging out must not
                 // revoke every token an admin created.
                 parent: (caller.kind == TokenKind::Swarm).then(|| caller.token_id.clone()),
-                attributes: request.attributes,
+                attributes,
                 ttl,
                 not_after,
             })

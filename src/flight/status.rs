@@ -13,6 +13,7 @@ use tonic::{Code, Status};
 use crate::actions::ActionError;
 use crate::auth::AuthError;
 use crate::meta::MetaError;
+use crate::policy::PolicyError;
 use crate::query::QueryError;
 use crate::replica::ReplicaError;
 use crate::sync::{SourceError, SyncError};
@@ -150,7 +151,19 @@ pub(crate) fn action(error: ActionError) -> Status {
         ActionError::BadRequest { .. } => status(Code::InvalidArgument, error.to_string()),
         ActionError::Auth(e) => auth(e),
         ActionError::Sync(e) => sync(e),
+        ActionError::Policy(e) => policy(e),
+        ActionError::Query(e) => query(e),
     }
+}
+
+/// Status for grant errors.
+pub(crate) fn policy(error: PolicyError) -> Status {
+    let code = match &error {
+        PolicyError::Invalid(_) | PolicyError::Compile { .. } => Code::InvalidArgument,
+        PolicyError::NotFound(_) => Code::NotFound,
+        PolicyError::Meta(e) => return meta(e),
+    };
+    status(code, error.to_string())
 }
 
 /// Status for registration and sync errors.

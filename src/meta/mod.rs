@@ -51,6 +51,8 @@ pub enum Collection {
     Tables,
     /// Sync jobs.
     Jobs,
+    /// Grants.
+    Grants,
 }
 
 impl Collection {
@@ -61,6 +63,7 @@ impl Collection {
             Collection::Tokens => "tokens",
             Collection::Tables => "tables",
             Collection::Jobs => "jobs",
+            Collection::Grants => "grants",
         }
     }
 }

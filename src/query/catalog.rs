@@ -1,11 +1,11 @@
 //! The DataFusion catalog a query is planned against: `airlock.<schema>.<table>`
-//! over one snapshot of the replica's tables.
+//! over the tables one principal may see.
 //!
-//! A catalog is built per query from the tables the principal may see, so
-//! a table outside it does not exist for that query — in planning, in
-//! error messages and in metadata answers alike. Providers are created
-//! lazily, on lookup, so a catalog with thousands of tables costs nothing
-//! until a query names one.
+//! A catalog is built per principal from its access, so a table outside it
+//! does not exist for that principal — in planning, in error messages and
+//! in metadata answers alike — and a table inside it is reachable only
+//! through the provider built for it (a governed one for restricted
+//! principals). Catalogs are cached with their session state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,31 +16,37 @@ use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableProvider;
 
-use crate::replica::{Replica, ReplicaTable, TableInfo, TableSnapshot};
 use crate::table_name::TableName;
 
 /// The one catalog name airlock exposes.
 pub const CATALOG: &str = "airlock";
 
-/// The tables one principal may see, grouped by schema.
+/// One table as a principal sees it.
 #[derive(Debug, Clone)]
+pub(crate) struct VisibleTable {
+    /// Its schema for this principal (denied columns gone).
+    pub(crate) schema: SchemaRef,
+    /// The only way to read it.
+    pub(crate) provider: Arc<dyn TableProvider>,
+}
+
+/// The tables one principal may see, grouped by schema.
+#[derive(Debug, Clone, Default)]
 pub struct VisibleTables {
-    replica: Arc<Replica>,
-    by_schema: Arc<BTreeMap<String, BTreeMap<String, TableInfo>>>,
+    by_schema: Arc<BTreeMap<String, BTreeMap<String, VisibleTable>>>,
 }
 
 impl VisibleTables {
-    /// Groups a snapshot by schema.
-    pub(crate) fn new(replica: Arc<Replica>, snapshot: &TableSnapshot) -> Self {
-        let mut by_schema: BTreeMap<String, BTreeMap<String, TableInfo>> = BTreeMap::new();
-        for (name, info) in snapshot.iter() {
+    /// Groups tables by schema.
+    pub(crate) fn new(tables: impl IntoIterator<Item = (TableName, VisibleTable)>) -> Self {
+        let mut by_schema: BTreeMap<String, BTreeMap<String, VisibleTable>> = BTreeMap::new();
+        for (name, table) in tables {
             by_schema
                 .entry(name.schema().to_string())
                 .or_default()
-                .insert(name.table().to_string(), info.clone());
+                .insert(name.table().to_string(), table);
         }
         Self {
-            replica,
             by_schema: Arc::new(by_schema),
         }
     }
@@ -50,18 +56,21 @@ impl VisibleTables {
         self.by_schema.keys().map(String::as_str)
     }
 
-    /// (schema, table, Arrow schema), sorted by schema then table.
+    /// (schema, table, Arrow schema as seen), sorted by schema then table.
     pub fn tables(&self) -> impl Iterator<Item = (&str, &str, &SchemaRef)> {
         self.by_schema.iter().flat_map(|(s, tables)| {
             tables
                 .iter()
-                .map(move |(t, info)| (s.as_str(), t.as_str(), &info.schema))
+                .map(move |(t, table)| (s.as_str(), t.as_str(), &table.schema))
         })
     }
 
-    /// A table, if visible.
-    pub fn get(&self, name: &TableName) -> Option<&TableInfo> {
-        self.by_schema.get(name.schema())?.get(name.table())
+    /// A visible table's schema as seen.
+    pub fn get(&self, name: &TableName) -> Option<&SchemaRef> {
+        self.by_schema
+            .get(name.schema())?
+            .get(name.table())
+            .map(|t| &t.schema)
     }
 
     /// The DataFusion catalog list for planning.
@@ -136,17 +145,12 @@ impl SchemaProvider for ReplicaSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let Ok(table_name) = TableName::from_parts(&self.name, name) else {
-            return Ok(None);
-        };
-        let Some(info) = self.tables.get(&table_name) else {
-            return Ok(None);
-        };
-        Ok(Some(Arc::new(ReplicaTable::new(
-            Arc::clone(&self.tables.replica),
-            table_name,
-            info.clone(),
-        ))))
+        Ok(self
+            .tables
+            .by_schema
+            .get(&self.name)
+            .and_then(|t| t.get(name))
+            .map(|t| Arc::clone(&t.provider)))
     }
 
     fn table_exist(&self, name: &str) -> bool {

@@ -16,6 +16,7 @@
 
 mod catalog;
 mod executor;
+mod governed;
 mod statement;
 mod stream;
 
@@ -37,9 +38,14 @@ pub use catalog::{CATALOG, VisibleTables};
 pub use stream::{QueryStream, RunningQueries};
 
 use crate::auth::Principal;
+use crate::auth::TokenKind;
 use crate::config::QueryConfig;
-use crate::replica::{Replica, TableSnapshot};
+use crate::policy::{self, Access, Grant, GrantStore, PolicyError, TableAccess, TablePattern};
+use crate::replica::{Replica, ReplicaTable, TableSnapshot};
 use crate::table_name::{DEFAULT_SCHEMA, TableName};
+use catalog::VisibleTable;
+use governed::GovernedTable;
+use std::collections::BTreeMap;
 
 /// Why a query could not be planned or run.
 #[derive(Debug, thiserror::Error)]
@@ -193,6 +199,15 @@ impl PlannedQuery {
     }
 }
 
+/// A query's plans, as text.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// The logical plan.
+    pub logical: String,
+    /// The physical plan: what DuckDB is asked and what runs above it.
+    pub physical: String,
+}
+
 /// Plans and runs queries against the replica.
 #[derive(Debug)]
 pub struct QueryEngine {
@@ -201,22 +216,33 @@ pub struct QueryEngine {
     config: QueryConfig,
     running: Arc<RunningQueries>,
     executor: executor::QueryExecutor,
-    sessions: std::sync::Mutex<Option<CachedSession>>,
+    grants: Arc<GrantStore>,
+    sessions: std::sync::Mutex<Vec<CachedSession>>,
 }
 
-/// A session state with the catalog of one table snapshot. Building a state
-/// registers every function again (hundreds of hash inserts), which cost
-/// more than planning a point lookup; cloning a built one is cheap.
+/// Sessions kept (most recently used first).
+const CACHED_SESSIONS: usize = 128;
+
+/// A session state with the catalog one principal sees in one table
+/// snapshot under one version of the grants. Building one registers every
+/// function again and compiles the principal's policies, which costs more
+/// than planning a point lookup; cloning a built one is cheap.
 #[derive(Debug)]
 struct CachedSession {
     snapshot: TableSnapshot,
+    grants_version: u64,
+    /// Token id for restricted principals; `None` for admins, who all see
+    /// the same.
+    principal: Option<String>,
     state: SessionState,
+    visible: VisibleTables,
 }
 
 impl QueryEngine {
     /// An engine over `replica`; DataFusion spills under `spill_dir`.
     pub fn new(
         replica: Arc<Replica>,
+        grants: Arc<GrantStore>,
         config: QueryConfig,
         spill_dir: &std::path::Path,
     ) -> Result<Self, QueryError> {
@@ -249,42 +275,165 @@ impl QueryEngine {
             config,
             running: Arc::new(RunningQueries::default()),
             executor,
-            sessions: std::sync::Mutex::new(None),
+            grants,
+            sessions: std::sync::Mutex::new(Vec::new()),
         })
     }
 
-    /// What `principal` may see.
-    pub fn visible_tables(&self, _principal: &Principal) -> VisibleTables {
-        // Every authenticated principal sees every replica table until
-        // grants exist (the governance work narrows this per swarm/agent).
-        VisibleTables::new(Arc::clone(&self.replica), &self.replica.tables())
+    /// What `principal` may see, as it sees it.
+    pub fn visible_tables(&self, principal: &Principal) -> VisibleTables {
+        self.session(principal).1
+    }
+
+    /// What `principal` may read under the current grants.
+    pub fn access(&self, principal: &Principal) -> Access {
+        let snapshot = self.replica.tables();
+        policy::access_for(principal, &self.grants.snapshot().grants, snapshot.keys())
     }
 
     /// A fresh session for one query of `principal`: the cached state for
-    /// the current snapshot, cloned, with its start time set (so `now()`
-    /// is the query's time, not the cache's).
-    // Keyed by snapshot alone because every principal sees the same tables
-    // today; once visibility depends on grants, the key must include them.
-    fn session(&self, _principal: &Principal) -> (SessionState, VisibleTables) {
+    /// its catalog, cloned, with its start time set (so `now()` is the
+    /// query's time, not the cache's).
+    fn session(&self, principal: &Principal) -> (SessionState, VisibleTables) {
         let snapshot = self.replica.tables();
-        let visible = VisibleTables::new(Arc::clone(&self.replica), &snapshot);
+        let grants = self.grants.snapshot();
+        let key = (!principal.is_admin()).then(|| principal.token_id.clone());
         let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = match cache.as_ref() {
-            Some(cached) if Arc::ptr_eq(&cached.snapshot, &snapshot) => cached.state.clone(),
-            _ => {
+        let hit = cache.iter().position(|c| {
+            Arc::ptr_eq(&c.snapshot, &snapshot)
+                && c.grants_version == grants.version
+                && c.principal == key
+        });
+        let cached = match hit {
+            Some(i) => cache.remove(i),
+            None => {
+                drop(cache);
+                let access = policy::access_for(principal, &grants.grants, snapshot.keys());
+                let visible = self.build_visible(principal, &snapshot, &access);
                 let state = SessionStateBuilder::new_from_existing(self.base.clone())
                     .with_catalog_list(visible.catalog_list())
                     .build();
-                *cache = Some(CachedSession {
+                cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
+                CachedSession {
                     snapshot,
-                    state: state.clone(),
-                });
-                state
+                    grants_version: grants.version,
+                    principal: key,
+                    state,
+                    visible,
+                }
             }
         };
+        let mut state = cached.state.clone();
+        let visible = cached.visible.clone();
+        cache.insert(0, cached);
+        cache.truncate(CACHED_SESSIONS);
         drop(cache);
         state.mark_start_execution();
         (state, visible)
+    }
+
+    /// The providers a principal's catalog holds: plain replica tables for
+    /// unrestricted principals and for tables without rules, governed ones
+    /// otherwise. A table whose rules do not compile is left out (fail
+    /// closed) and logged for the admin.
+    fn build_visible(
+        &self,
+        principal: &Principal,
+        snapshot: &TableSnapshot,
+        access: &Access,
+    ) -> VisibleTables {
+        let mut tables = Vec::new();
+        for (name, info) in snapshot.iter() {
+            if !access.allows(name) {
+                continue;
+            }
+            let plain = ReplicaTable::new(Arc::clone(&self.replica), name.clone(), info.clone());
+            let table = match access
+                .table(name)
+                .filter(|rules| **rules != TableAccess::default())
+            {
+                None => VisibleTable {
+                    schema: Arc::clone(&info.schema),
+                    provider: Arc::new(plain),
+                },
+                Some(rules) => {
+                    match policy::compile_table(&self.base, name, &info.schema, rules, principal) {
+                        Ok(compiled) => VisibleTable {
+                            schema: Arc::clone(&compiled.schema),
+                            provider: Arc::new(GovernedTable::new(plain, compiled)),
+                        },
+                        Err(e) => {
+                            tracing::warn!(table = %name, principal = %principal.label(), error = %e, "hiding a table whose grant does not compile");
+                            continue;
+                        }
+                    }
+                }
+            };
+            tables.push((name.clone(), table));
+        }
+        VisibleTables::new(tables)
+    }
+
+    /// Checks that a grant's rules for existing tables it names exactly
+    /// plan against those tables, so mistakes surface when the grant is
+    /// set rather than as a hidden table later.
+    pub fn check_grant(&self, grant: &Grant) -> Result<(), PolicyError> {
+        let snapshot = self.replica.tables();
+        let principal = Principal::described(
+            if grant.agent.is_some() {
+                TokenKind::Agent
+            } else {
+                TokenKind::Swarm
+            },
+            Some(grant.swarm.clone()),
+            grant.agent.clone().unwrap_or_else(|| grant.swarm.clone()),
+            Default::default(),
+        );
+        for (pattern, rule) in &grant.tables {
+            let Ok(TablePattern::Exact(name)) = TablePattern::parse(pattern) else {
+                continue;
+            };
+            let Some(info) = snapshot.get(&name) else {
+                continue;
+            };
+            for column in rule.columns.keys() {
+                if info.schema.field_with_name(column).is_err() {
+                    return Err(PolicyError::Compile {
+                        what: "column rules".into(),
+                        table: name,
+                        message: format!("there is no column '{column}'"),
+                    });
+                }
+            }
+            let single = BTreeMap::from([(
+                grant.key(),
+                Grant {
+                    agent: None,
+                    ..grant.clone()
+                },
+            )]);
+            let access = policy::access_for(&principal, &single, [&name]);
+            if let Some(rules) = access.table(&name) {
+                policy::compile_table(&self.base, &name, &info.schema, rules, &principal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The plans of `sql` as `principal` would run it, policies applied.
+    pub async fn explain(
+        self: &Arc<Self>,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<Explained, QueryError> {
+        let planned = self.plan(principal, sql).await?;
+        let physical = self.physical_plan(&planned).await?;
+        Ok(Explained {
+            logical: planned.plan.display_indent().to_string(),
+            physical: datafusion::physical_plan::displayable(physical.as_ref())
+                .indent(true)
+                .to_string(),
+        })
     }
 
     /// Queries now streaming.

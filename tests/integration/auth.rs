@@ -151,16 +151,25 @@ async fn swarm_mints_agents_and_revocation_is_immediate_and_durable() {
     let swarm = action(
         &mut admin,
         "token.create",
-        &json!({"kind": "swarm", "name": "emea", "ttl_seconds": 3600}),
+        &json!({"kind": "swarm", "name": "emea", "ttl_seconds": 3600, "attributes": {"region": "EU"}}),
     )
     .await
     .unwrap();
     assert!(swarm["expires_at"].is_string());
     let mut swarm_client = server.with_token(swarm["token"].as_str().unwrap()).await;
+    // Only admins set attributes; a swarm's agents inherit its own.
+    let err = action(
+        &mut swarm_client,
+        "token.create",
+        &json!({"kind": "agent", "name": "a1", "attributes": {"region": "US"}}),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied);
     let agent = action(
         &mut swarm_client,
         "token.create",
-        &json!({"kind": "agent", "name": "a1", "attributes": {"region": "EU"}}),
+        &json!({"kind": "agent", "name": "a1"}),
     )
     .await
     .unwrap();

@@ -6,6 +6,7 @@ mod harness;
 mod actions;
 mod auth;
 mod execution;
+mod governance;
 mod metadata;
 mod queries;
 mod sqllogic;

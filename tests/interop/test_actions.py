@@ -39,16 +39,21 @@ def test_list_actions_has_every_action_with_a_description(server, admin):
     client, options = admin
     actions = {a.type: a.description for a in client.list_actions(options)}
     for name in ["token.create", "token.revoke", "token.list", "whoami", "table.register", "table.list",
-                 "table.remove", "sync.start", "sync.status", "CancelFlightInfo"]:
+                 "table.remove", "sync.start", "sync.status", "grant.set", "grant.get", "grant.list",
+                 "grant.delete", "explain", "CancelFlightInfo"]:
         assert name in actions and len(actions[name]) > 20, name
 
 
 def test_swarm_and_agent_tokens_end_to_end(server, admin):
     client, options = admin
-    swarm = call(client, options, "token.create", {"kind": "swarm", "name": "emea", "ttl_seconds": 3600})
+    swarm = call(
+        client, options, "token.create", {"kind": "swarm", "name": "emea", "ttl_seconds": 3600, "attributes": {"region": "EU"}}
+    )
     assert set(swarm) >= {"id", "token", "expires_at"}
+    call(client, options, "grant.set", {"swarm": "emea", "tables": {"demo.*": {}}})
     swarm_options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {swarm['token']}".encode())])
-    agent = call(client, swarm_options, "token.create", {"kind": "agent", "name": "a1", "attributes": {"region": "EU"}})
+    # Agents inherit their swarm token's attributes.
+    agent = call(client, swarm_options, "token.create", {"kind": "agent", "name": "a1"})
     me = call(client, flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {agent['token']}".encode())]), "whoami")
     assert me["kind"] == "agent" and me["swarm"] == "emea" and me["attributes"] == {"region": "EU"}
 
