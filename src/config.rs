@@ -139,6 +139,8 @@ pub struct Config {
     pub demo: bool,
     /// Query execution limits.
     pub query: QueryConfig,
+    /// Limits on agents' queries where their grant sets none.
+    pub limits: LimitDefaults,
     /// DuckDB replica settings.
     pub duckdb: DuckDbConfig,
     /// Token lifetimes.
@@ -172,6 +174,23 @@ pub struct QueryConfig {
     /// Deepest expression nesting accepted (`a OR b OR …` nests one level
     /// per term); deeper ones are refused before planning.
     pub max_expression_depth: usize,
+    /// Largest batch an operator computing values may produce; a query
+    /// building values past it (huge strings, doubling) is stopped.
+    pub max_batch_bytes: ByteSize,
+}
+
+/// Default limits for restricted principals (agents and swarm tokens);
+/// a grant's `limits` override them. Admins are bound only by `[query]`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitDefaults {
+    /// Rows a query returns at most; the stream stops there and its last
+    /// message says it was truncated.
+    pub max_rows: u64,
+    /// Queries one agent may run at once.
+    pub max_concurrent: u32,
+    /// Queries one agent may start per minute.
+    pub per_minute: u32,
 }
 
 /// DuckDB replica settings.
@@ -236,6 +255,7 @@ impl Default for Config {
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
             demo: false,
             query: QueryConfig::default(),
+            limits: LimitDefaults::default(),
             duckdb: DuckDbConfig::default(),
             auth: AuthConfig::default(),
             sync: SyncConfig::default(),
@@ -254,6 +274,17 @@ impl Default for QueryConfig {
             memory_limit: ByteSize::gib(2),
             max_sql_length: 256 * 1024,
             max_expression_depth: 250,
+            max_batch_bytes: ByteSize::mib(256),
+        }
+    }
+}
+
+impl Default for LimitDefaults {
+    fn default() -> Self {
+        Self {
+            max_rows: 1_000_000,
+            max_concurrent: 4,
+            per_minute: 600,
         }
     }
 }

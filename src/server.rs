@@ -161,6 +161,7 @@ impl App {
             Arc::clone(&replica),
             Arc::clone(&grants),
             config.query.clone(),
+            config.limits,
             &data_dir.join("tmp").join("datafusion"),
         )?);
         let sync = SyncService::open(

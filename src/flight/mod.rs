@@ -134,6 +134,8 @@ impl AirlockFlightSql {
             .execute(planned, query_id, principal)
             .await
             .map_err(status::query)?;
+        let truncated = stream.truncated();
+        let max_rows = stream.max_rows();
         let labelled = Arc::clone(&schema);
         let batches = stream.map(move |item| match item {
             Ok(batch) => batch.with_schema(Arc::clone(&labelled)).map_err(|e| {
@@ -141,7 +143,18 @@ impl AirlockFlightSql {
             }),
             Err(e) => Err(FlightError::Tonic(Box::new(status::query(e)))),
         });
-        Ok(Response::new(encode(schema, batches)))
+        // The messages of a result's last batch, when the row cap cut it,
+        // carry a notice in app_metadata (the flag is set before that batch
+        // is yielded, and the encoder sends a batch's messages before
+        // asking for the next). Clients that ignore it see fewer rows.
+        let notice = truncation_notice(max_rows);
+        let data = encode(schema, batches).map_ok(move |mut data| {
+            if truncated.load(std::sync::atomic::Ordering::Acquire) {
+                data.app_metadata = notice.clone();
+            }
+            data
+        });
+        Ok(Response::new(Box::pin(data)))
     }
 
     /// The visible tables for metadata answers.
@@ -165,6 +178,14 @@ fn encode(
             other => status::internal(other.to_string()),
         });
     Box::pin(stream)
+}
+
+/// The app_metadata marking a result cut at the row cap:
+/// `{"airlock": {"truncated": true, "max_rows": N}}`.
+fn truncation_notice(max_rows: Option<u64>) -> bytes::Bytes {
+    serde_json::json!({"airlock": {"truncated": true, "max_rows": max_rows}})
+        .to_string()
+        .into()
 }
 
 /// One batch as a DoGet stream.

@@ -80,11 +80,12 @@ pub(crate) fn query(error: QueryError) -> Status {
         | QueryError::Syntax(_)
         | QueryError::MultipleStatements(_)
         | QueryError::Parameters(_) => Code::InvalidArgument,
-        QueryError::NotAQuery(_) => Code::PermissionDenied,
+        QueryError::NotAQuery(_) | QueryError::TableFunction(_) => Code::PermissionDenied,
         QueryError::UnknownTable(_) | QueryError::NotRunning(_) => Code::NotFound,
         QueryError::Plan(e) | QueryError::Execution(e) => datafusion_code(e),
         QueryError::Timeout(_) => Code::DeadlineExceeded,
         QueryError::Cancelled => Code::Cancelled,
+        QueryError::Overloaded(_) => Code::ResourceExhausted,
         QueryError::Internal(_) => Code::Internal,
     };
     status(code, error.to_string())
@@ -259,6 +260,10 @@ mod tests {
                 Code::DeadlineExceeded,
             ),
             (query(QueryError::Cancelled), Code::Cancelled),
+            (
+                query(QueryError::Overloaded("busy".into())),
+                Code::ResourceExhausted,
+            ),
             (
                 query(QueryError::Execution(DataFusionError::ArrowError(
                     Box::new(ArrowError::DivideByZero),

@@ -14,9 +14,11 @@
 //! parameters, which is what lets tickets carry just the SQL: any node can
 //! re-plan and serve them.
 
+mod admission;
 mod catalog;
 mod executor;
 mod governed;
+mod guard;
 mod statement;
 mod stream;
 
@@ -35,17 +37,20 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
 pub use catalog::{CATALOG, VisibleTables};
+use stream::Guards;
 pub use stream::{QueryStream, RunningQueries};
 
 use crate::auth::Principal;
 use crate::auth::TokenKind;
-use crate::config::QueryConfig;
-use crate::policy::{self, Access, Grant, GrantStore, PolicyError, TableAccess, TablePattern};
+use crate::config::{LimitDefaults, QueryConfig};
+use crate::policy::{
+    self, Access, Grant, GrantStore, Limits, PolicyError, TableAccess, TablePattern,
+};
 use crate::replica::{Replica, ReplicaTable, TableSnapshot};
 use crate::table_name::{DEFAULT_SCHEMA, TableName};
 use catalog::VisibleTable;
 use governed::GovernedTable;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// Why a query could not be planned or run.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +80,9 @@ pub enum QueryError {
     /// Parses, but is not a query.
     #[error("{0} is not allowed: airlock is read-only and runs only SELECT queries")]
     NotAQuery(String),
+    /// A restricted principal called a table function.
+    #[error("table function '{0}' is not available: agents read only the tables granted to them")]
+    TableFunction(String),
     /// A referenced table is not visible.
     #[error(
         "table '{0}' does not exist or is not visible to you; list tables with GetTables or the table.list action"
@@ -95,6 +103,9 @@ pub enum QueryError {
     /// Cancelled by CancelFlightInfo.
     #[error("query cancelled")]
     Cancelled,
+    /// Over a concurrency or rate limit.
+    #[error("{0}")]
+    Overloaded(String),
     /// A cancel named a query that is not running (or not the caller's).
     #[error("query {0} is not running (it finished, never started, or belongs to someone else)")]
     NotRunning(String),
@@ -132,6 +143,8 @@ pub struct PlannedQuery {
     state: SessionState,
     schema: SchemaRef,
     tables: Vec<TableName>,
+    /// The principal's limits; `None` for unrestricted principals.
+    limits: Option<Limits>,
 }
 
 impl PlannedQuery {
@@ -193,6 +206,15 @@ impl PlannedQuery {
         Ok(Self { plan, ..self })
     }
 
+    /// The same query returning at most `rows` rows.
+    fn capped(self, rows: u64) -> Result<Self, QueryError> {
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone())
+            .limit(0, Some(usize::try_from(rows).unwrap_or(usize::MAX)))
+            .and_then(|b| b.build())
+            .map_err(QueryError::Plan)?;
+        Ok(Self { plan, ..self })
+    }
+
     /// The logical plan, for tests and EXPLAIN-style displays.
     pub fn logical_plan(&self) -> &LogicalPlan {
         &self.plan
@@ -217,6 +239,8 @@ pub struct QueryEngine {
     running: Arc<RunningQueries>,
     executor: executor::QueryExecutor,
     grants: Arc<GrantStore>,
+    defaults: LimitDefaults,
+    admission: admission::Admission,
     sessions: std::sync::Mutex<Vec<CachedSession>>,
 }
 
@@ -236,6 +260,7 @@ struct CachedSession {
     principal: Option<String>,
     state: SessionState,
     visible: VisibleTables,
+    limits: Option<Limits>,
 }
 
 impl QueryEngine {
@@ -244,6 +269,7 @@ impl QueryEngine {
         replica: Arc<Replica>,
         grants: Arc<GrantStore>,
         config: QueryConfig,
+        defaults: LimitDefaults,
         spill_dir: &std::path::Path,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
@@ -264,11 +290,18 @@ impl QueryEngine {
         // way, since results cross a channel and deadlines are checked there.
         let executor = executor::QueryExecutor::new(threads)
             .map_err(|e| QueryError::Internal(format!("query executor threads: {e}")))?;
-        let base = SessionStateBuilder::new()
+        let mut base = SessionStateBuilder::new()
             .with_config(session.with_target_partitions(threads))
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(guard::BatchGuard {
+                max_bytes: config.max_batch_bytes.as_u64() as usize,
+            }))
             .build();
+        for udf in guard::capped_functions(&base) {
+            datafusion::execution::FunctionRegistry::register_udf(&mut base, udf)
+                .map_err(|e| QueryError::Internal(format!("registering capped functions: {e}")))?;
+        }
         Ok(Self {
             replica,
             base,
@@ -276,6 +309,8 @@ impl QueryEngine {
             running: Arc::new(RunningQueries::default()),
             executor,
             grants,
+            defaults,
+            admission: admission::Admission::default(),
             sessions: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -283,6 +318,20 @@ impl QueryEngine {
     /// What `principal` may see, as it sees it.
     pub fn visible_tables(&self, principal: &Principal) -> VisibleTables {
         self.session(principal).1
+    }
+
+    /// A restricted principal's limits, the grant's where it sets them and
+    /// the configured defaults otherwise.
+    fn limits(&self, access: &Access) -> Option<Limits> {
+        match access {
+            Access::Unrestricted => None,
+            Access::Restricted { limits, .. } => Some(Limits {
+                max_rows: limits.max_rows.or(Some(self.defaults.max_rows)),
+                timeout_s: limits.timeout_s,
+                max_concurrent: limits.max_concurrent.or(Some(self.defaults.max_concurrent)),
+                per_minute: limits.per_minute.or(Some(self.defaults.per_minute)),
+            }),
+        }
     }
 
     /// What `principal` may read under the current grants.
@@ -294,7 +343,7 @@ impl QueryEngine {
     /// A fresh session for one query of `principal`: the cached state for
     /// its catalog, cloned, with its start time set (so `now()` is the
     /// query's time, not the cache's).
-    fn session(&self, principal: &Principal) -> (SessionState, VisibleTables) {
+    fn session(&self, principal: &Principal) -> (SessionState, VisibleTables, Option<Limits>) {
         let snapshot = self.replica.tables();
         let grants = self.grants.snapshot();
         let key = (!principal.is_admin()).then(|| principal.token_id.clone());
@@ -310,9 +359,14 @@ impl QueryEngine {
                 drop(cache);
                 let access = policy::access_for(principal, &grants.grants, snapshot.keys());
                 let visible = self.build_visible(principal, &snapshot, &access);
-                let state = SessionStateBuilder::new_from_existing(self.base.clone())
-                    .with_catalog_list(visible.catalog_list())
-                    .build();
+                let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
+                    .with_catalog_list(visible.catalog_list());
+                if access != Access::Unrestricted {
+                    // Table functions (range, generate_series, …) are off for
+                    // restricted principals: they may read only granted tables.
+                    builder = builder.with_table_functions(HashMap::new());
+                }
+                let state = builder.build();
                 cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 CachedSession {
                     snapshot,
@@ -320,16 +374,18 @@ impl QueryEngine {
                     principal: key,
                     state,
                     visible,
+                    limits: self.limits(&access),
                 }
             }
         };
         let mut state = cached.state.clone();
         let visible = cached.visible.clone();
+        let limits = cached.limits;
         cache.insert(0, cached);
         cache.truncate(CACHED_SESSIONS);
         drop(cache);
         state.mark_start_execution();
-        (state, visible)
+        (state, visible, limits)
     }
 
     /// The providers a principal's catalog holds: plain replica tables for
@@ -491,7 +547,12 @@ impl QueryEngine {
                 max_depth: self.config.max_expression_depth,
             },
         )?;
-        let (state, visible) = self.session(principal);
+        let (state, visible, limits) = self.session(principal);
+        if limits.is_some()
+            && let Some(name) = statement::first_table_function(&statement)
+        {
+            return Err(QueryError::TableFunction(name));
+        }
 
         let references = state
             .resolve_table_references(&statement)
@@ -521,6 +582,7 @@ impl QueryEngine {
             state,
             schema,
             tables,
+            limits,
         })
     }
 
@@ -550,19 +612,42 @@ impl QueryEngine {
         query_id: &str,
         principal: &Principal,
     ) -> Result<QueryStream, QueryError> {
+        let limits = planned.limits.unwrap_or_default();
+        // Admitted before any work; the permit lives as long as the stream.
+        let permit = match planned.limits {
+            Some(limits) => Some(self.admission.admit(
+                &principal.label(),
+                limits.max_concurrent.unwrap_or(u32::MAX >> 3),
+                limits.per_minute.unwrap_or(u32::MAX >> 3),
+            )?),
+            None => None,
+        };
+        let timeout = match limits.timeout_s {
+            Some(seconds) => self.config.timeout.min(Duration::from_secs(seconds)),
+            None => self.config.timeout,
+        };
+        let planned = match limits.max_rows {
+            // One row past the cap tells a capped result from one that fits.
+            Some(max_rows) => planned.capped(max_rows.saturating_add(1))?,
+            None => planned,
+        };
         let physical = self.physical_plan(&planned).await?;
         let (token, registration) = self.running.register(query_id, &principal.token_id);
-        let deadline = tokio::time::Instant::now() + self.config.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         let inner =
             self.executor
                 .execute(physical, planned.state.task_ctx(), token.clone(), deadline);
         Ok(QueryStream::new(
             inner,
             planned.schema(),
-            self.config.timeout,
-            deadline,
-            token,
-            registration,
+            Guards {
+                timeout,
+                deadline,
+                token,
+                registration,
+                max_rows: limits.max_rows,
+                permit,
+            },
         ))
     }
 

@@ -9,7 +9,7 @@
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, Value, Visit, Visitor, visit_expressions_mut,
+    Expr, Statement, TableFactor, Value, Visit, Visitor, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use std::ops::ControlFlow;
@@ -41,6 +41,11 @@ pub(crate) fn parse_query(sql: &str, limits: StatementLimits) -> Result<DFStatem
     }
     let mut statements =
         DFParser::parse_sql_with_dialect(sql, &GenericDialect {}).map_err(|e| {
+            // Statements the parser does not know (EXPORT DATABASE, DuckDB's
+            // CREATE MACRO…) are still named as refused, not as typos.
+            if let Some(kind) = leading_non_query_keywords(sql) {
+                return QueryError::NotAQuery(kind);
+            }
             let message = e.to_string();
             // The parser gives no position for a query that stops too early.
             if message.contains("found: EOF") {
@@ -70,6 +75,70 @@ pub(crate) fn parse_query(sql: &str, limits: StatementLimits) -> Result<DFStatem
         DFStatement::CopyTo(_) => Err(QueryError::NotAQuery("COPY".into())),
         other => Err(QueryError::NotAQuery(statement_kind(&other.to_string()))),
     }
+}
+
+/// Words that start a statement other than a query, in any dialect a
+/// client may speak (DuckDB's included).
+const STATEMENT_KEYWORDS: &[&str] = &[
+    "ALTER",
+    "ANALYZE",
+    "ATTACH",
+    "BEGIN",
+    "CALL",
+    "CHECKPOINT",
+    "COMMENT",
+    "COMMIT",
+    "COPY",
+    "CREATE",
+    "DEALLOCATE",
+    "DELETE",
+    "DESCRIBE",
+    "DETACH",
+    "DROP",
+    "EXECUTE",
+    "EXPLAIN",
+    "EXPORT",
+    "FORCE",
+    "GRANT",
+    "IMPORT",
+    "INSERT",
+    "INSTALL",
+    "LOAD",
+    "MERGE",
+    "PRAGMA",
+    "PREPARE",
+    "REPLACE",
+    "RESET",
+    "REVOKE",
+    "ROLLBACK",
+    "SET",
+    "SHOW",
+    "START",
+    "SUMMARIZE",
+    "TRUNCATE",
+    "UPDATE",
+    "UPSERT",
+    "USE",
+    "VACUUM",
+];
+
+/// The first two words of `sql`, comments skipped, when they start a
+/// statement other than a query; `None` otherwise.
+fn leading_non_query_keywords(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&GenericDialect {}, sql).tokenize().ok()?;
+    let mut words = tokens.iter().filter(|t| !matches!(t, Token::Whitespace(_)));
+    let Some(Token::Word(first)) = words.next() else {
+        return None;
+    };
+    let first = first.value.to_ascii_uppercase();
+    if !STATEMENT_KEYWORDS.contains(&first.as_str()) {
+        return None;
+    }
+    Some(match words.next() {
+        Some(Token::Word(second)) => format!("{first} {}", second.value.to_ascii_uppercase()),
+        _ => first,
+    })
 }
 
 /// The leading keywords of a statement, e.g. `DROP TABLE`, for messages.
@@ -111,6 +180,36 @@ fn check_depth(statement: &Statement, max: usize) -> Result<(), QueryError> {
     match statement.visit(&mut Depth { current: 0, max }) {
         ControlFlow::Break(()) => Err(QueryError::TooDeep(max)),
         ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// The first table function the statement calls (`range(…)`,
+/// `read_csv(…)`, `TABLE(…)`), if any. Restricted principals may read only
+/// granted tables, so for them any table function is refused by name
+/// before planning.
+pub(crate) fn first_table_function(statement: &DFStatement) -> Option<String> {
+    struct Finder;
+    impl Visitor for Finder {
+        type Break = String;
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<String> {
+            match factor {
+                TableFactor::Table {
+                    name,
+                    args: Some(_),
+                    ..
+                }
+                | TableFactor::Function { name, .. } => ControlFlow::Break(name.to_string()),
+                TableFactor::TableFunction { expr, .. } => ControlFlow::Break(expr.to_string()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    match statement {
+        DFStatement::Statement(inner) => match inner.visit(&mut Finder) {
+            ControlFlow::Break(name) => Some(name),
+            ControlFlow::Continue(()) => None,
+        },
+        _ => None,
     }
 }
 
@@ -200,6 +299,10 @@ mod tests {
                 .contains("CREATE EXTERNAL TABLE")
         );
         assert!(refused("SELECT 1; DROP TABLE s.t").contains("2 statements"));
+        // Statements the parser does not know are named too.
+        assert!(refused("EXPORT DATABASE '/tmp/x'").contains("EXPORT DATABASE is not allowed"));
+        assert!(refused("/* hi */ CREATE MACRO m(x) AS x").contains("CREATE MACRO is not allowed"));
+        assert!(refused("SELEC 1").contains("syntax error"));
         assert!(refused("SELECT 1; SELECT 2").contains("2 statements"));
         assert!(refused("").contains("empty"));
         assert!(refused("-- only a comment").contains("empty"));
@@ -234,6 +337,22 @@ mod tests {
             parse_query(&ors, LIMITS),
             Err(QueryError::TooDeep(100))
         ));
+    }
+
+    #[test]
+    fn table_functions_are_found_in_any_position() {
+        let found = |sql: &str| first_table_function(&parse_query(sql, LIMITS).unwrap());
+        assert_eq!(found("SELECT * FROM range(10)").as_deref(), Some("range"));
+        assert_eq!(
+            found("SELECT * FROM t WHERE a IN (SELECT * FROM read_csv('/etc/passwd'))").as_deref(),
+            Some("read_csv")
+        );
+        assert_eq!(
+            found("WITH x AS (SELECT * FROM generate_series(1, 5)) SELECT * FROM x").as_deref(),
+            Some("generate_series")
+        );
+        assert_eq!(found("SELECT * FROM s.t JOIN u USING (a)"), None);
+        assert_eq!(found("SELECT * FROM UNNEST([1, 2])"), None);
     }
 
     #[test]

@@ -9,14 +9,16 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{FutureExt, Stream, StreamExt};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::QueryError;
@@ -114,8 +116,21 @@ impl Drop for Registration {
     }
 }
 
+/// What bounds one execution: its deadline, cancel switch, row cap and
+/// admission permit.
+pub(crate) struct Guards {
+    pub timeout: Duration,
+    pub deadline: tokio::time::Instant,
+    pub token: CancellationToken,
+    pub registration: Registration,
+    /// Rows returned at most; the plan yields one more so a cut is visible.
+    pub max_rows: Option<u64>,
+    /// Counts the query against its principal's concurrency while it lives.
+    pub permit: Option<OwnedSemaphorePermit>,
+}
+
 /// A query's batches, labelled with the planned schema, ending at the
-/// deadline or on cancel.
+/// deadline, on cancel, or at the row cap.
 pub struct QueryStream {
     inner: Option<SendableRecordBatchStream>,
     schema: SchemaRef,
@@ -123,28 +138,45 @@ pub struct QueryStream {
     timeout: Duration,
     token: CancellationToken,
     cancelled: Pin<Box<WaitForCancellationFutureOwned>>,
+    max_rows: Option<u64>,
+    rows: u64,
+    /// A batch that filled the cap exactly, held back until the stream
+    /// shows whether more rows would have followed.
+    full: Option<RecordBatch>,
+    truncated: Arc<AtomicBool>,
     _registration: Registration,
+    _permit: Option<OwnedSemaphorePermit>,
 }
 
 impl QueryStream {
-    /// Wraps `inner`, whose producer stops itself at `deadline` or on `token`.
-    pub(crate) fn new(
-        inner: SendableRecordBatchStream,
-        schema: SchemaRef,
-        timeout: Duration,
-        deadline: tokio::time::Instant,
-        token: CancellationToken,
-        registration: Registration,
-    ) -> Self {
+    /// Wraps `inner`, whose producer stops itself at the deadline or on the
+    /// token.
+    pub(crate) fn new(inner: SendableRecordBatchStream, schema: SchemaRef, guards: Guards) -> Self {
         Self {
             inner: Some(inner),
             schema,
-            deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            timeout,
-            cancelled: Box::pin(token.clone().cancelled_owned()),
-            token,
-            _registration: registration,
+            deadline: Box::pin(tokio::time::sleep_until(guards.deadline)),
+            timeout: guards.timeout,
+            cancelled: Box::pin(guards.token.clone().cancelled_owned()),
+            token: guards.token,
+            max_rows: guards.max_rows,
+            rows: 0,
+            full: None,
+            truncated: Arc::new(AtomicBool::new(false)),
+            _registration: guards.registration,
+            _permit: guards.permit,
         }
+    }
+
+    /// Set once the stream stopped at the row cap, with rows left over.
+    /// Shared, so the protocol layer can read it after consuming the stream.
+    pub fn truncated(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.truncated)
+    }
+
+    /// The row cap, if the principal has one.
+    pub fn max_rows(&self) -> Option<u64> {
+        self.max_rows
     }
 
     /// The schema every batch carries.
@@ -164,13 +196,54 @@ impl QueryStream {
     }
 }
 
+impl QueryStream {
+    /// The inner stream's next batch, labelled with the planned schema.
+    fn poll_inner(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<RecordBatch, QueryError>>> {
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = match ready!(inner.poll_next_unpin(cx)) {
+            // The producer also stops at the deadline or on cancel; an end
+            // then is a cut, not the whole result.
+            None => self.cut_short().map(Err),
+            Some(Err(e)) => Some(Err(QueryError::Execution(e))),
+            Some(Ok(batch)) => Some(
+                RecordBatch::try_new_with_options(
+                    Arc::clone(&self.schema),
+                    batch.columns().to_vec(),
+                    &datafusion::arrow::array::RecordBatchOptions::new()
+                        .with_row_count(Some(batch.num_rows())),
+                )
+                .map_err(|e| {
+                    QueryError::Internal(format!(
+                        "result batch does not match the planned schema: {e}"
+                    ))
+                }),
+            ),
+        };
+        if !matches!(item, Some(Ok(_))) {
+            self.inner = None;
+        }
+        Poll::Ready(item)
+    }
+
+    /// Ends the stream at the row cap, marking it truncated.
+    fn truncate(&mut self) {
+        self.truncated.store(true, Ordering::Release);
+        self.inner = None;
+    }
+}
+
 impl Stream for QueryStream {
     type Item = Result<RecordBatch, QueryError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
         if this.inner.is_none() {
-            return Poll::Ready(None);
+            return Poll::Ready(this.full.take().map(Ok));
         }
         if this.cancelled.poll_unpin(cx).is_ready() {
             this.inner = None;
@@ -180,38 +253,117 @@ impl Stream for QueryStream {
             this.inner = None;
             return Poll::Ready(Some(Err(QueryError::Timeout(this.timeout))));
         }
-        let Some(inner) = this.inner.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match inner.poll_next_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(None) => {
-                this.inner = None;
-                // The producer also stops at the deadline or on cancel; an
-                // end then is a cut, not the whole result.
-                Poll::Ready(this.cut_short().map(Err))
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.inner = None;
-                Poll::Ready(Some(Err(QueryError::Execution(e))))
-            }
-            Poll::Ready(Some(Ok(batch))) => {
-                let labelled = RecordBatch::try_new_with_options(
-                    Arc::clone(&this.schema),
-                    batch.columns().to_vec(),
-                    &datafusion::arrow::array::RecordBatchOptions::new()
-                        .with_row_count(Some(batch.num_rows())),
-                );
-                match labelled {
-                    Ok(batch) => Poll::Ready(Some(Ok(batch))),
-                    Err(e) => {
-                        this.inner = None;
-                        Poll::Ready(Some(Err(QueryError::Internal(format!(
-                            "result batch does not match the planned schema: {e}"
-                        )))))
-                    }
+        loop {
+            let batch = match ready!(this.poll_inner(cx)) {
+                Some(Ok(batch)) => batch,
+                // The end: a batch that filled the cap exactly was the last.
+                None => return Poll::Ready(this.full.take().map(Ok)),
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+            };
+            let Some(max_rows) = this.max_rows else {
+                return Poll::Ready(Some(Ok(batch)));
+            };
+            let rows = batch.num_rows() as u64;
+            if let Some(full) = this.full.take() {
+                // The plan yields one row past the cap, so any row after
+                // a full result means it was cut.
+                if rows == 0 {
+                    this.full = Some(full);
+                    continue;
                 }
+                this.truncate();
+                return Poll::Ready(Some(Ok(full)));
             }
+            let left = max_rows.saturating_sub(this.rows);
+            this.rows = this.rows.saturating_add(rows).min(max_rows);
+            if rows < left {
+                return Poll::Ready(Some(Ok(batch)));
+            }
+            if rows > left {
+                this.truncate();
+                return Poll::Ready(Some(Ok(batch.slice(0, left as usize))));
+            }
+            // Exactly at the cap: hold the batch until the next poll says
+            // whether more rows follow, so the notice rides on the last
+            // batch (a zero-row batch would never reach the client).
+            this.full = Some(batch);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::array::Int64Array;
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+
+    fn batch(schema: &SchemaRef, rows: std::ops::Range<i64>) -> RecordBatch {
+        RecordBatch::try_new(
+            Arc::clone(schema),
+            vec![Arc::new(Int64Array::from_iter_values(rows))],
+        )
+        .unwrap()
+    }
+
+    /// Streams `sizes`-row batches through a QueryStream capped at
+    /// `max_rows`; returns the rows seen and whether it said truncated.
+    async fn capped(sizes: &[i64], max_rows: u64) -> (Vec<i64>, bool) {
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
+        let mut start = 0;
+        let batches: Vec<_> = sizes
+            .iter()
+            .map(|size| {
+                let b = batch(&schema, start..start + size);
+                start += size;
+                Ok(b)
+            })
+            .collect();
+        let inner = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            futures::stream::iter(batches),
+        ));
+        let running = Arc::new(RunningQueries::default());
+        let (token, registration) = running.register("q", "owner");
+        let stream = QueryStream::new(
+            inner,
+            schema,
+            Guards {
+                timeout: Duration::from_secs(60),
+                deadline: tokio::time::Instant::now() + Duration::from_secs(60),
+                token,
+                registration,
+                max_rows: Some(max_rows),
+                permit: None,
+            },
+        );
+        let truncated = stream.truncated();
+        let batches: Vec<RecordBatch> = stream.map(Result::unwrap).collect().await;
+        let rows = batches
+            .iter()
+            .flat_map(|b| {
+                b.column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .unwrap()
+                    .values()
+                    .to_vec()
+            })
+            .collect();
+        (rows, truncated.load(Ordering::Acquire))
+    }
+
+    #[tokio::test]
+    async fn the_row_cap_cuts_inside_a_batch() {
+        assert_eq!(capped(&[3, 3], 4).await, ((0..4).collect(), true));
+    }
+
+    #[tokio::test]
+    async fn a_batch_ending_exactly_at_the_cap_is_cut_only_if_rows_follow() {
+        // Rows after the cap (past an empty batch): truncated.
+        assert_eq!(capped(&[2, 2, 0, 1], 4).await, ((0..4).collect(), true));
+        // Nothing after it: the whole result, not truncated.
+        assert_eq!(capped(&[2, 2, 0], 4).await, ((0..4).collect(), false));
+        assert_eq!(capped(&[2, 1], 4).await, ((0..3).collect(), false));
     }
 }

@@ -14,9 +14,10 @@ use crate::harness::{TestServer, file_url, query, rows, write_parquet};
 
 /// A billion-row join: long enough to outlast any test deadline, and built
 /// from small polls, so stopping it is prompt.
-const SLOW: &str = "SELECT count(*) FROM big.numbers a JOIN big.numbers b ON a.n % 10 = b.n % 10";
+pub(crate) const SLOW: &str =
+    "SELECT count(*) FROM big.numbers a JOIN big.numbers b ON a.n % 10 = b.n % 10";
 
-async fn load_numbers(server: &TestServer, client: &mut crate::harness::Client, n: i64) {
+pub(crate) async fn load_numbers(server: &TestServer, client: &mut crate::harness::Client, n: i64) {
     let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Int64, false)]));
     let batches: Vec<RecordBatch> = (0..n)
         .step_by(50_000)
@@ -36,7 +37,7 @@ async fn load_numbers(server: &TestServer, client: &mut crate::harness::Client, 
     assert_eq!(status["state"], "succeeded", "{status}");
 }
 
-async fn wait_until_idle(server: &TestServer) {
+pub(crate) async fn wait_until_idle(server: &TestServer) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while server.app.replica.active_scans() > 0 || !server.app.query.running().is_empty() {
         assert!(

@@ -7,6 +7,7 @@ mod actions;
 mod auth;
 mod execution;
 mod governance;
+mod limits;
 mod metadata;
 mod queries;
 mod sqllogic;
