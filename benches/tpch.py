@@ -166,6 +166,66 @@ def timed(fn, repeat):
     return statistics.median(times), result
 
 
+# An agent's grant for the governance comparison: on each table a row
+# filter using an agent attribute (keeping every row, so results match the
+# admin's) and two masks.
+BENCH_GRANT = {
+    "swarm": "bench",
+    "tables": {
+        "tpch.lineitem": {
+            "row_filter": "l_returnflag <> agent_attr('hidden')",
+            "columns": {"l_comment": {"mask": "'***'"}, "l_shipinstruct": {"mask": "left(l_shipinstruct, 2) || '***'"}},
+        },
+        "tpch.orders": {
+            "row_filter": "o_orderstatus <> agent_attr('hidden')",
+            "columns": {"o_clerk": {"mask": "'***'"}, "o_comment": {"mask": "left(o_comment, 2) || '***'"}},
+        },
+    },
+    "limits": {"per_minute": 1000000, "max_concurrent": 8},
+}
+
+
+def governance_overhead(airlock, via_admin, keys, repeat):
+    """The same Q1 and point lookups as an agent under BENCH_GRANT vs as
+    admin, alternating run by run so both see the same machine state."""
+    airlock.action("grant.set", BENCH_GRANT)
+    token = airlock.action(
+        "token.create", {"kind": "agent", "name": "bench", "swarm": "bench", "attributes": {"hidden": "X"}}
+    )["token"]
+    conn = flightsql.connect(
+        airlock.uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"}, autocommit=True
+    )
+    cur = conn.cursor()
+
+    def via_agent(sql):
+        cur.execute(sql)
+        return cur.fetch_arrow_table()
+
+    out = {}
+    q1 = Q1.format(lineitem="tpch.lineitem")
+    admin_q1, agent_q1 = [], []
+    via_admin(q1), via_agent(q1)
+    for _ in range(repeat):
+        for side, times in ((via_admin, admin_q1), (via_agent, agent_q1)):
+            started = time.perf_counter()
+            side(q1)
+            times.append(time.perf_counter() - started)
+    if via_admin(q1).to_pylist() != via_agent(q1).to_pylist():
+        raise SystemExit("TPC-H Q1 differs between admin and agent")
+    admin_lookup, agent_lookup = [], []
+    for key in keys:
+        sql = LOOKUP.format(orders="tpch.orders", key=key)
+        for side, times in ((via_admin, admin_lookup), (via_agent, agent_lookup)):
+            started = time.perf_counter()
+            side(sql)
+            times.append(time.perf_counter() - started)
+    for label, admin, agent in (("Q1", admin_q1, agent_q1), ("point lookup", admin_lookup, agent_lookup)):
+        a, g = statistics.median(admin), statistics.median(agent)
+        out[f"governed {label}"] = {"admin_s": a, "agent_s": g, "added": g / a - 1}
+    conn.close()
+    return out
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--airlock", required=True, help="path to the airlock binary (release build)")
@@ -268,6 +328,7 @@ def main():
             "airlock_p95_s": sorted(lat_a)[int(len(lat_a) * 0.95) - 1],
             "rows": 1,
         }
+        results.update(governance_overhead(airlock, via_airlock, keys, args.repeat))
         conn.close()
     finally:
         airlock.stop()
@@ -285,12 +346,19 @@ def main():
     print()
     print(f"{'workload':<22} {'airlock (ADBC)':>15} {'DuckDB in-proc':>15} {'ratio':>7}  notes")
     for label, r in results.items():
+        if "admin_s" in r:
+            continue
         notes = ""
         if "airlock_peak_rss_mb" in r:
             notes = f"result {r['result_mb']:.0f} MB, server peak RSS {r['airlock_peak_rss_mb']:.0f} MB"
         if "airlock_p95_s" in r:
             notes = f"p95 {r['airlock_p95_s'] * 1000:.2f} ms"
         print(f"{label:<22} {r['airlock_s'] * 1000:>12.1f} ms {r['duckdb_in_process_s'] * 1000:>12.1f} ms {r['ratio']:>6.2f}x  {notes}")
+    print()
+    print(f"{'as agent vs admin':<22} {'admin':>15} {'agent':>15} {'added':>7}")
+    for label, r in results.items():
+        if "admin_s" in r:
+            print(f"{label:<22} {r['admin_s'] * 1000:>12.1f} ms {r['agent_s'] * 1000:>12.1f} ms {r['added'] * 100:>6.1f}%")
     print(f"\nsaved {out}")
 
 

@@ -141,6 +141,8 @@ pub struct Config {
     pub query: QueryConfig,
     /// Limits on agents' queries where their grant sets none.
     pub limits: LimitDefaults,
+    /// The audit trail.
+    pub audit: AuditConfig,
     /// DuckDB replica settings.
     pub duckdb: DuckDbConfig,
     /// Token lifetimes.
@@ -191,6 +193,15 @@ pub struct LimitDefaults {
     pub max_concurrent: u32,
     /// Queries one agent may start per minute.
     pub per_minute: u32,
+}
+
+/// Audit trail settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long records are kept; older ones are deleted hourly.
+    #[serde(with = "duration_text")]
+    pub retention: Duration,
 }
 
 /// DuckDB replica settings.
@@ -256,6 +267,7 @@ impl Default for Config {
             demo: false,
             query: QueryConfig::default(),
             limits: LimitDefaults::default(),
+            audit: AuditConfig::default(),
             duckdb: DuckDbConfig::default(),
             auth: AuthConfig::default(),
             sync: SyncConfig::default(),
@@ -275,6 +287,14 @@ impl Default for QueryConfig {
             max_sql_length: 256 * 1024,
             max_expression_depth: 250,
             max_batch_bytes: ByteSize::mib(256),
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 24 * 3600),
         }
     }
 }
@@ -477,6 +497,29 @@ mod tests {
         })
         .unwrap_err();
         assert!(matches!(err, ConfigError::MissingFile { .. }), "{err}");
+    }
+
+    /// The example in the README's Configuration section is a working file.
+    #[test]
+    fn the_readme_example_config_loads() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Configuration").unwrap()..];
+        let start = section.find("```toml\n").unwrap() + "```toml\n".len();
+        let example = &section[start..start + section[start..].find("```").unwrap()];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("example.toml");
+        std::fs::write(&path, example).unwrap();
+        let config = Config::load(&ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap();
+        assert_eq!(config.limits.max_rows, 100_000);
+        assert_eq!(config.audit.retention, Duration::from_secs(180 * 24 * 3600));
+        let grant = config.grants[0].clone().validate().unwrap();
+        assert_eq!(grant.swarm, "emea");
+        assert_eq!(grant.limits.max_rows, Some(10_000));
+        assert_eq!(grant.tables.len(), 2);
     }
 
     #[test]

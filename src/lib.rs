@@ -19,6 +19,7 @@
 //! limit). [`server::App::open`] wires the modules; [`server::run`] serves.
 
 pub mod actions;
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod demo;

@@ -17,9 +17,10 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::actions::Actions;
+use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::config::Config;
-use crate::flight::AirlockFlightSql;
+use crate::flight::{AirlockFlightSql, Audited};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
@@ -106,6 +107,8 @@ pub struct App {
     pub sync: Arc<SyncService>,
     /// The DuckDB replica.
     pub replica: Arc<Replica>,
+    /// The audit trail.
+    pub audit: Arc<AuditLog>,
 }
 
 /// A freshly opened app, and the admin password if it was just generated.
@@ -157,11 +160,13 @@ impl App {
         ));
         let replica = Replica::open(&data_dir, &config.duckdb)?;
         let grants = Arc::new(GrantStore::open(meta.clone(), config.grants.clone()).await?);
+        let audit = AuditLog::open(&replica, config.audit.retention)?;
         let query = Arc::new(QueryEngine::new(
             Arc::clone(&replica),
             Arc::clone(&grants),
             config.query.clone(),
             config.limits,
+            vec![(AuditLog::table_name(), audit.table())],
             &data_dir.join("tmp").join("datafusion"),
         )?);
         let sync = SyncService::open(
@@ -186,6 +191,7 @@ impl App {
                 actions,
                 sync,
                 replica,
+                audit,
             }),
             generated_password: password.generated,
         })
@@ -214,8 +220,12 @@ pub async fn run(
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
-    let service = FlightServiceServer::new(AirlockFlightSql::new(app))
-        .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let audit = Arc::clone(&app.audit);
+    let service = FlightServiceServer::new(Audited::new(
+        AirlockFlightSql::new(Arc::clone(&app)),
+        Arc::clone(&audit),
+    ))
+    .max_decoding_message_size(MAX_REQUEST_BYTES);
     // Server::tcp_nodelay only applies to listeners tonic binds itself; with
     // our own listener each accepted socket is set here. Without it, Nagle's
     // algorithm and delayed ACKs add ~40 ms to every small response.
@@ -229,6 +239,11 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     housekeeping.abort();
+    // Records of the last requests are on disk before the process exits.
+    let flushed = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(10))).await;
+    if let Err(e) = flushed {
+        tracing::warn!(error = %e, "flushing the audit trail failed");
+    }
     Ok(result?)
 }
 

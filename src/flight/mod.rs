@@ -3,6 +3,7 @@
 //! authenticating each call, and encoding answers (schemas, tickets, record
 //! batch streams, errors as gRPC statuses via [`status`]).
 
+mod audited;
 mod metadata;
 mod status;
 mod ticket;
@@ -45,6 +46,10 @@ use crate::server::App;
 use crate::table_name::TableName;
 use ticket::StatementHandle;
 
+use crate::audit::AuditHandle;
+pub use audited::Audited;
+use audited::audit_of;
+
 type DoGetStream = <AirlockFlightSql as FlightService>::DoGetStream;
 
 /// The only table type replicas have.
@@ -79,6 +84,9 @@ impl AirlockFlightSql {
             .await
             .map_err(status::auth)?;
         tracing::Span::current().record("principal", principal.label());
+        if let Some(audit) = audit_of(request) {
+            audit.principal(&principal);
+        }
         Ok(principal)
     }
 
@@ -87,13 +95,16 @@ impl AirlockFlightSql {
         &self,
         principal: &Principal,
         handle: &StatementHandle,
+        audit: Option<&AuditHandle>,
     ) -> Result<PlannedQuery, Status> {
         let values = handle.parameter_values().map_err(status::bad_request)?;
-        self.app
+        let planned = self
+            .app
             .query
             .plan_bound(principal, &handle.sql, values)
-            .await
-            .map_err(status::query)
+            .await;
+        audit_planned(audit, &handle.sql, planned.as_ref().ok());
+        planned.map_err(status::query)
     }
 
     /// A FlightInfo whose single endpoint redeems `ticket`.
@@ -126,6 +137,7 @@ impl AirlockFlightSql {
         principal: &Principal,
         planned: PlannedQuery,
         query_id: &str,
+        audit: Option<AuditHandle>,
     ) -> Result<Response<DoGetStream>, Status> {
         let schema = metadata::result_schema(&planned.schema());
         let stream = self
@@ -136,6 +148,10 @@ impl AirlockFlightSql {
             .map_err(status::query)?;
         let truncated = stream.truncated();
         let max_rows = stream.max_rows();
+        if let Some(audit) = audit {
+            audit.columns(stream.columns().to_vec());
+            audit.track_result(stream.returned(), Arc::clone(&truncated));
+        }
         let labelled = Arc::clone(&schema);
         let batches = stream.map(move |item| match item {
             Ok(batch) => batch.with_schema(Arc::clone(&labelled)).map_err(|e| {
@@ -178,6 +194,17 @@ fn encode(
             other => status::internal(other.to_string()),
         });
     Box::pin(stream)
+}
+
+/// Writes a query's SQL, and when it planned, its tables and policy, into
+/// the call's audit record.
+fn audit_planned(audit: Option<&AuditHandle>, sql: &str, planned: Option<&PlannedQuery>) {
+    if let Some(audit) = audit {
+        audit.statement(sql);
+        if let Some(planned) = planned {
+            audit.tables(planned.tables(), Some(planned.policy().to_string()));
+        }
+    }
 }
 
 /// The app_metadata marking a result cut at the row cap:
@@ -225,6 +252,7 @@ impl FlightSqlService for AirlockFlightSql {
         Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
         Status,
     > {
+        let audit = audit_of(&request);
         let header = request
             .metadata()
             .get("authorization")
@@ -244,12 +272,18 @@ impl FlightSqlService for AirlockFlightSql {
                 }
             }
         };
-        let (principal, token) = self
-            .app
-            .auth
-            .handshake(header.as_deref())
-            .await
-            .map_err(status::auth)?;
+        let outcome = self.app.auth.handshake(header.as_deref()).await;
+        if let Some(audit) = &audit {
+            match &outcome {
+                Ok((principal, _)) => audit.principal(principal),
+                Err(_) => {
+                    if let Some(user) = header.as_deref().and_then(basic_user) {
+                        audit.attempted_user(&user);
+                    }
+                }
+            }
+        }
+        let (principal, token) = outcome.map_err(status::auth)?;
         tracing::Span::current().record("principal", principal.label());
         let bearer = MetadataValue::try_from(format!("Bearer {token}"))
             .map_err(|_| status::internal("token is not a valid header value"))?;
@@ -272,7 +306,9 @@ impl FlightSqlService for AirlockFlightSql {
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::new(&query.query);
-        let planned = self.plan(&principal, &handle).await?;
+        let planned = self
+            .plan(&principal, &handle, audit_of(&request).as_ref())
+            .await?;
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
@@ -293,7 +329,9 @@ impl FlightSqlService for AirlockFlightSql {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
             .map_err(status::bad_request)?;
-        let planned = self.plan(&principal, &handle).await?;
+        let planned = self
+            .plan(&principal, &handle, audit_of(&request).as_ref())
+            .await?;
         // Each execution gets its own query id, for CancelFlightInfo.
         let execution = StatementHandle {
             query_id: uuid::Uuid::new_v4().to_string(),
@@ -319,8 +357,10 @@ impl FlightSqlService for AirlockFlightSql {
         let principal = self.principal(&request).await?;
         let handle =
             StatementHandle::decode_from(&ticket.statement_handle).map_err(status::bad_request)?;
-        let planned = self.plan(&principal, &handle).await?;
-        self.stream_query(&principal, planned, &handle.query_id)
+        let planned = self
+            .plan(&principal, &handle, audit_of(&request).as_ref())
+            .await?;
+        self.stream_query(&principal, planned, &handle.query_id, audit_of(&request))
             .await
     }
 
@@ -333,8 +373,10 @@ impl FlightSqlService for AirlockFlightSql {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
             .map_err(status::bad_request)?;
-        let planned = self.plan(&principal, &handle).await?;
-        self.stream_query(&principal, planned, &handle.query_id)
+        let planned = self
+            .plan(&principal, &handle, audit_of(&request).as_ref())
+            .await?;
+        self.stream_query(&principal, planned, &handle.query_id, audit_of(&request))
             .await
     }
 
@@ -346,12 +388,13 @@ impl FlightSqlService for AirlockFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::new(&query.query);
-        let planned = self
-            .app
-            .query
-            .plan(&principal, &handle.sql)
-            .await
-            .map_err(status::query)?;
+        let planned = self.app.query.plan(&principal, &handle.sql).await;
+        audit_planned(
+            audit_of(&request).as_ref(),
+            &handle.sql,
+            planned.as_ref().ok(),
+        );
+        let planned = planned.map_err(status::query)?;
         let dataset = metadata::result_schema(&planned.schema());
         let parameters = planned.parameter_schema().map_err(status::query)?;
         Ok(ActionCreatePreparedStatementResult {
@@ -370,6 +413,7 @@ impl FlightSqlService for AirlockFlightSql {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
             .map_err(status::bad_request)?;
+        let audit = audit_of(&request);
         // The stream itself, not into_inner(): its first message (already
         // peeked by the dispatcher) carries the parameter schema.
         let data = request.into_inner().map_err(FlightError::from);
@@ -391,7 +435,7 @@ impl FlightSqlService for AirlockFlightSql {
             .with_parameters(&batch)
             .map_err(status::bad_request)?;
         // Bind now so a wrong count or type is reported at bind time.
-        self.plan(&principal, &bound).await?;
+        self.plan(&principal, &bound, audit.as_ref()).await?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(bound.encode_to_vec().into()),
         })
@@ -798,6 +842,18 @@ impl AirlockFlightSql {
 }
 
 /// `Basic base64(user:password)`, for handshake payload credentials.
+/// The user name of a `Basic` authorization header, for the audit (the
+/// password part is dropped here and never kept).
+fn basic_user(header: &str) -> Option<String> {
+    use base64::Engine;
+    let encoded = header.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    text.split_once(':').map(|(user, _)| user.to_string())
+}
+
 fn basic_header(user: &str, password: &str) -> String {
     use base64::Engine;
     format!(

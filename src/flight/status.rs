@@ -175,7 +175,7 @@ pub(crate) fn sync(error: SyncError) -> Status {
         SyncError::AlreadyRegistered(_) => Code::AlreadyExists,
         SyncError::NotRegistered(_) | SyncError::NoSuchJob(_) => Code::NotFound,
         SyncError::Busy { .. } => Code::FailedPrecondition,
-        SyncError::BadPrimaryKey(_) => Code::InvalidArgument,
+        SyncError::BadPrimaryKey(_) | SyncError::ReservedSchema(_) => Code::InvalidArgument,
         SyncError::Replica(e) => replica_code(e),
         SyncError::Meta(e) => return meta(e),
         SyncError::Task(_) => Code::Internal,

@@ -446,7 +446,10 @@ mod tests {
         let n = datafusion::arrow::array::Int64Array::from_iter_values(0..20_000);
         let batch = RecordBatch::try_from_iter([("n", Arc::new(n) as _)]).unwrap();
         ctx.register_batch("t", batch).unwrap();
-        let df = ctx.sql("SELECT max(a.n + b.n + c.n) FROM t a, t b, t c").await.unwrap();
+        let df = ctx
+            .sql("SELECT max(a.n + b.n + c.n) FROM t a, t b, t c")
+            .await
+            .unwrap();
         let task = tokio::spawn(df.collect());
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
         task.abort();

@@ -52,6 +52,56 @@ use catalog::VisibleTable;
 use governed::GovernedTable;
 use std::collections::{BTreeMap, HashMap};
 
+/// What one query of a principal plans with.
+struct Session {
+    state: SessionState,
+    visible: VisibleTables,
+    limits: Option<Limits>,
+    access: Arc<Access>,
+}
+
+/// The rules applied to `tables`, for the audit: `unrestricted`, or per
+/// table its row filters, masked and denied columns, as JSON.
+fn describe_policy(access: &Access, tables: &[TableName]) -> String {
+    if *access == Access::Unrestricted {
+        return "unrestricted".into();
+    }
+    let rules: serde_json::Map<String, serde_json::Value> = tables
+        .iter()
+        .filter_map(|table| {
+            let rules = access.table(table)?;
+            Some((
+                table.to_string(),
+                serde_json::json!({
+                    "row_filters": rules.row_filters,
+                    "masked": rules.masks.keys().collect::<Vec<_>>(),
+                    "denied": rules.denied,
+                }),
+            ))
+        })
+        .collect();
+    serde_json::Value::Object(rules).to_string()
+}
+
+/// The columns a physical plan reads from the replica, as
+/// `schema.table.column`, each once.
+fn columns_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut columns = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<crate::replica::DuckDbScanExec>() {
+            for column in scan.columns() {
+                let name = format!("{}.{column}", scan.table());
+                if !columns.contains(&name) {
+                    columns.push(name);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    columns
+}
+
 /// Why a query could not be planned or run.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -145,6 +195,8 @@ pub struct PlannedQuery {
     tables: Vec<TableName>,
     /// The principal's limits; `None` for unrestricted principals.
     limits: Option<Limits>,
+    /// The rules applied to the tables read, for the audit.
+    policy: String,
 }
 
 impl PlannedQuery {
@@ -153,7 +205,13 @@ impl PlannedQuery {
         Arc::clone(&self.schema)
     }
 
-    /// The tables the query reads.
+    /// The policy applied to the tables read (JSON per table), or
+    /// `unrestricted`.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// The tables the query names (each once, in order of appearance).
     pub fn tables(&self) -> &[TableName] {
         &self.tables
     }
@@ -241,6 +299,8 @@ pub struct QueryEngine {
     grants: Arc<GrantStore>,
     defaults: LimitDefaults,
     admission: admission::Admission,
+    /// Tables only unrestricted principals see (`airlock.audit`).
+    system_tables: Vec<(TableName, crate::replica::TableInfo)>,
     sessions: std::sync::Mutex<Vec<CachedSession>>,
 }
 
@@ -261,6 +321,7 @@ struct CachedSession {
     state: SessionState,
     visible: VisibleTables,
     limits: Option<Limits>,
+    access: Arc<Access>,
 }
 
 impl QueryEngine {
@@ -270,6 +331,7 @@ impl QueryEngine {
         grants: Arc<GrantStore>,
         config: QueryConfig,
         defaults: LimitDefaults,
+        system_tables: Vec<(TableName, crate::replica::TableInfo)>,
         spill_dir: &std::path::Path,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
@@ -311,13 +373,14 @@ impl QueryEngine {
             grants,
             defaults,
             admission: admission::Admission::default(),
+            system_tables,
             sessions: std::sync::Mutex::new(Vec::new()),
         })
     }
 
     /// What `principal` may see, as it sees it.
     pub fn visible_tables(&self, principal: &Principal) -> VisibleTables {
-        self.session(principal).1
+        self.session(principal).visible
     }
 
     /// A restricted principal's limits, the grant's where it sets them and
@@ -343,7 +406,7 @@ impl QueryEngine {
     /// A fresh session for one query of `principal`: the cached state for
     /// its catalog, cloned, with its start time set (so `now()` is the
     /// query's time, not the cache's).
-    fn session(&self, principal: &Principal) -> (SessionState, VisibleTables, Option<Limits>) {
+    fn session(&self, principal: &Principal) -> Session {
         let snapshot = self.replica.tables();
         let grants = self.grants.snapshot();
         let key = (!principal.is_admin()).then(|| principal.token_id.clone());
@@ -375,17 +438,24 @@ impl QueryEngine {
                     state,
                     visible,
                     limits: self.limits(&access),
+                    access: Arc::new(access),
                 }
             }
         };
         let mut state = cached.state.clone();
         let visible = cached.visible.clone();
         let limits = cached.limits;
+        let access = Arc::clone(&cached.access);
         cache.insert(0, cached);
         cache.truncate(CACHED_SESSIONS);
         drop(cache);
         state.mark_start_execution();
-        (state, visible, limits)
+        Session {
+            state,
+            visible,
+            limits,
+            access,
+        }
     }
 
     /// The providers a principal's catalog holds: plain replica tables for
@@ -426,6 +496,19 @@ impl QueryEngine {
                 }
             };
             tables.push((name.clone(), table));
+        }
+        if *access == Access::Unrestricted {
+            for (name, info) in &self.system_tables {
+                let plain =
+                    ReplicaTable::new(Arc::clone(&self.replica), name.clone(), info.clone());
+                tables.push((
+                    name.clone(),
+                    VisibleTable {
+                        schema: Arc::clone(&info.schema),
+                        provider: Arc::new(plain),
+                    },
+                ));
+            }
         }
         VisibleTables::new(tables)
     }
@@ -547,7 +630,12 @@ impl QueryEngine {
                 max_depth: self.config.max_expression_depth,
             },
         )?;
-        let (state, visible, limits) = self.session(principal);
+        let Session {
+            state,
+            visible,
+            limits,
+            access,
+        } = self.session(principal);
         if limits.is_some()
             && let Some(name) = statement::first_table_function(&statement)
         {
@@ -581,6 +669,7 @@ impl QueryEngine {
             plan,
             state,
             schema,
+            policy: describe_policy(&access, &tables),
             tables,
             limits,
         })
@@ -632,6 +721,7 @@ impl QueryEngine {
             None => planned,
         };
         let physical = self.physical_plan(&planned).await?;
+        let columns = columns_read(&physical);
         let (token, registration) = self.running.register(query_id, &principal.token_id);
         let deadline = tokio::time::Instant::now() + timeout;
         let inner =
@@ -648,7 +738,8 @@ impl QueryEngine {
                 max_rows: limits.max_rows,
                 permit,
             },
-        ))
+        )
+        .with_columns(columns))
     }
 
     /// Cancels a running query by id; only the token that started it or an

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -144,6 +144,10 @@ pub struct QueryStream {
     /// shows whether more rows would have followed.
     full: Option<RecordBatch>,
     truncated: Arc<AtomicBool>,
+    /// Rows handed out so far (shared with the audit).
+    returned: Arc<AtomicU64>,
+    /// Columns the plan reads from storage.
+    columns: Vec<String>,
     _registration: Registration,
     _permit: Option<OwnedSemaphorePermit>,
 }
@@ -162,6 +166,8 @@ impl QueryStream {
             max_rows: guards.max_rows,
             rows: 0,
             full: None,
+            returned: Arc::new(AtomicU64::new(0)),
+            columns: Vec::new(),
             truncated: Arc::new(AtomicBool::new(false)),
             _registration: guards.registration,
             _permit: guards.permit,
@@ -172,6 +178,22 @@ impl QueryStream {
     /// Shared, so the protocol layer can read it after consuming the stream.
     pub fn truncated(&self) -> Arc<AtomicBool> {
         Arc::clone(&self.truncated)
+    }
+
+    /// Rows handed out so far; shared, so it can be read after the stream
+    /// is consumed.
+    pub fn returned(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.returned)
+    }
+
+    /// Records which columns the plan reads from storage.
+    pub(crate) fn with_columns(self, columns: Vec<String>) -> Self {
+        Self { columns, ..self }
+    }
+
+    /// The columns the plan reads from storage (`schema.table.column`).
+    pub fn columns(&self) -> &[String] {
+        &self.columns
     }
 
     /// The row cap, if the principal has one.
@@ -241,6 +263,20 @@ impl Stream for QueryStream {
     type Item = Result<RecordBatch, QueryError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = self.as_mut().poll_capped(cx);
+        if let Poll::Ready(Some(Ok(batch))) = &item {
+            self.returned
+                .fetch_add(batch.num_rows() as u64, Ordering::AcqRel);
+        }
+        item
+    }
+}
+
+impl QueryStream {
+    fn poll_capped(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<RecordBatch, QueryError>>> {
         let this = &mut *self;
         if this.inner.is_none() {
             return Poll::Ready(this.full.take().map(Ok));

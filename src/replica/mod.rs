@@ -176,6 +176,21 @@ impl Replica {
             .map_err(ReplicaError::duckdb("open a connection"))
     }
 
+    /// A table airlock keeps for itself in the replica database (the audit
+    /// trail): created by `ddl` if missing, stored as `quoted`, queried as
+    /// `logical`, and never listed with the replicated tables.
+    pub(crate) fn system_table(
+        &self,
+        logical: TableName,
+        quoted: &str,
+        ddl: &str,
+    ) -> Result<TableInfo, ReplicaError> {
+        let conn = self.connect()?;
+        conn.execute_batch(ddl)
+            .map_err(ReplicaError::duckdb(format!("create {quoted}")))?;
+        table_info(&conn, self.graveyard.named(logical, quoted.to_string()))
+    }
+
     /// The current tables and schemas.
     pub fn tables(&self) -> TableSnapshot {
         Arc::clone(&self.tables.read().unwrap_or_else(|p| p.into_inner()))

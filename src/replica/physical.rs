@@ -73,6 +73,7 @@ pub(crate) fn parse(name: &str) -> Option<Parsed> {
 /// One version of a table, shared by the snapshot and by every scan reading
 /// it. When retired and no longer shared, it is dropped.
 pub struct PhysicalTable {
+    logical: TableName,
     quoted: String,
     retired: AtomicBool,
     graveyard: mpsc::Sender<Burial>,
@@ -94,6 +95,11 @@ impl PhysicalTable {
     /// `"schema"."table$version"`, for generated SQL.
     pub fn quoted(&self) -> &str {
         &self.quoted
+    }
+
+    /// The table name queries use.
+    pub fn logical(&self) -> &TableName {
+        &self.logical
     }
 
     /// Marks the version for dropping once nothing reads it. The caller has
@@ -160,12 +166,22 @@ impl Graveyard {
 
     /// A handle for version `version` of `logical`.
     pub(crate) fn table(&self, logical: &TableName, physical_table: &str) -> Arc<PhysicalTable> {
-        Arc::new(PhysicalTable {
-            quoted: format!(
+        self.named(
+            logical.clone(),
+            format!(
                 "{}.{}",
                 quote_ident(logical.schema()),
                 quote_ident(physical_table)
             ),
+        )
+    }
+
+    /// A handle for a table airlock keeps itself (never retired, so never
+    /// dropped), stored as `quoted` and read as `logical`.
+    pub(crate) fn named(&self, logical: TableName, quoted: String) -> Arc<PhysicalTable> {
+        Arc::new(PhysicalTable {
+            logical,
+            quoted,
             retired: AtomicBool::new(false),
             graveyard: self.sender.clone(),
         })

@@ -207,12 +207,29 @@ impl TableProvider for ReplicaTable {
             state.config_options().execution.target_partitions,
         );
         let sql = self.scan_sql(&projection, filters, limit, partitions);
-        Ok(Arc::new(DuckDbScanExec::new(
-            Arc::clone(&self.replica),
-            Arc::clone(&self.physical),
-            sql,
-            projected,
-        )))
+        // What the scan reads: its output columns and those its pushed-down
+        // filters test (the audit records both).
+        let mut read: Vec<String> = projected
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        for filter in filters {
+            for column in filter.column_refs() {
+                if !read.contains(&column.name) {
+                    read.push(column.name.clone());
+                }
+            }
+        }
+        Ok(Arc::new(
+            DuckDbScanExec::new(
+                Arc::clone(&self.replica),
+                Arc::clone(&self.physical),
+                sql,
+                projected,
+            )
+            .reading(read),
+        ))
     }
 }
 

@@ -30,6 +30,7 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{PhysicalTable, Replica};
+use crate::table_name::TableName;
 
 /// Batches buffered between DuckDB and the consumer, per scan.
 const CHANNEL_BATCHES: usize = 2;
@@ -44,6 +45,8 @@ pub struct DuckDbScanExec {
     physical: Arc<PhysicalTable>,
     sql: Vec<String>,
     schema: SchemaRef,
+    /// Columns read, filter columns included.
+    read: Vec<String>,
     properties: Arc<PlanProperties>,
 }
 
@@ -70,18 +73,39 @@ impl DuckDbScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
+        let read = schema.fields().iter().map(|f| f.name().clone()).collect();
         Self {
             replica,
             physical,
             sql,
             schema,
+            read,
             properties,
+        }
+    }
+
+    /// The same scan, declaring that its SQL reads `columns` (output and
+    /// filter columns).
+    pub(crate) fn reading(self, columns: Vec<String>) -> Self {
+        Self {
+            read: columns,
+            ..self
         }
     }
 
     /// The SQL this scan sends to DuckDB, one query per partition.
     pub fn sql(&self) -> &[String] {
         &self.sql
+    }
+
+    /// The table read, as queries name it.
+    pub fn table(&self) -> &TableName {
+        self.physical.logical()
+    }
+
+    /// The columns the scan reads: output columns, then filter columns.
+    pub fn columns(&self) -> impl Iterator<Item = &str> {
+        self.read.iter().map(String::as_str)
     }
 }
 

@@ -39,6 +39,11 @@ pub enum SyncError {
     /// Registering a name that is taken.
     #[error("table '{0}' is already registered; remove it first or choose another name")]
     AlreadyRegistered(TableName),
+    /// Registering a name in a schema airlock keeps for itself.
+    #[error(
+        "schema '{0}' is reserved for airlock's own tables (the audit trail); choose another schema"
+    )]
+    ReservedSchema(String),
     /// Unknown table.
     #[error("table '{0}' is not registered; see table.list")]
     NotRegistered(TableName),
@@ -238,6 +243,12 @@ impl SyncService {
     ) -> Result<TableRegistration, SyncError> {
         let _changes = self.changes.lock().await;
         let name = TableName::parse(&request.name)?;
+        if name
+            .schema()
+            .eq_ignore_ascii_case(crate::audit::AUDIT_SCHEMA)
+        {
+            return Err(SyncError::ReservedSchema(name.schema().to_string()));
+        }
         if self.registration(&name).await.is_ok() {
             return Err(SyncError::AlreadyRegistered(name));
         }

@@ -44,12 +44,12 @@ fn orders() -> RecordBatch {
     .unwrap()
 }
 
-struct World {
-    server: TestServer,
-    admin: Client,
-    eu_agent: Client,
-    apac_agent: Client,
-    stranger: Client,
+pub(crate) struct World {
+    pub(crate) server: TestServer,
+    pub(crate) admin: Client,
+    pub(crate) eu_agent: Client,
+    pub(crate) apac_agent: Client,
+    pub(crate) stranger: Client,
 }
 
 async fn token(admin: &mut Client, body: Value) -> String {
@@ -59,7 +59,7 @@ async fn token(admin: &mut Client, body: Value) -> String {
         .to_string()
 }
 
-async fn world() -> World {
+pub(crate) async fn world() -> World {
     let server = TestServer::start().await;
     let mut admin = server.admin().await;
     let file = server.files.join("orders.parquet");

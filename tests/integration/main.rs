@@ -4,6 +4,7 @@
 mod harness;
 
 mod actions;
+mod audit;
 mod auth;
 mod execution;
 mod governance;

@@ -1,0 +1,417 @@
+//! The audit trail: one record per request — handshake, query, prepared
+//! statement, metadata call, action — whatever its outcome.
+//!
+//! Records go through a bounded queue to one writer thread, which inserts
+//! them in batches into a hidden table of the replica database
+//! (`main.__airlock_audit`), so they survive restarts, and deletes those
+//! older than `audit.retention`. Admins read them as the table
+//! `airlock.audit` with ordinary SQL; nobody else can name it.
+//!
+//! Secrets never enter a record: handshake credentials are not recorded
+//! (only the user name tried), bearer tokens are never read here, and
+//! action bodies pass through [`redact_body`] first.
+
+mod handle;
+
+pub use handle::{AuditHandle, Outcome};
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use duckdb::{Connection, params};
+
+use crate::replica::{Replica, ReplicaError, TableInfo};
+use crate::table_name::TableName;
+
+/// The schema admins query the audit trail under; table names in it are
+/// reserved.
+pub const AUDIT_SCHEMA: &str = "airlock";
+
+/// Where records are stored (schema `main`, which the catalog never lists).
+const STORED_AS: &str = "main.__airlock_audit";
+
+const DDL: &str = "CREATE TABLE IF NOT EXISTS main.__airlock_audit (
+    time TIMESTAMPTZ NOT NULL,
+    request VARCHAR NOT NULL,
+    principal_kind VARCHAR,
+    principal VARCHAR,
+    swarm VARCHAR,
+    token_id VARCHAR,
+    remote_addr VARCHAR,
+    statement VARCHAR,
+    tables VARCHAR,
+    columns VARCHAR,
+    policy VARCHAR,
+    outcome VARCHAR NOT NULL,
+    status VARCHAR NOT NULL,
+    reason VARCHAR,
+    rows BIGINT,
+    bytes BIGINT NOT NULL,
+    duration_ms DOUBLE NOT NULL,
+    truncated BOOLEAN NOT NULL
+)";
+
+/// Records waiting for the writer at most; past it a request's record is
+/// dropped with an error log rather than stalling the request.
+const QUEUE: usize = 100_000;
+
+/// Records per insert transaction at most.
+const BATCH: usize = 2_000;
+
+/// How long a record may wait in the queue before it is written.
+const FLUSH_EVERY: Duration = Duration::from_millis(200);
+
+/// How often old records are deleted.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// One request, as recorded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditRecord {
+    /// When the request arrived.
+    pub time: DateTime<Utc>,
+    /// The RPC and what it carried, e.g. `DoAction grant.set`.
+    pub request: String,
+    /// `admin`, `swarm` or `agent`; none when authentication failed.
+    pub principal_kind: Option<String>,
+    /// The principal's name (or the user name a failed handshake tried).
+    pub principal: Option<String>,
+    /// The principal's swarm.
+    pub swarm: Option<String>,
+    /// Id of the token presented (never the token itself).
+    pub token_id: Option<String>,
+    /// The client's address.
+    pub remote_addr: Option<String>,
+    /// The SQL text, or an action's redacted JSON body.
+    pub statement: Option<String>,
+    /// Tables the query named, comma-separated.
+    pub tables: Option<String>,
+    /// Columns the query read from storage (`schema.table.column`).
+    pub columns: Option<String>,
+    /// The policy applied to those tables (JSON), or `unrestricted`.
+    pub policy: Option<String>,
+    /// ok, denied or error.
+    pub outcome: Outcome,
+    /// The gRPC status code name.
+    pub status: String,
+    /// Why it was denied or failed.
+    pub reason: Option<String>,
+    /// Rows returned, for results.
+    pub rows: Option<u64>,
+    /// Bytes of response messages sent.
+    pub bytes: u64,
+    /// From arrival to the last response message.
+    pub duration: Duration,
+    /// Whether the row cap cut the result.
+    pub truncated: bool,
+}
+
+enum Message {
+    Record(Box<AuditRecord>),
+    Flush(SyncSender<()>),
+}
+
+/// The audit trail's writer and the table admins query.
+pub struct AuditLog {
+    sender: Mutex<Option<SyncSender<Message>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    table: TableInfo,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+impl AuditLog {
+    /// Opens the audit table in the replica (creating it if needed) and
+    /// starts the writer, which first deletes records older than
+    /// `retention`.
+    pub fn open(replica: &Replica, retention: Duration) -> Result<Arc<Self>, ReplicaError> {
+        let table = replica.system_table(Self::table_name(), STORED_AS, DDL)?;
+        let conn = replica.connect()?;
+        let (sender, receiver) = sync_channel(QUEUE);
+        let writer = std::thread::Builder::new()
+            .name("airlock-audit".into())
+            .spawn(move || write_records(&conn, &receiver, retention))
+            .map_err(|e| ReplicaError::DuckDb {
+                context: "start the audit writer thread".into(),
+                source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Arc::new(Self {
+            sender: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            table,
+        }))
+    }
+
+    /// `airlock.audit`.
+    pub fn table_name() -> TableName {
+        // Both parts are valid identifiers, so this cannot fail.
+        TableName::from_parts(AUDIT_SCHEMA, "audit").unwrap_or_else(|_| unreachable!())
+    }
+
+    /// The stored table, for the admin catalog.
+    pub fn table(&self) -> TableInfo {
+        self.table.clone()
+    }
+
+    /// Queues a record for writing. Never blocks a request: if the writer
+    /// has fallen `QUEUE` records behind, the record is logged and dropped.
+    pub fn record(&self, record: AuditRecord) {
+        let sender = self.sender.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(sender) = sender.as_ref() else {
+            tracing::error!(request = %record.request, "audit record after shutdown");
+            return;
+        };
+        match sender.try_send(Message::Record(Box::new(record))) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Message::Record(record))) => {
+                tracing::error!(request = %record.request, "audit queue full; record dropped");
+            }
+            Err(_) => tracing::error!("audit writer stopped; record dropped"),
+        }
+    }
+
+    /// Waits until every record queued so far is written (at most `wait`).
+    pub fn flush(&self, wait: Duration) {
+        let (done, written) = sync_channel(1);
+        let sent = self
+            .sender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|s| s.send(Message::Flush(done)).is_ok());
+        if sent == Some(true) {
+            let _ = written.recv_timeout(wait);
+        }
+    }
+
+    /// Writes what is queued and stops the writer (at shutdown).
+    pub fn shutdown(&self) {
+        drop(self.sender.lock().unwrap_or_else(|p| p.into_inner()).take());
+        if let Some(writer) = self.writer.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Drop for AuditLog {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// The writer thread: batches records into insert transactions until the
+/// sender is dropped, purging old records hourly.
+fn write_records(conn: &Connection, receiver: &Receiver<Message>, retention: Duration) {
+    let mut pending: Vec<AuditRecord> = Vec::new();
+    let mut waiting: Vec<SyncSender<()>> = Vec::new();
+    let mut last_purge: Option<Instant> = None;
+    loop {
+        if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
+            purge(conn, retention);
+            last_purge = Some(Instant::now());
+        }
+        let stop = match receiver.recv_timeout(FLUSH_EVERY) {
+            Ok(Message::Record(record)) => {
+                pending.push(*record);
+                false
+            }
+            Ok(Message::Flush(done)) => {
+                waiting.push(done);
+                false
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        // Take whatever else is queued, up to a batch.
+        while pending.len() < BATCH {
+            match receiver.try_recv() {
+                Ok(Message::Record(record)) => pending.push(*record),
+                Ok(Message::Flush(done)) => waiting.push(done),
+                Err(_) => break,
+            }
+        }
+        if !pending.is_empty() {
+            if let Err(e) = insert(conn, &pending) {
+                tracing::error!(error = %e, records = pending.len(), "writing audit records failed");
+            }
+            pending.clear();
+        }
+        for done in waiting.drain(..) {
+            let _ = done.send(());
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+fn insert(conn: &Connection, records: &[AuditRecord]) -> Result<(), duckdb::Error> {
+    let tx = conn.unchecked_transaction()?;
+    {
+        let mut stmt = tx.prepare(&format!(
+            "INSERT INTO {STORED_AS} VALUES \
+             (CAST(? AS TIMESTAMPTZ), ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))?;
+        for r in records {
+            stmt.execute(params![
+                r.time.to_rfc3339(),
+                r.request,
+                r.principal_kind,
+                r.principal,
+                r.swarm,
+                r.token_id,
+                r.remote_addr,
+                r.statement,
+                r.tables,
+                r.columns,
+                r.policy,
+                r.outcome.as_str(),
+                r.status,
+                r.reason,
+                r.rows.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
+                i64::try_from(r.bytes).unwrap_or(i64::MAX),
+                r.duration.as_secs_f64() * 1000.0,
+                r.truncated,
+            ])?;
+        }
+    }
+    tx.commit()
+}
+
+/// Deletes records older than `retention`.
+fn purge(conn: &Connection, retention: Duration) {
+    let Ok(retention) = chrono::Duration::from_std(retention) else {
+        return;
+    };
+    let cutoff = Utc::now() - retention;
+    match conn.execute(
+        &format!("DELETE FROM {STORED_AS} WHERE time < CAST(? AS TIMESTAMPTZ)"),
+        params![cutoff.to_rfc3339()],
+    ) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(deleted = n, "purged audit records past retention"),
+        Err(e) => tracing::warn!(error = %e, "purging audit records failed"),
+    }
+}
+
+/// An action's JSON body for the audit: values of keys that may hold
+/// secrets are replaced, and source URLs lose their credentials.
+pub fn redact_body(body: &[u8]) -> Option<String> {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, value) in map.iter_mut() {
+                    let key = key.to_ascii_lowercase();
+                    if ["password", "secret", "token", "key", "credential"]
+                        .iter()
+                        .any(|s| key.contains(s))
+                    {
+                        *value = serde_json::Value::String("[redacted]".into());
+                    } else if let serde_json::Value::String(text) = value
+                        && text.contains("://")
+                    {
+                        *text = crate::sync::redact(text);
+                    } else {
+                        walk(value);
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if body.is_empty() {
+        return None;
+    }
+    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
+    walk(&mut value);
+    Some(value.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bodies_lose_secrets_and_url_credentials() {
+        let body = br#"{"name": "s.t", "source": "s3://AKIAXXX:hunter2@bucket/x.parquet",
+            "password": "pw", "options": {"aws_secret_access_key": "k", "region": "eu"},
+            "nested": [{"token": "eyJ..."}]}"#;
+        let redacted = redact_body(body).unwrap();
+        for secret in ["hunter2", "AKIAXXX", "\"pw\"", "\"k\"", "eyJ"] {
+            assert!(!redacted.contains(secret), "{secret} in {redacted}");
+        }
+        assert!(
+            redacted.contains("s.t") && redacted.contains("eu"),
+            "{redacted}"
+        );
+        assert_eq!(redact_body(b""), None);
+        assert_eq!(redact_body(b"\x08\x01"), None);
+    }
+
+    fn record(time: DateTime<Utc>, request: &str) -> AuditRecord {
+        AuditRecord {
+            time,
+            request: request.into(),
+            principal_kind: Some("agent".into()),
+            principal: Some("a1".into()),
+            swarm: Some("s".into()),
+            token_id: Some("t1".into()),
+            remote_addr: Some("127.0.0.1:1".into()),
+            statement: Some("SELECT 1".into()),
+            tables: None,
+            columns: None,
+            policy: None,
+            outcome: Outcome::Ok,
+            status: "Ok".into(),
+            reason: None,
+            rows: Some(1),
+            bytes: 10,
+            duration: Duration::from_millis(3),
+            truncated: false,
+        }
+    }
+
+    #[test]
+    fn records_are_written_survive_reopening_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::DuckDbConfig::default();
+        let count = |replica: &Replica, request: &str| -> i64 {
+            replica
+                .connect()
+                .unwrap()
+                .query_row(
+                    &format!("SELECT count(*) FROM {STORED_AS} WHERE request = ?"),
+                    [request],
+                    |row| row.get(0),
+                )
+                .unwrap()
+        };
+        {
+            let replica = Replica::open(dir.path(), &config).unwrap();
+            let log = AuditLog::open(&replica, Duration::from_secs(3600)).unwrap();
+            log.record(record(Utc::now(), "recent"));
+            log.record(record(Utc::now() - chrono::Duration::hours(2), "old"));
+            log.flush(Duration::from_secs(10));
+            assert_eq!(count(&replica, "recent"), 1);
+            assert_eq!(count(&replica, "old"), 1);
+            log.record(record(Utc::now(), "at shutdown"));
+            log.shutdown();
+            assert_eq!(count(&replica, "at shutdown"), 1);
+        }
+        // Reopened with a one-hour retention: the old record is purged at
+        // start, the others are still there.
+        let replica = Replica::open(dir.path(), &config).unwrap();
+        let log = AuditLog::open(&replica, Duration::from_secs(3600)).unwrap();
+        log.flush(Duration::from_secs(10));
+        assert_eq!(count(&replica, "recent"), 1);
+        assert_eq!(count(&replica, "at shutdown"), 1);
+        assert_eq!(count(&replica, "old"), 0);
+    }
+}

@@ -1,0 +1,243 @@
+//! Every Flight call, audited: a `FlightService` wrapper that opens an
+//! [`AuditHandle`] per call (in the request's extensions, where handlers
+//! add who and what), and finishes it with the final status and the bytes
+//! sent — when a unary call returns, or when a response stream ends, fails
+//! or is dropped by a client that went away.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::Stream;
+use futures::stream::BoxStream;
+use prost::Message;
+use tonic::{Code, Request, Response, Status, Streaming};
+
+use crate::audit::{AuditHandle, AuditLog, redact_body};
+
+/// The handle of the call `request` belongs to, if it is audited.
+pub(crate) fn audit_of<T>(request: &Request<T>) -> Option<AuditHandle> {
+    request.extensions().get::<AuditHandle>().cloned()
+}
+
+/// Wraps a Flight service so each of its calls is audited.
+pub struct Audited<S> {
+    inner: S,
+    log: Arc<AuditLog>,
+}
+
+impl<S> Audited<S> {
+    /// Audits `inner`'s calls into `log`.
+    pub fn new(inner: S, log: Arc<AuditLog>) -> Self {
+        Self { inner, log }
+    }
+
+    fn begin<T>(&self, request: &mut Request<T>, name: String) -> AuditHandle {
+        let remote = request.remote_addr().map(|a| a.to_string());
+        let handle = AuditHandle::begin(Arc::clone(&self.log), name, remote);
+        request.extensions_mut().insert(handle.clone());
+        handle
+    }
+}
+
+/// The Flight SQL command a descriptor or ticket carries, by its type name
+/// (`CommandStatementQuery`, `CommandGetTables`, …).
+fn command_name(bytes: &[u8]) -> String {
+    arrow_flight::sql::Any::decode(bytes)
+        .ok()
+        .and_then(|any| any.type_url.rsplit(['.', '/']).next().map(str::to_string))
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| "unknown command".into())
+}
+
+fn finish_unary<T: Message>(handle: &AuditHandle, result: &Result<Response<T>, Status>) {
+    match result {
+        Ok(response) => handle.finish(Code::Ok, "", response.get_ref().encoded_len() as u64),
+        Err(status) => handle.finish(status.code(), status.message(), 0),
+    }
+}
+
+fn finish_stream<T, St>(
+    handle: AuditHandle,
+    result: Result<Response<St>, Status>,
+) -> Result<Response<BoxStream<'static, Result<T, Status>>>, Status>
+where
+    T: Message + Send + 'static,
+    St: Stream<Item = Result<T, Status>> + Send + 'static,
+{
+    match result {
+        Ok(response) => {
+            let (metadata, stream, extensions) = response.into_parts();
+            let audited: BoxStream<'static, Result<T, Status>> = Box::pin(AuditedStream {
+                inner: Box::pin(stream),
+                handle,
+                bytes: 0,
+                done: false,
+            });
+            Ok(Response::from_parts(metadata, audited, extensions))
+        }
+        Err(status) => {
+            handle.finish(status.code(), status.message(), 0);
+            Err(status)
+        }
+    }
+}
+
+/// A response stream that finishes its call's record when it ends.
+struct AuditedStream<St> {
+    inner: Pin<Box<St>>,
+    handle: AuditHandle,
+    bytes: u64,
+    done: bool,
+}
+
+impl<T, St> Stream for AuditedStream<St>
+where
+    T: Message,
+    St: Stream<Item = Result<T, Status>>,
+{
+    type Item = Result<T, Status>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        let item = this.inner.as_mut().poll_next(cx);
+        match &item {
+            Poll::Ready(Some(Ok(message))) => this.bytes += message.encoded_len() as u64,
+            Poll::Ready(Some(Err(status))) => {
+                this.done = true;
+                this.handle
+                    .finish(status.code(), status.message(), this.bytes);
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                this.handle.finish(Code::Ok, "", this.bytes);
+            }
+            Poll::Pending => {}
+        }
+        item
+    }
+}
+
+impl<St> Drop for AuditedStream<St> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.handle.finish(
+                Code::Cancelled,
+                "the client closed the stream before its end",
+                self.bytes,
+            );
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl<S: FlightService> FlightService for Audited<S> {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+
+    async fn handshake(
+        &self,
+        mut request: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        let handle = self.begin(&mut request, "Handshake".into());
+        finish_stream(handle, self.inner.handshake(request).await)
+    }
+
+    async fn list_flights(
+        &self,
+        mut request: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        let handle = self.begin(&mut request, "ListFlights".into());
+        finish_stream(handle, self.inner.list_flights(request).await)
+    }
+
+    async fn get_flight_info(
+        &self,
+        mut request: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        let name = format!("GetFlightInfo {}", command_name(&request.get_ref().cmd));
+        let handle = self.begin(&mut request, name);
+        let result = self.inner.get_flight_info(request).await;
+        finish_unary(&handle, &result);
+        result
+    }
+
+    async fn poll_flight_info(
+        &self,
+        mut request: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        let name = format!("PollFlightInfo {}", command_name(&request.get_ref().cmd));
+        let handle = self.begin(&mut request, name);
+        let result = self.inner.poll_flight_info(request).await;
+        finish_unary(&handle, &result);
+        result
+    }
+
+    async fn get_schema(
+        &self,
+        mut request: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        let name = format!("GetSchema {}", command_name(&request.get_ref().cmd));
+        let handle = self.begin(&mut request, name);
+        let result = self.inner.get_schema(request).await;
+        finish_unary(&handle, &result);
+        result
+    }
+
+    async fn do_get(
+        &self,
+        mut request: Request<Ticket>,
+    ) -> Result<Response<Self::DoGetStream>, Status> {
+        let name = format!("DoGet {}", command_name(&request.get_ref().ticket));
+        let handle = self.begin(&mut request, name);
+        finish_stream(handle, self.inner.do_get(request).await)
+    }
+
+    async fn do_put(
+        &self,
+        mut request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        let handle = self.begin(&mut request, "DoPut".into());
+        finish_stream(handle, self.inner.do_put(request).await)
+    }
+
+    async fn do_exchange(
+        &self,
+        mut request: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        let handle = self.begin(&mut request, "DoExchange".into());
+        finish_stream(handle, self.inner.do_exchange(request).await)
+    }
+
+    async fn do_action(
+        &self,
+        mut request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.get_ref();
+        let name = format!("DoAction {}", action.r#type);
+        let body = redact_body(&action.body);
+        let handle = self.begin(&mut request, name);
+        if let Some(body) = body {
+            handle.statement(body);
+        }
+        finish_stream(handle, self.inner.do_action(request).await)
+    }
+
+    async fn list_actions(
+        &self,
+        mut request: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        let handle = self.begin(&mut request, "ListActions".into());
+        finish_stream(handle, self.inner.list_actions(request).await)
+    }
+}
