@@ -103,13 +103,7 @@ impl AuditHandle {
     }
 
     fn update(&self, change: impl FnOnce(&mut AuditRecord)) {
-        if let Some(record) = self
-            .inner
-            .record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_mut()
-        {
+        if let Some(record) = lock(&self.inner.record).as_mut() {
             change(record);
         }
     }
@@ -155,24 +149,14 @@ impl AuditHandle {
 
     /// Counters the result stream updates; read when the record finishes.
     pub fn track_result(&self, rows: Arc<AtomicU64>, truncated: Arc<AtomicBool>) {
-        *self.inner.rows.lock().unwrap_or_else(|p| p.into_inner()) = Some(rows);
-        *self
-            .inner
-            .truncated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner()) = Some(truncated);
+        *lock(&self.inner.rows) = Some(rows);
+        *lock(&self.inner.truncated) = Some(truncated);
     }
 
     /// Finishes the record with the request's final status and the bytes
     /// sent; later calls do nothing.
     pub fn finish(&self, code: Code, message: &str, bytes: u64) {
-        let Some(mut record) = self
-            .inner
-            .record
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        else {
+        let Some(mut record) = lock(&self.inner.record).take() else {
             return;
         };
         record.outcome = Outcome::of(code);
@@ -180,24 +164,17 @@ impl AuditHandle {
         record.reason = (code != Code::Ok).then(|| message.to_string());
         record.bytes = bytes;
         record.duration = self.inner.started.elapsed();
-        if let Some(rows) = self
-            .inner
-            .rows
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(rows) = lock(&self.inner.rows).as_ref() {
             record.rows = Some(rows.load(Ordering::Acquire));
         }
-        if let Some(truncated) = self
-            .inner
-            .truncated
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
+        if let Some(truncated) = lock(&self.inner.truncated).as_ref() {
             record.truncated = truncated.load(Ordering::Acquire);
         }
         self.inner.log.record(record);
     }
+}
+
+/// A record's fields stay usable even if a thread panicked holding them.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -4,6 +4,7 @@
 //! sent — when a unary call returns, or when a response stream ends, fails
 //! or is dropped by a client that went away.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -43,6 +44,26 @@ impl<S> Audited<S> {
         request.extensions_mut().insert(handle.clone());
         handle
     }
+
+    /// A unary call on a descriptor, recorded as `<rpc> <command>`.
+    async fn unary<T: Message, F>(
+        &self,
+        rpc: &str,
+        mut request: Request<FlightDescriptor>,
+        call: impl FnOnce(Request<FlightDescriptor>) -> F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Future<Output = Result<Response<T>, Status>>,
+    {
+        let name = format!("{rpc} {}", command_name(&request.get_ref().cmd));
+        let handle = self.begin(&mut request, name);
+        let result = call(request).await;
+        match &result {
+            Ok(response) => handle.finish(Code::Ok, "", response.get_ref().encoded_len() as u64),
+            Err(status) => handle.finish(status.code(), status.message(), 0),
+        }
+        result
+    }
 }
 
 /// The Flight SQL command a descriptor or ticket carries, by its type name
@@ -53,13 +74,6 @@ fn command_name(bytes: &[u8]) -> String {
         .and_then(|any| any.type_url.rsplit(['.', '/']).next().map(str::to_string))
         .filter(|name| !name.is_empty())
         .unwrap_or_else(|| "unknown command".into())
-}
-
-fn finish_unary<T: Message>(handle: &AuditHandle, result: &Result<Response<T>, Status>) {
-    match result {
-        Ok(response) => handle.finish(Code::Ok, "", response.get_ref().encoded_len() as u64),
-        Err(status) => handle.finish(status.code(), status.message(), 0),
-    }
 }
 
 fn finish_stream<T, St>(
@@ -163,35 +177,28 @@ impl<S: FlightService> FlightService for Audited<S> {
 
     async fn get_flight_info(
         &self,
-        mut request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let name = format!("GetFlightInfo {}", command_name(&request.get_ref().cmd));
-        let handle = self.begin(&mut request, name);
-        let result = self.inner.get_flight_info(request).await;
-        finish_unary(&handle, &result);
-        result
+        self.unary("GetFlightInfo", request, |r| self.inner.get_flight_info(r))
+            .await
     }
 
     async fn poll_flight_info(
         &self,
-        mut request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<PollInfo>, Status> {
-        let name = format!("PollFlightInfo {}", command_name(&request.get_ref().cmd));
-        let handle = self.begin(&mut request, name);
-        let result = self.inner.poll_flight_info(request).await;
-        finish_unary(&handle, &result);
-        result
+        self.unary("PollFlightInfo", request, |r| {
+            self.inner.poll_flight_info(r)
+        })
+        .await
     }
 
     async fn get_schema(
         &self,
-        mut request: Request<FlightDescriptor>,
+        request: Request<FlightDescriptor>,
     ) -> Result<Response<SchemaResult>, Status> {
-        let name = format!("GetSchema {}", command_name(&request.get_ref().cmd));
-        let handle = self.begin(&mut request, name);
-        let result = self.inner.get_schema(request).await;
-        finish_unary(&handle, &result);
-        result
+        self.unary("GetSchema", request, |r| self.inner.get_schema(r))
+            .await
     }
 
     async fn do_get(

@@ -52,7 +52,7 @@ pub(crate) struct World {
     pub(crate) stranger: Client,
 }
 
-async fn token(admin: &mut Client, body: Value) -> String {
+pub(crate) async fn token(admin: &mut Client, body: Value) -> String {
     action(admin, "token.create", &body).await.unwrap()["token"]
         .as_str()
         .unwrap()

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use tonic::transport::Channel;
 
 use crate::execution::{SLOW, load_numbers, wait_until_idle};
+use crate::governance::token;
 use crate::harness::{Client, TestServer, action, query, total_rows};
 
 /// A server with `big.numbers` (0..n) and an agent of swarm `s` whose
@@ -29,16 +30,11 @@ async fn agent_with_limits(
     )
     .await
     .unwrap();
-    let token = action(
+    let token = token(
         &mut admin,
-        "token.create",
-        &json!({"kind": "agent", "name": "a1", "swarm": "s"}),
+        json!({"kind": "agent", "name": "a1", "swarm": "s"}),
     )
-    .await
-    .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     (admin, server.with_token(&token).await)
 }
 
@@ -212,16 +208,11 @@ async fn queries_past_the_rate_limit_are_refused_until_it_refills() {
     assert!(err.contains("retry in"), "{err}");
     // A second agent of the same swarm has its own budget.
     let mut admin = server.admin().await;
-    let other = action(
+    let other = token(
         &mut admin,
-        "token.create",
-        &json!({"kind": "agent", "name": "a2", "swarm": "s"}),
+        json!({"kind": "agent", "name": "a2", "swarm": "s"}),
     )
-    .await
-    .unwrap()["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    .await;
     let mut other = server.with_token(&other).await;
     query(&mut other, "SELECT n FROM big.numbers")
         .await
