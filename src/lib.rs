@@ -6,10 +6,12 @@
 //!    │ Flight SQL over gRPC
 //!    ▼
 //!  flight    protocol only: decode, authenticate each call, encode
+//!    ├─► audit     one record per call, written to airlock.audit
 //!    ├─► auth      Basic → bearer JWT; token records, revocation
-//!    ├─► actions   JSON actions: tokens, tables, syncs
+//!    ├─► actions   JSON actions: tokens, tables, syncs, grants
 //!    │     └─► sync      sources (object_store files) → staging → swap
 //!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
+//!          ├─► policy    grants → per-principal catalog: filters, masks, limits
 //!          └─► replica   DuckDB: hardened; scans get generated SQL only
 //!  meta      durable documents: tokens, registrations, jobs, settings
 //! ```
