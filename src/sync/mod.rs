@@ -7,6 +7,7 @@
 //! failed or interrupted sync leaves the previous replica whole. At most
 //! one job per table runs at a time; `sync.parallelism` jobs run at once.
 
+pub mod snowflake;
 mod source;
 
 use std::collections::{BTreeMap, HashMap};
