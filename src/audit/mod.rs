@@ -150,8 +150,7 @@ impl AuditLog {
 
     /// `airlock.audit`.
     pub fn table_name() -> TableName {
-        // Both parts are valid identifiers, so this cannot fail.
-        TableName::from_parts(AUDIT_SCHEMA, "audit").unwrap_or_else(|_| unreachable!())
+        TableName::builtin(AUDIT_SCHEMA, "audit")
     }
 
     /// The stored table, for the admin catalog.
@@ -337,6 +336,14 @@ pub fn redact_body(body: &[u8]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_audit_table_name_is_a_valid_name() {
+        assert_eq!(
+            AuditLog::table_name(),
+            TableName::parse("airlock.audit").unwrap()
+        );
+    }
 
     #[test]
     fn bodies_lose_secrets_and_url_credentials() {

@@ -44,6 +44,17 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
+impl Credentials {
+    /// The user name of password credentials (for the audit of a failed
+    /// login); tokens have none.
+    pub fn user(&self) -> Option<&str> {
+        match self {
+            Credentials::Token(_) => None,
+            Credentials::Password { user, .. } => Some(user),
+        }
+    }
+}
+
 /// Parses an `authorization` header value.
 pub fn parse_authorization(value: &str) -> Result<Credentials, AuthError> {
     let value = value.trim();

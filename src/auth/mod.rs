@@ -405,6 +405,12 @@ pub struct RevokeOutcome {
 }
 
 fn validate_name(what: &str, name: &str) -> Result<(), AuthError> {
+    check_name(what, name).map_err(AuthError::InvalidRequest)
+}
+
+/// The rule for swarm, agent and attribute names (grants name swarms and
+/// agents too): 1-64 letters, digits, `_`, `-` or `.`; the error says so.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name
@@ -413,9 +419,9 @@ fn validate_name(what: &str, name: &str) -> Result<(), AuthError> {
     if ok {
         Ok(())
     } else {
-        Err(AuthError::InvalidRequest(format!(
+        Err(format!(
             "{what} '{name}' must be 1-64 characters of letters, digits, '_', '-' or '.'"
-        )))
+        ))
     }
 }
 

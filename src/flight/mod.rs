@@ -277,8 +277,11 @@ impl FlightSqlService for AirlockFlightSql {
             match &outcome {
                 Ok((principal, _)) => audit.principal(principal),
                 Err(_) => {
-                    if let Some(user) = header.as_deref().and_then(basic_user) {
-                        audit.attempted_user(&user);
+                    let tried = header
+                        .as_deref()
+                        .and_then(|h| crate::auth::parse_authorization(h).ok());
+                    if let Some(user) = tried.as_ref().and_then(|c| c.user()) {
+                        audit.attempted_user(user);
                     }
                 }
             }
@@ -842,18 +845,6 @@ impl AirlockFlightSql {
 }
 
 /// `Basic base64(user:password)`, for handshake payload credentials.
-/// The user name of a `Basic` authorization header, for the audit (the
-/// password part is dropped here and never kept).
-fn basic_user(header: &str) -> Option<String> {
-    use base64::Engine;
-    let encoded = header.strip_prefix("Basic ")?;
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let text = String::from_utf8(decoded).ok()?;
-    text.split_once(':').map(|(user, _)| user.to_string())
-}
-
 fn basic_header(user: &str, password: &str) -> String {
     use base64::Engine;
     format!(

@@ -233,18 +233,7 @@ pub fn grant_key(swarm: &str, agent: Option<&str>) -> String {
 }
 
 fn validate_name(what: &str, name: &str) -> Result<(), PolicyError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(PolicyError::Invalid(format!(
-            "{what} '{name}' must be 1-64 characters of letters, digits, '_', '-' or '.'"
-        )))
-    }
+    crate::auth::check_name(what, name).map_err(PolicyError::Invalid)
 }
 
 /// Parses an expression and checks the airlock functions in it are called

@@ -96,6 +96,29 @@ impl Access {
         }
     }
 
+    /// The rules applied to `tables`, for the audit: `unrestricted`, or
+    /// per table its row filters, masked and denied columns, as JSON.
+    pub fn describe(&self, tables: &[TableName]) -> String {
+        if *self == Access::Unrestricted {
+            return "unrestricted".into();
+        }
+        let rules: serde_json::Map<String, serde_json::Value> = tables
+            .iter()
+            .filter_map(|table| {
+                let rules = self.table(table)?;
+                Some((
+                    table.to_string(),
+                    serde_json::json!({
+                        "row_filters": rules.row_filters,
+                        "masked": rules.masks.keys().collect::<Vec<_>>(),
+                        "denied": rules.denied,
+                    }),
+                ))
+            })
+            .collect();
+        serde_json::Value::Object(rules).to_string()
+    }
+
     /// The principal's limits (none for unrestricted).
     pub fn limits(&self) -> Limits {
         match self {

@@ -60,29 +60,6 @@ struct Session {
     access: Arc<Access>,
 }
 
-/// The rules applied to `tables`, for the audit: `unrestricted`, or per
-/// table its row filters, masked and denied columns, as JSON.
-fn describe_policy(access: &Access, tables: &[TableName]) -> String {
-    if *access == Access::Unrestricted {
-        return "unrestricted".into();
-    }
-    let rules: serde_json::Map<String, serde_json::Value> = tables
-        .iter()
-        .filter_map(|table| {
-            let rules = access.table(table)?;
-            Some((
-                table.to_string(),
-                serde_json::json!({
-                    "row_filters": rules.row_filters,
-                    "masked": rules.masks.keys().collect::<Vec<_>>(),
-                    "denied": rules.denied,
-                }),
-            ))
-        })
-        .collect();
-    serde_json::Value::Object(rules).to_string()
-}
-
 /// The columns a physical plan reads from the replica, as
 /// `schema.table.column`, each once.
 fn columns_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
@@ -669,7 +646,7 @@ impl QueryEngine {
             plan,
             state,
             schema,
-            policy: describe_policy(&access, &tables),
+            policy: access.describe(&tables),
             tables,
             limits,
         })
