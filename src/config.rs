@@ -155,6 +155,10 @@ pub struct Config {
     /// `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
     /// better left to the standard `AWS_*`, `GOOGLE_*`, `AZURE_*` variables.
     pub object_store: BTreeMap<String, String>,
+    /// Snowflake connections by name, used by `snowflake://NAME/DB.SCHEMA.TABLE`
+    /// sources. Secrets are named (`password_env`, `private_key_file`, …),
+    /// never written here.
+    pub snowflake: BTreeMap<String, crate::sync::SnowflakeConfig>,
     /// Logging.
     pub log: LogConfig,
     /// Grants to store at start, unless a grant for the same swarm/agent
@@ -237,6 +241,31 @@ pub struct AuthConfig {
 pub struct SyncConfig {
     /// Syncs running at once; more wait in the queue.
     pub parallelism: usize,
+    /// Further attempts after a transient source failure (network,
+    /// throttling, a source restarting).
+    pub retries: u32,
+    /// Wait before the first retry; doubles per attempt, with jitter.
+    #[serde(with = "duration_text")]
+    pub retry_backoff: Duration,
+    /// Longest wait between attempts.
+    #[serde(with = "duration_text")]
+    pub retry_backoff_max: Duration,
+    /// Finished jobs older than this are purged (each table's latest kept).
+    #[serde(with = "duration_text")]
+    pub job_retention: Duration,
+}
+
+impl SyncConfig {
+    /// The service settings.
+    pub fn settings(&self) -> crate::sync::SyncSettings {
+        crate::sync::SyncSettings {
+            parallelism: self.parallelism,
+            retries: self.retries,
+            retry_backoff: self.retry_backoff,
+            retry_backoff_max: self.retry_backoff_max,
+            job_retention: self.job_retention,
+        }
+    }
 }
 
 /// TLS certificate and key (PEM files).
@@ -273,6 +302,7 @@ impl Default for Config {
             sync: SyncConfig::default(),
             tls: TlsConfig::default(),
             object_store: BTreeMap::new(),
+            snowflake: BTreeMap::new(),
             log: LogConfig::default(),
             grants: Vec::new(),
         }
@@ -331,7 +361,14 @@ impl Default for AuthConfig {
 
 impl Default for SyncConfig {
     fn default() -> Self {
-        Self { parallelism: 2 }
+        let settings = crate::sync::SyncSettings::default();
+        Self {
+            parallelism: settings.parallelism,
+            retries: settings.retries,
+            retry_backoff: settings.retry_backoff,
+            retry_backoff_max: settings.retry_backoff_max,
+            job_retention: settings.job_retention,
+        }
     }
 }
 

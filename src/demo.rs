@@ -20,7 +20,7 @@ use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 
 use crate::server::App;
-use crate::sync::{CsvOptions, JobState, RegisterRequest, SyncError};
+use crate::sync::{JobState, RegisterRequest, SyncError};
 use crate::table_name::TableName;
 
 /// Rows in `demo.customers`.
@@ -60,20 +60,18 @@ pub async fn load(app: &App) -> Result<u64, DemoError> {
     for table in ["customers", "orders"] {
         let name = TableName::from_parts("demo", table).map_err(SyncError::from)?;
         if app.sync.registration(&name).await.is_err() {
-            let request = RegisterRequest {
-                name: name.to_string(),
-                source: format!("{}/{table}.parquet", dir.display()),
-                format: None,
-                csv: CsvOptions::default(),
-                primary_key: vec![
-                    if table == "orders" {
-                        "order_id"
-                    } else {
-                        "customer_id"
-                    }
-                    .to_string(),
-                ],
-            };
+            let mut request = RegisterRequest::new(
+                name.to_string(),
+                format!("{}/{table}.parquet", dir.display()),
+            );
+            request.primary_key = vec![
+                if table == "orders" {
+                    "order_id"
+                } else {
+                    "customer_id"
+                }
+                .to_string(),
+            ];
             app.sync.register("demo", request).await?;
         }
         let (job, _) = app.sync.start(&name).await?;

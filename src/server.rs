@@ -25,7 +25,7 @@ use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
-use crate::sync::{SyncError, SyncService};
+use crate::sync::{SnowflakeConnections, Sources, SyncError, SyncService};
 
 /// Largest message a client may send (DoPut parameters, action bodies).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -62,6 +62,9 @@ pub enum ServerError {
     /// TLS files.
     #[error("TLS: {0}")]
     Tls(String),
+    /// A config section that cannot work (a missing secret, say).
+    #[error("config: {0}")]
+    Config(String),
     /// The gRPC server failed.
     #[error("serving Flight SQL failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -169,12 +172,14 @@ impl App {
             vec![(AuditLog::table_name(), audit.table())],
             &data_dir.join("tmp").join("datafusion"),
         )?);
+        let snowflake =
+            SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
         let sync = SyncService::open(
             meta,
             data_dir.clone(),
             Arc::clone(&replica),
-            config.object_store.clone(),
-            config.sync.parallelism,
+            Sources::new(config.object_store.clone(), snowflake),
+            config.sync.settings(),
         )
         .await?;
         let actions = Actions::new(

@@ -16,7 +16,10 @@ use crate::auth::{AuthError, Authenticator, Principal, TokenKind, TokenRecord, T
 use crate::policy::{Access, Grant, GrantStore, PolicyError, grant_key};
 use crate::query::QueryEngine;
 use crate::query::QueryError;
-use crate::sync::{RegisterRequest, SyncError, SyncJob, SyncService, TableRegistration};
+use crate::sync::{
+    JobQuery, RegisterRequest, Schedule, SourceSpec, SyncError, SyncJob, SyncService,
+    TableRegistration, TableStatus,
+};
 use crate::table_name::TableName;
 
 /// Action failures.
@@ -77,6 +80,16 @@ pub enum Action {
     SyncStart,
     /// Job status.
     SyncStatus,
+    /// List jobs.
+    SyncJobs,
+    /// Cancel a job.
+    SyncCancel,
+    /// Set or clear a table's schedule.
+    SyncSchedule,
+    /// Freshness and size of a table.
+    TableStatus,
+    /// List the tables of a Snowflake schema.
+    SourcesListTables,
     /// Create or replace a grant.
     GrantSet,
     /// Read a grant.
@@ -91,7 +104,7 @@ pub enum Action {
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 14] = [
+    pub const ALL: [Action; 19] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -101,6 +114,11 @@ impl Action {
         Action::TableRemove,
         Action::SyncStart,
         Action::SyncStatus,
+        Action::SyncJobs,
+        Action::SyncCancel,
+        Action::SyncSchedule,
+        Action::TableStatus,
+        Action::SourcesListTables,
         Action::GrantSet,
         Action::GrantGet,
         Action::GrantList,
@@ -120,6 +138,11 @@ impl Action {
             Action::TableRemove => "table.remove",
             Action::SyncStart => "sync.start",
             Action::SyncStatus => "sync.status",
+            Action::SyncJobs => "sync.jobs",
+            Action::SyncCancel => "sync.cancel",
+            Action::SyncSchedule => "sync.schedule",
+            Action::TableStatus => "table.status",
+            Action::SourcesListTables => "sources.list_tables",
             Action::GrantSet => "grant.set",
             Action::GrantGet => "grant.get",
             Action::GrantList => "grant.list",
@@ -152,8 +175,11 @@ impl Action {
             }
             Action::TableRegister => {
                 "Register a table (admin). Body: {\"name\":\"schema.table\",\"source\":\"file:///data/*.parquet\"} \
-                 plus optional \"format\" (parquet|csv|json), \"csv\" {\"has_header\",\"delimiter\"}, \"primary_key\" [columns]. \
-                 The source may be any object_store URL (file, s3, gs, az, https), one file, a directory ending in '/' or a glob."
+                 plus optional \"format\" (parquet|csv|json), \"csv\" {\"has_header\",\"delimiter\"}, \"primary_key\" [columns], \
+                 \"strategy\" (full|incremental|append), \"cursor\" (column), \"overlap\" (\"10m\" or a number), \
+                 \"on_schema_change\" (fail|full_refresh), \"every\" (\"15m\") or \"cron\" (\"0 */2 * * *\", UTC). \
+                 The source is any object_store URL (file, s3, gs, az, https: one file, a directory ending in '/' or a glob) \
+                 or snowflake://CONNECTION/DATABASE.SCHEMA.TABLE. The source's columns are checked now."
             }
             Action::TableList => {
                 "List tables: registrations with replica status for admins, queryable tables for others."
@@ -162,11 +188,30 @@ impl Action {
                 "Unregister a table and drop its replica (admin). Body: {\"name\":\"schema.table\"}."
             }
             Action::SyncStart => {
-                "Start a full sync of a registered table (admin). Body: {\"table\":\"schema.table\"}. Returns {\"job_id\"}; \
-                 if a sync of the table is already running, returns that job with \"already_running\": true."
+                "Start a sync of a registered table with its strategy (admin). Body: {\"table\":\"schema.table\"}. Returns {\"job_id\"}; \
+                 if a sync of the table is already queued or running, returns that job with \"already_running\": true."
             }
             Action::SyncStatus => {
-                "Status of a sync job (admin): state, rows, bytes, files, error, timings. Body: {\"job_id\":\"…\"}."
+                "Status of a sync job (admin): state, rows, bytes, watermark before/after, error, attempt, timings. Body: {\"job_id\":\"…\"}."
+            }
+            Action::SyncJobs => {
+                "List sync jobs, newest first (admin). Body: {} or {\"table\":\"schema.table\",\"state\":\"failed\",\"limit\":50,\
+                 \"page_token\":\"…\"}. Returns {\"jobs\":[…],\"next_page_token\"}."
+            }
+            Action::SyncCancel => {
+                "Cancel a queued or running sync job (admin); the replica keeps its previous version. Body: {\"job_id\":\"…\"}."
+            }
+            Action::SyncSchedule => {
+                "Set or clear a table's schedule (admin). Body: {\"table\":\"schema.table\",\"every\":\"15m\"}, \
+                 {\"table\":…,\"cron\":\"0 */2 * * *\"} (UTC) or {\"table\":…,\"clear\":true}. Returns the next run."
+            }
+            Action::TableStatus => {
+                "Freshness of a table (admin): rows and bytes on disk of the replica (bytes count once DuckDB checkpoints), last sync, last success, watermark, \
+                 schedule and next run. Body: {\"name\":\"schema.table\"}."
+            }
+            Action::SourcesListTables => {
+                "List the tables of a Snowflake schema with row counts and bytes (admin). \
+                 Body: {\"connection\":\"prod\",\"database\":\"DB\",\"schema\":\"PUBLIC\"}."
             }
             Action::GrantSet => {
                 "Create or replace a grant (admin). Body: {\"swarm\":\"emea\",\"agent\":null,\"tables\":{\"sales.orders\":\
@@ -201,6 +246,11 @@ impl Action {
             | Action::TableRemove
             | Action::SyncStart
             | Action::SyncStatus
+            | Action::SyncJobs
+            | Action::SyncCancel
+            | Action::SyncSchedule
+            | Action::TableStatus
+            | Action::SourcesListTables
             | Action::GrantSet
             | Action::GrantGet
             | Action::GrantList
@@ -246,6 +296,26 @@ struct JobRequest {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScheduleRequest {
+    table: String,
+    #[serde(default)]
+    every: Option<String>,
+    #[serde(default)]
+    cron: Option<String>,
+    #[serde(default)]
+    clear: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListTablesRequest {
+    connection: String,
+    database: String,
+    schema: String,
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -382,6 +452,54 @@ impl Actions {
             Action::SyncStatus => {
                 let JobRequest { job_id } = parse(action, body)?;
                 Ok(job_json(&self.sync.status(&job_id).await?))
+            }
+            Action::SyncJobs => {
+                let query: JobQuery = parse(action, body)?;
+                let page = self.sync.jobs(query).await?;
+                Ok(json!({
+                    "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
+                    "next_page_token": page.next_page_token,
+                }))
+            }
+            Action::SyncCancel => {
+                let JobRequest { job_id } = parse(action, body)?;
+                let job = self.sync.cancel(&job_id).await?;
+                Ok(json!({ "job_id": job.job_id, "table": job.table, "cancelling": true }))
+            }
+            Action::SyncSchedule => {
+                let request: ScheduleRequest = parse(action, body)?;
+                let name = TableName::parse(&request.table).map_err(SyncError::from)?;
+                let schedule = match (request.clear, request.every, request.cron) {
+                    (true, None, None) => None,
+                    (false, Some(every), None) => Some(Schedule::Every { every }),
+                    (false, None, Some(cron)) => Some(Schedule::Cron { cron }),
+                    _ => {
+                        return Err(ActionError::BadRequest {
+                            action: action.name(),
+                            message: "give exactly one of \"every\", \"cron\" or \"clear\": true"
+                                .into(),
+                        });
+                    }
+                };
+                let (registration, next) = self.sync.set_schedule(&name, schedule).await?;
+                Ok(json!({
+                    "table": registration.name,
+                    "schedule": registration.schedule,
+                    "next_run": next,
+                }))
+            }
+            Action::TableStatus => {
+                let NameRequest { name } = parse(action, body)?;
+                let name = TableName::parse(&name).map_err(SyncError::from)?;
+                Ok(table_status_json(&self.sync.table_status(&name).await?))
+            }
+            Action::SourcesListTables => {
+                let request: ListTablesRequest = parse(action, body)?;
+                let tables = self
+                    .sync
+                    .list_source_tables(&request.connection, &request.database, &request.schema)
+                    .await?;
+                Ok(json!({ "tables": tables }))
             }
             Action::GrantSet => {
                 let grant: Grant = parse(action, body)?;
@@ -525,15 +643,45 @@ fn token_json(record: &TokenRecord) -> Value {
 }
 
 fn registration_json(registration: &TableRegistration, last_job: Option<&SyncJob>) -> Value {
-    json!({
+    let mut entry = json!({
         "name": registration.name,
-        "source": crate::sync::redact(&registration.source.url),
-        "format": registration.source.format,
-        "csv": registration.source.csv,
+        "source": registration.source.display(),
         "primary_key": registration.primary_key,
+        "strategy": registration.strategy,
+        "cursor": registration.cursor,
+        "overlap": registration.overlap,
+        "on_schema_change": registration.on_schema_change,
+        "schedule": registration.schedule,
+        "columns": registration.columns,
         "created_by": registration.created_by,
         "created_at": registration.created_at,
         "last_sync": last_job.map(job_json),
+    });
+    if let SourceSpec::Files(files) = &registration.source {
+        entry["format"] = json!(files.format);
+        entry["csv"] = json!(files.csv);
+    }
+    entry
+}
+
+fn table_status_json(status: &TableStatus) -> Value {
+    let freshness_s = status
+        .last_success
+        .as_ref()
+        .and_then(|job| job.finished_at)
+        .map(|at| (chrono::Utc::now() - at).num_seconds());
+    json!({
+        "name": status.registration.name,
+        "source": status.registration.source.display(),
+        "strategy": status.registration.strategy,
+        "schedule": status.registration.schedule,
+        "next_run": status.next_run,
+        "rows": status.rows,
+        "bytes_on_disk": status.bytes,
+        "watermark": status.watermark,
+        "freshness_s": freshness_s,
+        "last_success_at": status.last_success.as_ref().and_then(|job| job.finished_at),
+        "last_sync": status.last_job.as_ref().map(job_json),
     })
 }
 
@@ -547,13 +695,20 @@ fn job_json(job: &SyncJob) -> Value {
         "job_id": job.job_id,
         "table": job.table,
         "strategy": job.strategy,
+        "trigger": job.trigger,
         "state": job.state,
         "rows": job.rows,
         "bytes": job.bytes,
+        "table_rows": job.table_rows,
         "files": job.files,
         "source_bytes": job.source_bytes,
+        "source_rows": job.source_rows,
+        "watermark_before": job.watermark_before,
+        "watermark_after": job.watermark_after,
+        "added_columns": job.added_columns,
         "error": job.error,
         "attempt": job.attempt,
+        "retry_at": job.retry_at,
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,

@@ -174,8 +174,11 @@ pub(crate) fn sync(error: SyncError) -> Status {
         SyncError::Source(e) => source_code(e),
         SyncError::AlreadyRegistered(_) => Code::AlreadyExists,
         SyncError::NotRegistered(_) | SyncError::NoSuchJob(_) => Code::NotFound,
-        SyncError::Busy { .. } => Code::FailedPrecondition,
-        SyncError::BadPrimaryKey(_) | SyncError::ReservedSchema(_) => Code::InvalidArgument,
+        SyncError::Busy { .. } | SyncError::NotRunning { .. } => Code::FailedPrecondition,
+        SyncError::BadSettings(_) | SyncError::ReservedSchema(_) => Code::InvalidArgument,
+        // A job outcome rather than a request error, but reported the same way.
+        SyncError::SchemaChanged { .. } => Code::FailedPrecondition,
+        SyncError::Cancelled => Code::Cancelled,
         SyncError::Replica(e) => replica_code(e),
         SyncError::Meta(e) => return meta(e),
         SyncError::Task(_) => Code::Internal,
@@ -200,11 +203,14 @@ fn source_code(error: &SourceError) -> Code {
         | SourceError::UnsupportedScheme(_)
         | SourceError::UnsupportedFormat(_)
         | SourceError::UnknownFormat(_) => Code::InvalidArgument,
-        SourceError::NoFiles { .. } => Code::NotFound,
+        SourceError::NoFiles { .. } | SourceError::NoTable(_) => Code::NotFound,
+        SourceError::UnknownConnection(_) => Code::InvalidArgument,
         SourceError::Protected(_) => Code::PermissionDenied,
-        // Unreadable files, denied credentials, unreachable stores: the
-        // request was fine, the source is not.
-        SourceError::Read { .. } => Code::FailedPrecondition,
+        SourceError::UnsupportedColumn { .. } => Code::InvalidArgument,
+        SourceError::Unavailable { .. } => Code::Unavailable,
+        // Unreadable files, denied credentials: the request was fine, the
+        // source is not.
+        SourceError::Read { .. } | SourceError::Refused { .. } => Code::FailedPrecondition,
     }
 }
 

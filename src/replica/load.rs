@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::scalar::ScalarValue;
 use duckdb::Connection;
 
 use super::physical::loading_name;
-use super::types::{column_definitions, storage_schema, to_storage};
+use super::types::{column_definitions, duckdb_type, storage_schema, to_storage};
 use super::{Replica, ReplicaError};
 use crate::table_name::{TableName, quote_ident};
 
@@ -106,13 +107,158 @@ impl StagingTable {
         self.rows
     }
 
-    /// Makes this version the replica of the target. Returns the row count.
-    pub fn commit(mut self) -> Result<u64, ReplicaError> {
+    /// Rows of the target's current version (0 before its first).
+    pub fn base_rows(&self) -> u64 {
         self.replica
-            .publish(&self.conn, &self.target, &self.loading, self.version)?;
+            .tables()
+            .get(&self.target)
+            .map_or(0, |info| info.rows)
+    }
+
+    /// The largest value of `column` among the rows loaded so far (the
+    /// next watermark), `None` when there are none.
+    pub fn max_of(&self, column: &str) -> Result<Option<ScalarValue>, ReplicaError> {
+        let context = || format!("read the largest {column} of the load of {}", self.target);
+        let sql = format!(
+            "SELECT max({}) FROM {}.{}",
+            quote_ident(column),
+            quote_ident(self.target.schema()),
+            quote_ident(&self.loading)
+        );
+        let mut stmt = self
+            .conn
+            .prepare(&sql)
+            .map_err(ReplicaError::duckdb(context()))?;
+        let batches: Vec<RecordBatch> = stmt
+            .query_arrow([])
+            .map_err(ReplicaError::duckdb(context()))?
+            .collect();
+        let value = match batches.iter().find(|b| b.num_rows() > 0) {
+            Some(batch) => ScalarValue::try_from_array(batch.column(0), 0).map_err(|e| {
+                ReplicaError::UnsupportedType {
+                    column: column.to_string(),
+                    data_type: batch.column(0).data_type().to_string(),
+                    reason: e.to_string(),
+                }
+            })?,
+            None => return Ok(None),
+        };
+        Ok((!value.is_null()).then_some(value))
+    }
+
+    /// Makes this version the replica of the target; `state` (the sync
+    /// state, e.g. a watermark) is stored in the same transaction. Returns
+    /// the row count.
+    pub fn commit(self, state: Option<&str>) -> Result<u64, ReplicaError> {
+        self.commit_merge(&Merge::Replace, state)
+    }
+
+    /// Like [`Self::commit`], combining the loaded rows with the current
+    /// version as `merge` says. Versions are immutable (a partitioned scan
+    /// reads one version through several connections), so an append or
+    /// upsert writes a new version: the current rows, minus those replaced,
+    /// then the loaded ones, in that order (zone maps keep working).
+    /// Columns the current version lacks are NULL in its rows.
+    pub fn commit_merge(
+        mut self,
+        merge: &Merge<'_>,
+        state: Option<&str>,
+    ) -> Result<u64, ReplicaError> {
+        let base = self.replica.tables().get(&self.target).cloned();
+        if let (Some(base), Merge::Append | Merge::Upsert { .. }) = (base, merge) {
+            let schema = quote_ident(self.target.schema());
+            let delta = format!("{schema}.{}", quote_ident(&self.loading));
+            let mut carried = Vec::new();
+            for field in self.storage.fields() {
+                let name = quote_ident(field.name());
+                carried.push(if base.schema.field_with_name(field.name()).is_ok() {
+                    format!("b.{name}")
+                } else {
+                    format!(
+                        "CAST(NULL AS {}) AS {name}",
+                        duckdb_type(field.name(), field.data_type())?
+                    )
+                });
+            }
+            let (dedup, replaced) = match merge {
+                Merge::Upsert { key, cursor } => {
+                    let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+                    let matches: Vec<String> = keys
+                        .iter()
+                        .map(|k| format!("d.{k} IS NOT DISTINCT FROM b.{k}"))
+                        .collect();
+                    (
+                        format!(
+                            " QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC NULLS LAST) = 1",
+                            keys.join(", "),
+                            quote_ident(cursor)
+                        ),
+                        format!(
+                            " WHERE NOT EXISTS (SELECT 1 FROM delta d WHERE {})",
+                            matches.join(" AND ")
+                        ),
+                    )
+                }
+                _ => (String::new(), String::new()),
+            };
+            let version = self.replica.allocate_version();
+            let merged = loading_name(&self.target, version);
+            let sql = format!(
+                "CREATE TABLE {schema}.{merged_q} AS
+                 WITH delta AS (SELECT * FROM {delta}{dedup})
+                 SELECT {carried} FROM {base} b{replaced}
+                 UNION ALL SELECT * FROM delta;
+                 DROP TABLE {delta};",
+                merged_q = quote_ident(&merged),
+                carried = carried.join(", "),
+                base = base.physical.quoted(),
+            );
+            self.conn
+                .execute_batch(&sql)
+                .map_err(ReplicaError::duckdb(format!(
+                    "merge the new rows into {}",
+                    self.target
+                )))?;
+            self.loading = merged;
+            self.version = version;
+            self.rows = self
+                .conn
+                .query_row(
+                    &format!(
+                        "SELECT count(*) FROM {schema}.{}",
+                        quote_ident(&self.loading)
+                    ),
+                    [],
+                    |row| row.get::<_, i64>(0),
+                )
+                .map(|n| n.max(0) as u64)
+                .map_err(ReplicaError::duckdb(format!(
+                    "count the rows of {}",
+                    self.target
+                )))?;
+        }
+        self.replica
+            .publish(&self.conn, &self.target, &self.loading, self.version, state)?;
         self.committed = true;
         Ok(self.rows)
     }
+}
+
+/// How a load's rows combine with the table's current version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge<'a> {
+    /// The load is the whole table.
+    Replace,
+    /// The load's rows are added to the current ones.
+    Append,
+    /// The load's rows replace current rows with the same key; among
+    /// loaded rows with one key, the one with the largest cursor wins.
+    Upsert {
+        /// Primary key columns.
+        key: &'a [String],
+        /// Cursor column.
+        cursor: &'a str,
+    },
 }
 
 impl Drop for StagingTable {
@@ -207,7 +353,7 @@ mod tests {
         staging.append(&b).unwrap();
         // Not visible before commit.
         assert!(replica.schema(&name).is_none());
-        assert_eq!(staging.commit().unwrap(), 3);
+        assert_eq!(staging.commit(None).unwrap(), 3);
         assert_eq!(count(&replica, &name), 3);
         assert_eq!(replica.tables()[&name].physical.quoted(), "\"s\".\"t$1\"");
         let schema = replica.schema(&name).unwrap();
@@ -229,13 +375,13 @@ mod tests {
         let b = batch(&[1, 2, 3], &["a", "b", "c"]);
         let mut first = StagingTable::create(&replica, &name, &b.schema()).unwrap();
         first.append(&b).unwrap();
-        first.commit().unwrap();
+        first.commit(None).unwrap();
         // A reader (a running scan) holds version 1.
         let reader = replica.tables()[&name].clone();
 
         let mut second = StagingTable::create(&replica, &name, &b.schema()).unwrap();
         second.append(&batch(&[7], &["x"])).unwrap();
-        second.commit().unwrap();
+        second.commit(None).unwrap();
         assert_eq!(count(&replica, &name), 1);
         assert_eq!(
             physical_tables(&replica),
@@ -251,6 +397,92 @@ mod tests {
         assert!(replica.drop_table(&name).unwrap());
         assert!(replica.tables().is_empty());
         settle(&replica, &[]);
+    }
+
+    fn rows(replica: &Replica, name: &TableName) -> Vec<(i64, Option<String>)> {
+        let table = replica.tables()[name].physical.quoted().to_string();
+        let conn = replica.connect().unwrap();
+        let mut stmt = conn
+            .prepare(&format!("SELECT id, name FROM {table} ORDER BY id"))
+            .unwrap();
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn merges_write_a_new_version_with_the_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let name = TableName::parse("s.t").unwrap();
+        let first = batch(&[1, 2, 3], &["a", "b", "c"]);
+        let mut staging = StagingTable::create(&replica, &name, &first.schema()).unwrap();
+        staging.append(&first).unwrap();
+        staging.commit(Some("w1")).unwrap();
+        assert_eq!(replica.sync_state(&name).unwrap().as_deref(), Some("w1"));
+
+        // Upsert: key 2 twice in the load, the larger cursor (here: the id
+        // column doubles as cursor, so use name) wins; key 4 is new.
+        let key = ["id".to_string()];
+        let delta = batch(&[2, 4, 2], &["b1", "d", "b2"]);
+        let mut staging = StagingTable::create(&replica, &name, &delta.schema()).unwrap();
+        staging.append(&delta).unwrap();
+        assert_eq!(
+            staging.max_of("id").unwrap(),
+            Some(ScalarValue::Int64(Some(4)))
+        );
+        let merge = Merge::Upsert {
+            key: &key,
+            cursor: "name",
+        };
+        assert_eq!(staging.commit_merge(&merge, Some("w2")).unwrap(), 4);
+        assert_eq!(
+            rows(&replica, &name),
+            [
+                (1, Some("a".into())),
+                (2, Some("b2".into())),
+                (3, Some("c".into())),
+                (4, Some("d".into()))
+            ]
+        );
+        assert_eq!(replica.sync_state(&name).unwrap().as_deref(), Some("w2"));
+
+        // Append with a new column: old rows get NULL in it.
+        let wide = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+            Field::new("extra", DataType::Int64, true),
+        ]));
+        let more = RecordBatch::try_new(
+            Arc::clone(&wide),
+            vec![
+                Arc::new(Int64Array::from(vec![5])),
+                Arc::new(StringArray::from(vec!["e"])),
+                Arc::new(Int64Array::from(vec![50])),
+            ],
+        )
+        .unwrap();
+        let mut staging = StagingTable::create(&replica, &name, &wide).unwrap();
+        staging.append(&more).unwrap();
+        assert_eq!(staging.commit_merge(&Merge::Append, None).unwrap(), 5);
+        let schema = replica.schema(&name).unwrap();
+        assert_eq!(schema.fields().len(), 3);
+        let conn = replica.connect().unwrap();
+        let table = replica.tables()[&name].physical.quoted().to_string();
+        let extras: Vec<Option<i64>> = conn
+            .prepare(&format!("SELECT extra FROM {table} ORDER BY id"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(extras, [None, None, None, None, Some(50)]);
+        // No state given: the watermark is gone with the version it described.
+        assert_eq!(replica.sync_state(&name).unwrap(), None);
+        // Only the newest version and no leftovers remain.
+        drop(conn);
+        settle(&replica, &[&table.replace('"', "")]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use datafusion::arrow::datatypes::SchemaRef;
 use duckdb::Connection;
 
 pub use filter_sql::filter_to_sql;
-pub use load::StagingTable;
+pub use load::{Merge, StagingTable};
 pub use physical::PhysicalTable;
 pub use provider::ReplicaTable;
 pub use scan::DuckDbScanExec;
@@ -33,7 +33,7 @@ pub use types::duckdb_type;
 use crate::config::DuckDbConfig;
 use crate::duckdb_setup::{DuckDbResources, OpenError, open_hardened};
 use crate::table_name::{RESERVED_PREFIX, TableName, TableNameError, quote_ident};
-use physical::{Graveyard, Parsed, RETIRED_TABLE, version_name};
+use physical::{Graveyard, Parsed, RETIRED_TABLE, SYNC_STATE_TABLE, version_name};
 
 /// Replica failures.
 #[derive(Debug, thiserror::Error)]
@@ -145,7 +145,8 @@ impl Replica {
         // directory is its own spill space, never the secrets beside it.
         let root = open_hardened(&path, &temp_directory, &resources)?;
         root.execute_batch(&format!(
-            "CREATE TABLE IF NOT EXISTS {RETIRED_TABLE} (physical VARCHAR PRIMARY KEY)"
+            "CREATE TABLE IF NOT EXISTS {RETIRED_TABLE} (physical VARCHAR PRIMARY KEY);
+             CREATE TABLE IF NOT EXISTS {SYNC_STATE_TABLE} (logical VARCHAR PRIMARY KEY, state VARCHAR NOT NULL);"
         ))
         .map_err(ReplicaError::duckdb("create the retired-versions list"))?;
         let graveyard_conn = root
@@ -216,15 +217,20 @@ impl Replica {
     /// whether it existed.
     pub fn drop_table(&self, name: &TableName) -> Result<bool, ReplicaError> {
         let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let conn = self.connect()?;
+        conn.execute(
+            &format!("DELETE FROM {SYNC_STATE_TABLE} WHERE logical = ?"),
+            [name.to_string()],
+        )
+        .map_err(ReplicaError::duckdb(format!("remove {name}")))?;
         let Some(info) = self.tables().get(name).cloned() else {
             return Ok(false);
         };
-        self.connect()?
-            .execute(
-                &format!("INSERT OR IGNORE INTO {RETIRED_TABLE} VALUES (?)"),
-                [info.physical.quoted()],
-            )
-            .map_err(ReplicaError::duckdb(format!("remove {name}")))?;
+        conn.execute(
+            &format!("INSERT OR IGNORE INTO {RETIRED_TABLE} VALUES (?)"),
+            [info.physical.quoted()],
+        )
+        .map_err(ReplicaError::duckdb(format!("remove {name}")))?;
         info.physical.retire();
         self.update_snapshot(|tables| {
             tables.remove(name);
@@ -232,15 +238,57 @@ impl Replica {
         Ok(true)
     }
 
+    /// Bytes a table version takes in the database file (its blocks).
+    /// Data DuckDB has not checkpointed yet (still in the WAL) is not counted.
+    pub fn table_bytes(&self, physical: &PhysicalTable) -> Result<u64, ReplicaError> {
+        let conn = self.connect()?;
+        // 256 KiB is DuckDB's default block size.
+        let sql = format!(
+            "SELECT count(DISTINCT block_id) * 262144 FROM pragma_storage_info('{}') WHERE block_id >= 0",
+            physical.quoted().replace('\'', "''")
+        );
+        conn.query_row(&sql, [], |row| row.get::<_, i64>(0))
+            .map(|n| n.max(0) as u64)
+            .map_err(ReplicaError::duckdb(format!(
+                "measure {}",
+                physical.logical()
+            )))
+    }
+
+    /// The sync state stored with a table's current version (the
+    /// incremental watermark), written by the commit that published it.
+    pub fn sync_state(&self, name: &TableName) -> Result<Option<String>, ReplicaError> {
+        let conn = self.connect()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT state FROM {SYNC_STATE_TABLE} WHERE logical = ?"
+            ))
+            .map_err(ReplicaError::duckdb(format!(
+                "read the sync state of {name}"
+            )))?;
+        let mut rows = stmt
+            .query_map([name.to_string()], |row| row.get::<_, String>(0))
+            .map_err(ReplicaError::duckdb(format!(
+                "read the sync state of {name}"
+            )))?;
+        rows.next()
+            .transpose()
+            .map_err(ReplicaError::duckdb(format!(
+                "read the sync state of {name}"
+            )))
+    }
+
     /// Makes the loaded table `loading` (version `version`) the replica of
-    /// `name`: renamed and the previous version retired in one transaction,
-    /// then published to new queries.
+    /// `name`: renamed, the previous version retired and `state` stored in
+    /// one transaction, then published to new queries. So a watermark
+    /// advances exactly when the rows it covers become visible.
     pub(crate) fn publish(
         &self,
         conn: &Connection,
         name: &TableName,
         loading: &str,
         version: u64,
+        state: Option<&str>,
     ) -> Result<(), ReplicaError> {
         let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let previous = self.tables().get(name).cloned();
@@ -259,6 +307,16 @@ impl Replica {
                     [previous.physical.quoted()],
                 )?;
             }
+            match state {
+                Some(state) => conn.execute(
+                    &format!("INSERT OR REPLACE INTO {SYNC_STATE_TABLE} VALUES (?, ?)"),
+                    [name.to_string().as_str(), state],
+                )?,
+                None => conn.execute(
+                    &format!("DELETE FROM {SYNC_STATE_TABLE} WHERE logical = ?"),
+                    [name.to_string()],
+                )?,
+            };
             conn.execute_batch("COMMIT")
         })();
         if let Err(source) = swap {

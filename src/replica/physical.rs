@@ -26,6 +26,10 @@ use crate::table_name::{TableName, quote_ident};
 /// every `__airlock` name).
 pub(crate) const RETIRED_TABLE: &str = "main.__airlock_retired";
 
+/// Per-table sync state (watermarks), committed with the version it
+/// describes.
+pub(crate) const SYNC_STATE_TABLE: &str = "main.__airlock_sync_state";
+
 const LOADING_SUFFIX: &str = "$loading";
 
 /// The DuckDB name of version `version` of `logical` (unquoted table part).

@@ -50,6 +50,11 @@ async fn list_actions_describes_every_action() {
         "table.remove",
         "sync.start",
         "sync.status",
+        "sync.jobs",
+        "sync.cancel",
+        "sync.schedule",
+        "table.status",
+        "sources.list_tables",
         "CancelFlightInfo",
     ] {
         let found = actions.iter().find(|a| a.r#type == name);

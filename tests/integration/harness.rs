@@ -155,7 +155,7 @@ impl TestServer {
 }
 
 pub(crate) async fn wait_for_job(client: &mut Client, job_id: &str) -> Value {
-    for _ in 0..1000 {
+    for _ in 0..3000 {
         let status = action(
             client,
             "sync.status",
@@ -163,7 +163,7 @@ pub(crate) async fn wait_for_job(client: &mut Client, job_id: &str) -> Value {
         )
         .await
         .unwrap();
-        if status["state"] == "succeeded" || status["state"] == "failed" {
+        if ["succeeded", "failed", "cancelled"].contains(&status["state"].as_str().unwrap_or("")) {
             return status;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -11,4 +11,5 @@ mod governance;
 mod limits;
 mod metadata;
 mod queries;
+mod replication;
 mod sqllogic;

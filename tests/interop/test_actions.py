@@ -40,7 +40,8 @@ def test_list_actions_has_every_action_with_a_description(server, admin):
     actions = {a.type: a.description for a in client.list_actions(options)}
     for name in ["token.create", "token.revoke", "token.list", "whoami", "table.register", "table.list",
                  "table.remove", "sync.start", "sync.status", "grant.set", "grant.get", "grant.list",
-                 "grant.delete", "explain", "CancelFlightInfo"]:
+                 "grant.delete", "explain", "sync.jobs", "sync.cancel", "sync.schedule", "table.status",
+                 "sources.list_tables", "CancelFlightInfo"]:
         assert name in actions and len(actions[name]) > 20, name
 
 

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::Column;
 use datafusion::datasource::file_format::FileFormat as DfFileFormat;
 use datafusion::datasource::file_format::csv::CsvFormat;
 use datafusion::datasource::file_format::file_compression_type::FileCompressionType;
@@ -21,65 +22,14 @@ use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
-use datafusion::execution::SendableRecordBatchStream;
-use datafusion::prelude::{SessionConfig, SessionContext};
-use futures::TryStreamExt;
+use datafusion::error::DataFusionError;
+use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-/// Why a source cannot be read.
-#[derive(Debug, thiserror::Error)]
-pub enum SourceError {
-    /// Not a URL or path airlock understands.
-    #[error("source '{url}' is not a valid URL or absolute path: {reason}")]
-    BadUrl {
-        /// The source as given.
-        url: String,
-        /// Why.
-        reason: String,
-    },
-    /// The URL scheme has no object store.
-    #[error(
-        "source scheme '{0}' is not supported; use file://, s3://, gs://, az://, abfss:// or https://"
-    )]
-    UnsupportedScheme(String),
-    /// The file type is not Parquet, CSV or JSON.
-    #[error(
-        "unsupported file type '{0}': airlock reads Parquet (.parquet), CSV (.csv, .tsv) and \
-         newline-delimited JSON (.json, .jsonl, .ndjson), optionally compressed (.gz, .bz2, .xz, .zst)"
-    )]
-    UnsupportedFormat(String),
-    /// A local path inside airlock's own data directory.
-    #[error(
-        "source '{0}' is inside airlock's data directory, which holds secrets and replicas; copy the files elsewhere"
-    )]
-    Protected(String),
-    /// A CSV option is invalid.
-    #[error("invalid CSV options: {0}")]
-    BadCsv(String),
-    /// A prefix without a format.
-    #[error("cannot tell the file type of '{0}': add \"format\": \"parquet\", \"csv\" or \"json\"")]
-    UnknownFormat(String),
-    /// Nothing matched.
-    #[error(
-        "no {format} files found at '{url}'; check the path (a directory needs a trailing '/')"
-    )]
-    NoFiles {
-        /// The source.
-        url: String,
-        /// The expected format.
-        format: FileFormat,
-    },
-    /// Listing, schema inference or reading failed.
-    #[error("reading '{url}' failed: {message}")]
-    Read {
-        /// The source.
-        url: String,
-        /// What went wrong.
-        message: String,
-    },
-}
+use super::{RowStream, Since, Source, SourceError, SourceSize};
 
 /// File formats airlock reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -122,9 +72,9 @@ impl Default for CsvOptions {
     }
 }
 
-/// Where a table's data comes from, as registered.
+/// Files as registered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SourceSpec {
+pub struct FileSpec {
     /// Object store URL or absolute path; may end in `/` or contain a glob.
     pub url: String,
     /// File format; inferred from the file extension when absent.
@@ -136,7 +86,7 @@ pub struct SourceSpec {
 
 /// A resolved, readable file source.
 pub struct FileSource {
-    spec: SourceSpec,
+    spec: FileSpec,
     url: ListingTableUrl,
     format: FileFormat,
     extension: String,
@@ -157,7 +107,7 @@ impl FileSource {
     /// `options` from config and the standard cloud environment variables)
     /// and settles the format.
     pub fn resolve(
-        spec: &SourceSpec,
+        spec: &FileSpec,
         options: &BTreeMap<String, String>,
     ) -> Result<Self, SourceError> {
         if spec.csv.delimiter.is_some_and(|d| !d.is_ascii()) {
@@ -270,7 +220,7 @@ impl FileSource {
             .try_collect()
             .await
             .map_err(|e| match e {
-                datafusion::error::DataFusionError::ObjectStore(ref inner)
+                DataFusionError::ObjectStore(ref inner)
                     if matches!(**inner, object_store::Error::NotFound { .. }) =>
                 {
                     SourceError::NoFiles {
@@ -288,30 +238,88 @@ impl FileSource {
         }
         Ok((files.len(), files.iter().map(|f| f.size).sum()))
     }
+}
 
-    /// Infers the schema from the files.
-    pub async fn schema(&self) -> Result<SchemaRef, SourceError> {
+#[async_trait::async_trait]
+impl Source for FileSource {
+    fn name(&self) -> String {
+        redact(&self.spec.url)
+    }
+
+    async fn schema(&self) -> Result<SchemaRef, SourceError> {
+        self.files().await?;
         self.listing_options()
             .infer_schema(&self.ctx.state(), &self.url)
             .await
             .map_err(|e| self.read_error(e))
     }
 
-    /// Streams every row of every file, with `schema` (from [`Self::schema`]).
-    pub async fn stream(
+    async fn size(&self) -> Result<SourceSize, SourceError> {
+        let (files, bytes) = self.files().await?;
+        Ok(SourceSize {
+            files: Some(files as u64),
+            rows: None,
+            bytes: Some(bytes),
+        })
+    }
+
+    async fn extract(
         &self,
         schema: SchemaRef,
-    ) -> Result<SendableRecordBatchStream, SourceError> {
+        since: Option<&Since>,
+    ) -> Result<RowStream, SourceError> {
         let config = ListingTableConfig::new(self.url.clone())
             .with_listing_options(self.listing_options())
             .with_schema(schema);
         let table = ListingTable::try_new(config).map_err(|e| self.read_error(e))?;
-        self.ctx
+        let mut frame = self
+            .ctx
             .read_table(Arc::new(table))
-            .map_err(|e| self.read_error(e))?
+            .map_err(|e| self.read_error(e))?;
+        if let Some(since) = since {
+            // Parquet row groups whose statistics end below the bound are
+            // skipped; the rest is filtered as it streams.
+            let column = col(Column::new_unqualified(&since.column));
+            let bound = lit(since.value.clone());
+            let predicate = if since.inclusive {
+                column.gt_eq(bound)
+            } else {
+                column.gt(bound)
+            };
+            frame = frame.filter(predicate).map_err(|e| self.read_error(e))?;
+        }
+        let stream = frame
             .execute_stream()
             .await
-            .map_err(|e| self.read_error(e))
+            .map_err(|e| self.read_error(e))?;
+        let name = self.name();
+        Ok(stream
+            .map(move |batch| batch.map_err(|e| classify(&name, e)))
+            .boxed())
+    }
+}
+
+/// Object store trouble (network, throttling) is worth a retry; a file that
+/// does not parse is not.
+fn classify(name: &str, error: DataFusionError) -> SourceError {
+    match error.find_root() {
+        DataFusionError::ObjectStore(inner)
+            if !matches!(
+                **inner,
+                object_store::Error::NotFound { .. }
+                    | object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ) =>
+        {
+            SourceError::Unavailable {
+                source_name: name.to_string(),
+                message: inner.to_string(),
+            }
+        }
+        other => SourceError::Read {
+            url: name.to_string(),
+            message: other.to_string(),
+        },
     }
 }
 
@@ -503,7 +511,7 @@ mod tests {
             "s3://bucket/part-?.parquet"
         );
         assert_eq!(redact("/data/x.csv"), "/data/x.csv");
-        let spec = SourceSpec {
+        let spec = FileSpec {
             url: "https://user:hunter2@host/x.xlsx".into(),
             format: None,
             csv: CsvOptions::default(),
@@ -514,7 +522,7 @@ mod tests {
 
     #[test]
     fn unknown_schemes_are_named() {
-        let spec = SourceSpec {
+        let spec = FileSpec {
             url: "ftp://host/x.csv".into(),
             format: None,
             csv: CsvOptions::default(),
