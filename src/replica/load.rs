@@ -159,11 +159,7 @@ impl StagingTable {
     /// upsert writes a new version: the current rows, minus those replaced,
     /// then the loaded ones, in that order (zone maps keep working).
     /// Columns the current version lacks are NULL in its rows.
-    pub fn commit_merge(
-        mut self,
-        merge: &Merge<'_>,
-        state: Option<&str>,
-    ) -> Result<u64, ReplicaError> {
+    pub fn commit_merge(mut self, merge: &Merge, state: Option<&str>) -> Result<u64, ReplicaError> {
         let base = self.replica.tables().get(&self.target).cloned();
         if let (Some(base), Merge::Append | Merge::Upsert { .. }) = (base, merge) {
             let schema = quote_ident(self.target.schema());
@@ -246,7 +242,7 @@ impl StagingTable {
 
 /// How a load's rows combine with the table's current version.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Merge<'a> {
+pub enum Merge {
     /// The load is the whole table.
     Replace,
     /// The load's rows are added to the current ones.
@@ -255,9 +251,9 @@ pub enum Merge<'a> {
     /// loaded rows with one key, the one with the largest cursor wins.
     Upsert {
         /// Primary key columns.
-        key: &'a [String],
+        key: Vec<String>,
         /// Cursor column.
-        cursor: &'a str,
+        cursor: String,
     },
 }
 
@@ -424,7 +420,6 @@ mod tests {
 
         // Upsert: key 2 twice in the load, the larger cursor (here: the id
         // column doubles as cursor, so use name) wins; key 4 is new.
-        let key = ["id".to_string()];
         let delta = batch(&[2, 4, 2], &["b1", "d", "b2"]);
         let mut staging = StagingTable::create(&replica, &name, &delta.schema()).unwrap();
         staging.append(&delta).unwrap();
@@ -433,8 +428,8 @@ mod tests {
             Some(ScalarValue::Int64(Some(4)))
         );
         let merge = Merge::Upsert {
-            key: &key,
-            cursor: "name",
+            key: vec!["id".to_string()],
+            cursor: "name".to_string(),
         };
         assert_eq!(staging.commit_merge(&merge, Some("w2")).unwrap(), 4);
         assert_eq!(

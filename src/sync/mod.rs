@@ -514,14 +514,19 @@ impl SyncService {
             .get(Collection::Jobs, job_id)
             .await?
             .ok_or_else(|| SyncError::NoSuchJob(job_id.to_string()))?;
+        self.add_live_counters(&mut job);
+        Ok(job)
+    }
+
+    /// Rows and bytes so far, for a job that is still going.
+    fn add_live_counters(&self, job: &mut SyncJob) {
         if !job.state.is_terminal()
             && let Some(active) = self.lock_active().get(&job.table)
-            && active.job_id == job_id
+            && active.job_id == job.job_id
         {
             job.rows = active.progress.rows.load(Ordering::Relaxed);
             job.bytes = active.progress.bytes.load(Ordering::Relaxed);
         }
-        Ok(job)
     }
 
     /// Jobs, newest first, filtered and paginated.
@@ -566,13 +571,7 @@ impl SyncService {
         let total = jobs.len();
         let mut page: Vec<SyncJob> = jobs.into_iter().skip(offset).take(limit).collect();
         for job in &mut page {
-            if !job.state.is_terminal()
-                && let Some(active) = self.lock_active().get(&job.table)
-                && active.job_id == job.job_id
-            {
-                job.rows = active.progress.rows.load(Ordering::Relaxed);
-                job.bytes = active.progress.bytes.load(Ordering::Relaxed);
-            }
+            self.add_live_counters(job);
         }
         let next = offset + page.len();
         Ok(JobPage {
@@ -813,12 +812,12 @@ impl SyncService {
         };
         let plan = CommitPlan {
             merge: match (&since, strategy) {
-                (Some(_), Strategy::Incremental) => PlannedMerge::Upsert {
+                (Some(_), Strategy::Incremental) => Merge::Upsert {
                     key: registration.primary_key.clone(),
                     cursor: cursor.clone().unwrap_or_default(),
                 },
-                (Some(_), Strategy::Append) => PlannedMerge::Append,
-                _ => PlannedMerge::Replace,
+                (Some(_), Strategy::Append) => Merge::Append,
+                _ => Merge::Replace,
             },
             cursor,
             before: if since.is_some() { before } else { None },
@@ -986,16 +985,10 @@ async fn scheduler(service: Weak<SyncService>, mut interrupted: HashMap<TableNam
 
 /// How the writer commits, decided before reading.
 struct CommitPlan {
-    merge: PlannedMerge,
+    merge: Merge,
     cursor: Option<String>,
     before: Option<ScalarValue>,
     columns_added: bool,
-}
-
-enum PlannedMerge {
-    Replace,
-    Append,
-    Upsert { key: Vec<String>, cursor: String },
 }
 
 struct Committed {
@@ -1008,7 +1001,7 @@ impl CommitPlan {
     /// and the largest cursor loaded. A merge that loaded nothing (and
     /// adds no column) changes nothing and commits nothing.
     fn commit(self, staging: StagingTable) -> Result<Committed, SyncError> {
-        let merging = !matches!(self.merge, PlannedMerge::Replace);
+        let merging = self.merge != Merge::Replace;
         if merging && staging.rows() == 0 && !self.columns_added {
             return Ok(Committed {
                 table_rows: staging.base_rows(),
@@ -1036,12 +1029,7 @@ impl CommitPlan {
             ),
             _ => None,
         };
-        let merge = match &self.merge {
-            PlannedMerge::Replace => Merge::Replace,
-            PlannedMerge::Append => Merge::Append,
-            PlannedMerge::Upsert { key, cursor } => Merge::Upsert { key, cursor },
-        };
-        let table_rows = staging.commit_merge(&merge, state.as_deref())?;
+        let table_rows = staging.commit_merge(&self.merge, state.as_deref())?;
         Ok(Committed {
             table_rows,
             watermark,
