@@ -217,6 +217,7 @@ fn source_code(error: &SourceError) -> Code {
 fn replica_code(error: &ReplicaError) -> Code {
     match error {
         ReplicaError::NoSuchTable(_) => Code::NotFound,
+        ReplicaError::Replaced(_) => Code::Aborted,
         ReplicaError::UnsupportedType { .. } | ReplicaError::Name(_) => Code::InvalidArgument,
         ReplicaError::Open(_) | ReplicaError::DuckDb { .. } | ReplicaError::Arrow(_) => {
             Code::Internal

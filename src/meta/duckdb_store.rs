@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use duckdb::{Connection, OptionalExt};
 
 use super::{Collection, MetaError, MetaStore};
-use crate::duckdb_setup::{DuckDbResources, open_hardened};
+use crate::duckdb_setup::{Database, DuckDbResources, open_hardened};
 
 /// Metadata kept in a hardened DuckDB file.
 #[derive(Debug, Clone)]
@@ -17,6 +17,8 @@ pub struct DuckDbMetaStore {
     // One connection serialized by a mutex: metadata writes are small and
     // rare next to queries, and one writer keeps them trivially ordered.
     conn: Arc<Mutex<Connection>>,
+    // Kept open for as long as the store lives (see `Database`).
+    _database: Arc<Database>,
 }
 
 impl DuckDbMetaStore {
@@ -30,7 +32,8 @@ impl DuckDbMetaStore {
             max_temp_directory_size: bytesize::ByteSize::mib(256),
         };
         // No file reads happen here: allow only the spill directory.
-        let conn = open_hardened(&dir.join("meta.duckdb"), &temp_directory, &resources)?;
+        let database = open_hardened(&dir.join("meta.duckdb"), &temp_directory, &resources)?;
+        let conn = database.connect()?;
         conn.execute_batch(
             "CREATE TABLE IF NOT EXISTS docs (
                  collection VARCHAR NOT NULL,
@@ -41,6 +44,7 @@ impl DuckDbMetaStore {
         )?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            _database: Arc::new(database),
         })
     }
 

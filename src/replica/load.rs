@@ -10,17 +10,45 @@
 //! loading table; a process killed mid-load leaves one behind, which
 //! [`Replica::open`](super::Replica::open) removes.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::array::{RecordBatch, RecordBatchReader};
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
 use datafusion::scalar::ScalarValue;
 use duckdb::Connection;
 
+use super::ingest::Ingest;
 use super::physical::loading_name;
 use super::types::{column_definitions, duckdb_type, storage_schema, to_storage};
 use super::{Replica, ReplicaError};
 use crate::table_name::{TableName, quote_ident};
+
+/// How long DuckDB's threads wait for a source's next batch before the
+/// insert under way ends. DuckDB's threads are shared with queries, so a
+/// slow source must not hold them; the load goes on with a new insert when
+/// the source has more.
+const PATIENCE: Duration = Duration::from_millis(20);
+
+/// The batches of a load, pulled by DuckDB's threads as they insert them.
+pub trait BatchSource: Send + 'static {
+    /// The next batch (with the schema given at creation), waiting at most
+    /// `patience` (`None`: as long as it takes).
+    fn next_batch(&mut self, patience: Option<Duration>) -> Pull;
+}
+
+/// What a [`BatchSource`] has.
+#[derive(Debug)]
+pub enum Pull {
+    /// A batch.
+    Batch(RecordBatch),
+    /// Nothing yet.
+    Waiting,
+    /// No more batches.
+    Done,
+}
 
 /// A table being loaded; becomes the replica of `target` on commit.
 pub struct StagingTable {
@@ -76,33 +104,53 @@ impl StagingTable {
         })
     }
 
-    /// Appends a batch (with the schema given at creation).
-    pub fn append(&mut self, batch: &RecordBatch) -> Result<(), ReplicaError> {
-        if batch.num_columns() != self.storage.fields().len() {
-            return Err(ReplicaError::UnsupportedType {
-                column: String::new(),
-                data_type: format!("{} columns", batch.num_columns()),
-                reason: format!(
-                    "the new version has {} columns; the source changed during the load",
-                    self.storage.fields().len()
-                ),
-            });
+    /// Loads every batch `source` has, in order, into the new version.
+    ///
+    /// DuckDB pulls the batches from its own threads and inserts them in
+    /// parallel ([`ingest`](super::ingest)), keeping their order. While
+    /// the source keeps up, that is one insert; when it stalls longer than
+    /// [`PATIENCE`], the insert ends and the next starts once it has more.
+    /// On error the rows loaded stay in the new version, which is dropped
+    /// unless committed.
+    pub fn load(&mut self, source: impl BatchSource) -> Result<(), ReplicaError> {
+        let source = Arc::new(Mutex::new(source));
+        let mut ingest = Ingest::open(
+            &self.replica.database,
+            format!(
+                "{}.{}",
+                quote_ident(self.target.schema()),
+                quote_ident(&self.loading)
+            ),
+        )?;
+        loop {
+            // Wait for the source outside DuckDB.
+            let first = match lock(&source).next_batch(None) {
+                Pull::Batch(batch) => batch,
+                Pull::Waiting => continue,
+                Pull::Done => return Ok(()),
+            };
+            let segment = Segment {
+                first: Some(first),
+                source: Arc::clone(&source),
+                storage: Arc::clone(&self.storage),
+                done: false,
+                failure: Arc::new(Mutex::new(None)),
+                finished: Arc::new(AtomicBool::new(false)),
+            };
+            let failure = Arc::clone(&segment.failure);
+            let finished = Arc::clone(&segment.finished);
+            let inserted = ingest.insert(Arc::clone(&self.storage), Box::new(segment));
+            if let Some(error) = lock(&failure).take() {
+                return Err(error);
+            }
+            self.rows += inserted?;
+            if finished.load(Ordering::Acquire) {
+                return Ok(());
+            }
         }
-        let batch = to_storage(batch, &self.storage)?;
-        let rows = batch.num_rows() as u64;
-        let mut appender = self
-            .conn
-            .appender_to_db(&self.loading, self.target.schema())
-            .map_err(ReplicaError::duckdb(format!("append to {}", self.target)))?;
-        appender
-            .append_record_batch(batch)
-            .and_then(|()| appender.flush())
-            .map_err(ReplicaError::duckdb(format!("append to {}", self.target)))?;
-        self.rows += rows;
-        Ok(())
     }
 
-    /// Rows appended so far.
+    /// Rows loaded so far.
     pub fn rows(&self) -> u64 {
         self.rows
     }
@@ -154,13 +202,49 @@ impl StagingTable {
     }
 
     /// Like [`Self::commit`], combining the loaded rows with the current
-    /// version as `merge` says. Versions are immutable (a partitioned scan
-    /// reads one version through several connections), so an append or
-    /// upsert writes a new version: the current rows, minus those replaced,
-    /// then the loaded ones, in that order (zone maps keep working).
-    /// Columns the current version lacks are NULL in its rows.
+    /// version as `merge` says.
+    ///
+    /// With the same columns, an append or upsert changes the current
+    /// version in place, in one DuckDB transaction (replaced rows deleted,
+    /// loaded ones inserted): the cost follows the rows loaded, not the
+    /// table's size. Queries see all of it or none (a partitioned scan pins
+    /// one snapshot for its partitions, see [`Replica::pin`]). When columns
+    /// were added, the merge writes a new version instead: the current
+    /// rows, minus those replaced, with NULL in the new columns, then the
+    /// loaded ones.
     pub fn commit_merge(mut self, merge: &Merge, state: Option<&str>) -> Result<u64, ReplicaError> {
         let base = self.replica.tables().get(&self.target).cloned();
+        let same_columns = base.as_ref().is_some_and(|base| {
+            base.schema.fields().iter().map(|f| f.name()).eq(self
+                .storage
+                .fields()
+                .iter()
+                .map(|f| f.name()))
+        });
+        if let (Some(base), Merge::Append | Merge::Upsert { .. }, true) =
+            (&base, merge, same_columns)
+        {
+            let delta = format!(
+                "{}.{}",
+                quote_ident(self.target.schema()),
+                quote_ident(&self.loading)
+            );
+            let current = base.physical.quoted();
+            let upsert = Upsert::of(merge);
+            let statements = format!(
+                "{delete} INSERT INTO {current} SELECT * FROM {delta}{latest};",
+                delete = upsert.as_ref().map_or_else(String::new, |u| format!(
+                    "DELETE FROM {current} AS b WHERE EXISTS (SELECT 1 FROM {delta} d WHERE {});",
+                    u.matches
+                )),
+                latest = upsert.as_ref().map_or("", |u| u.latest.as_str()),
+            );
+            let rows =
+                self.replica
+                    .commit_in_place(&self.conn, &self.target, base, &statements, state)?;
+            // The loaded rows are in; their table goes (Drop).
+            return Ok(rows);
+        }
         if let (Some(base), Merge::Append | Merge::Upsert { .. }) = (base, merge) {
             let schema = quote_ident(self.target.schema());
             let delta = format!("{schema}.{}", quote_ident(&self.loading));
@@ -176,27 +260,14 @@ impl StagingTable {
                     )
                 });
             }
-            let (dedup, replaced) = match merge {
-                Merge::Upsert { key, cursor } => {
-                    let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
-                    let matches: Vec<String> = keys
-                        .iter()
-                        .map(|k| format!("d.{k} IS NOT DISTINCT FROM b.{k}"))
-                        .collect();
-                    (
-                        format!(
-                            " QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC NULLS LAST) = 1",
-                            keys.join(", "),
-                            quote_ident(cursor)
-                        ),
-                        format!(
-                            " WHERE NOT EXISTS (SELECT 1 FROM delta d WHERE {})",
-                            matches.join(" AND ")
-                        ),
-                    )
-                }
-                _ => (String::new(), String::new()),
-            };
+            let upsert = Upsert::of(merge);
+            let dedup = upsert.as_ref().map_or("", |u| u.latest.as_str());
+            let replaced = upsert.as_ref().map_or_else(String::new, |u| {
+                format!(
+                    " WHERE NOT EXISTS (SELECT 1 FROM delta d WHERE {})",
+                    u.matches
+                )
+            });
             let version = self.replica.allocate_version();
             let merged = loading_name(&self.target, version);
             let sql = format!(
@@ -257,6 +328,108 @@ pub enum Merge {
     },
 }
 
+/// The SQL of an upsert's two halves.
+struct Upsert {
+    /// Keeps, of the loaded rows (a `SELECT`'s suffix), each key's one with
+    /// the largest cursor.
+    latest: String,
+    /// Matches a loaded row `d` with a current row `b` of the same key.
+    matches: String,
+}
+
+impl Upsert {
+    fn of(merge: &Merge) -> Option<Self> {
+        let Merge::Upsert { key, cursor } = merge else {
+            return None;
+        };
+        let keys: Vec<String> = key.iter().map(|k| quote_ident(k)).collect();
+        Some(Self {
+            latest: format!(
+                " QUALIFY row_number() OVER (PARTITION BY {} ORDER BY {} DESC NULLS LAST) = 1",
+                keys.join(", "),
+                quote_ident(cursor)
+            ),
+            matches: keys
+                .iter()
+                .map(|k| format!("d.{k} IS NOT DISTINCT FROM b.{k}"))
+                .collect::<Vec<_>>()
+                .join(" AND "),
+        })
+    }
+}
+
+/// One insert's share of a load, as the Arrow reader DuckDB pulls from.
+struct Segment<S> {
+    first: Option<RecordBatch>,
+    source: Arc<Mutex<S>>,
+    storage: SchemaRef,
+    done: bool,
+    // A batch that cannot be stored: kept whole for `load` to return
+    // (DuckDB would pass on only its text).
+    failure: Arc<Mutex<Option<ReplicaError>>>,
+    // The source has no more batches.
+    finished: Arc<AtomicBool>,
+}
+
+impl<S: BatchSource> Segment<S> {
+    fn store(&self, batch: &RecordBatch) -> Result<RecordBatch, ReplicaError> {
+        if batch.num_columns() != self.storage.fields().len() {
+            return Err(ReplicaError::UnsupportedType {
+                column: String::new(),
+                data_type: format!("{} columns", batch.num_columns()),
+                reason: format!(
+                    "the new version has {} columns; the source changed during the load",
+                    self.storage.fields().len()
+                ),
+            });
+        }
+        to_storage(batch, &self.storage)
+    }
+}
+
+impl<S: BatchSource> Iterator for Segment<S> {
+    type Item = Result<RecordBatch, ArrowError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let batch = match self.first.take() {
+            Some(batch) => batch,
+            None => match lock(&self.source).next_batch(Some(PATIENCE)) {
+                Pull::Batch(batch) => batch,
+                Pull::Waiting => {
+                    self.done = true;
+                    return None;
+                }
+                Pull::Done => {
+                    self.done = true;
+                    self.finished.store(true, Ordering::Release);
+                    return None;
+                }
+            },
+        };
+        Some(self.store(&batch).map_err(|error| {
+            self.done = true;
+            let message = error.to_string();
+            *lock(&self.failure) = Some(error);
+            ArrowError::ExternalError(message.into())
+        }))
+    }
+}
+
+impl<S: BatchSource> RecordBatchReader for Segment<S> {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.storage)
+    }
+}
+
+/// Locks, ignoring poisoning: a panic elsewhere leaves nothing here
+/// half-changed.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 impl Drop for StagingTable {
     fn drop(&mut self) {
         if self.committed {
@@ -281,6 +454,12 @@ mod tests {
 
     use super::*;
     use crate::replica::test_support::replica;
+
+    impl BatchSource for std::vec::IntoIter<RecordBatch> {
+        fn next_batch(&mut self, _patience: Option<Duration>) -> Pull {
+            self.next().map_or(Pull::Done, Pull::Batch)
+        }
+    }
 
     fn batch(ids: &[i64], names: &[&str]) -> RecordBatch {
         let schema = Arc::new(Schema::new(vec![
@@ -346,7 +525,7 @@ mod tests {
         let b = batch(&[1, 2, 3], &["a", "b", "c"]);
 
         let mut staging = StagingTable::create(&replica, &name, &b.schema()).unwrap();
-        staging.append(&b).unwrap();
+        staging.load(vec![b.clone()].into_iter()).unwrap();
         // Not visible before commit.
         assert!(replica.schema(&name).is_none());
         assert_eq!(staging.commit(None).unwrap(), 3);
@@ -357,10 +536,84 @@ mod tests {
 
         // A failed second load (dropped before commit) leaves the first intact.
         let mut staging = StagingTable::create(&replica, &name, &b.schema()).unwrap();
-        staging.append(&batch(&[9], &["z"])).unwrap();
+        staging.load(vec![batch(&[9], &["z"])].into_iter()).unwrap();
         drop(staging);
         assert_eq!(count(&replica, &name), 3);
         assert_eq!(physical_tables(&replica), ["s.t$1"]);
+    }
+
+    /// Hands out batches with a stall longer than DuckDB's patience before
+    /// each one but the first.
+    struct Stalling {
+        batches: std::vec::IntoIter<RecordBatch>,
+        first: bool,
+    }
+
+    impl BatchSource for Stalling {
+        fn next_batch(&mut self, patience: Option<Duration>) -> Pull {
+            if let (false, Some(patience)) = (self.first, patience) {
+                std::thread::sleep(patience);
+                // A stall: the insert under way must end here.
+                self.first = true;
+                return Pull::Waiting;
+            }
+            self.first = false;
+            self.batches.next().map_or(Pull::Done, Pull::Batch)
+        }
+    }
+
+    #[test]
+    fn a_stalling_source_loads_every_row_in_order_over_several_inserts() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let name = TableName::parse("s.t").unwrap();
+        let batches: Vec<RecordBatch> = (0..5)
+            .map(|i| batch(&[i * 2, i * 2 + 1], &["x", "y"]))
+            .collect();
+        let schema = batches[0].schema();
+        let mut staging = StagingTable::create(&replica, &name, &schema).unwrap();
+        staging
+            .load(Stalling {
+                batches: batches.into_iter(),
+                first: true,
+            })
+            .unwrap();
+        assert_eq!(staging.rows(), 10);
+        staging.commit(None).unwrap();
+        let conn = replica.connect().unwrap();
+        let ids: Vec<i64> = conn
+            .prepare(&format!(
+                "SELECT id FROM {} ORDER BY rowid",
+                replica.tables()[&name].physical.quoted()
+            ))
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids, (0..10).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn a_batch_that_cannot_be_stored_fails_the_load_with_its_reason() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let name = TableName::parse("s.t").unwrap();
+        let good = batch(&[1], &["a"]);
+        let narrow = RecordBatch::try_new(
+            Arc::new(Schema::new(vec![Field::new("id", DataType::Int64, true)])),
+            vec![Arc::new(Int64Array::from(vec![2]))],
+        )
+        .unwrap();
+        let mut staging = StagingTable::create(&replica, &name, &good.schema()).unwrap();
+        let err = staging.load(vec![good, narrow].into_iter()).unwrap_err();
+        assert!(
+            matches!(&err, ReplicaError::UnsupportedType { reason, .. } if reason.contains("source changed")),
+            "{err}"
+        );
+        drop(staging);
+        assert!(replica.tables().is_empty());
+        assert!(physical_tables(&replica).is_empty());
     }
 
     #[test]
@@ -370,13 +623,13 @@ mod tests {
         let name = TableName::parse("s.t").unwrap();
         let b = batch(&[1, 2, 3], &["a", "b", "c"]);
         let mut first = StagingTable::create(&replica, &name, &b.schema()).unwrap();
-        first.append(&b).unwrap();
+        first.load(vec![b.clone()].into_iter()).unwrap();
         first.commit(None).unwrap();
         // A reader (a running scan) holds version 1.
         let reader = replica.tables()[&name].clone();
 
         let mut second = StagingTable::create(&replica, &name, &b.schema()).unwrap();
-        second.append(&batch(&[7], &["x"])).unwrap();
+        second.load(vec![batch(&[7], &["x"])].into_iter()).unwrap();
         second.commit(None).unwrap();
         assert_eq!(count(&replica, &name), 1);
         assert_eq!(
@@ -414,7 +667,7 @@ mod tests {
         let name = TableName::parse("s.t").unwrap();
         let first = batch(&[1, 2, 3], &["a", "b", "c"]);
         let mut staging = StagingTable::create(&replica, &name, &first.schema()).unwrap();
-        staging.append(&first).unwrap();
+        staging.load(vec![first].into_iter()).unwrap();
         staging.commit(Some("w1")).unwrap();
         assert_eq!(replica.sync_state(&name).unwrap().as_deref(), Some("w1"));
 
@@ -422,7 +675,7 @@ mod tests {
         // column doubles as cursor, so use name) wins; key 4 is new.
         let delta = batch(&[2, 4, 2], &["b1", "d", "b2"]);
         let mut staging = StagingTable::create(&replica, &name, &delta.schema()).unwrap();
-        staging.append(&delta).unwrap();
+        staging.load(vec![delta].into_iter()).unwrap();
         assert_eq!(
             staging.max_of("id").unwrap(),
             Some(ScalarValue::Int64(Some(4)))
@@ -459,7 +712,7 @@ mod tests {
         )
         .unwrap();
         let mut staging = StagingTable::create(&replica, &name, &wide).unwrap();
-        staging.append(&more).unwrap();
+        staging.load(vec![more].into_iter()).unwrap();
         assert_eq!(staging.commit_merge(&Merge::Append, None).unwrap(), 5);
         let schema = replica.schema(&name).unwrap();
         assert_eq!(schema.fields().len(), 3);

@@ -9,6 +9,7 @@
 //! ([`filter_sql`]). No text an agent wrote is ever passed through.
 
 mod filter_sql;
+mod ingest;
 mod load;
 mod physical;
 mod provider;
@@ -24,14 +25,14 @@ use datafusion::arrow::datatypes::SchemaRef;
 use duckdb::Connection;
 
 pub use filter_sql::filter_to_sql;
-pub use load::{Merge, StagingTable};
+pub use load::{BatchSource, Merge, Pull, StagingTable};
 pub use physical::PhysicalTable;
 pub use provider::ReplicaTable;
 pub use scan::DuckDbScanExec;
 pub use types::duckdb_type;
 
 use crate::config::DuckDbConfig;
-use crate::duckdb_setup::{DuckDbResources, OpenError, open_hardened};
+use crate::duckdb_setup::{Database, DuckDbResources, OpenError, open_hardened};
 use crate::table_name::{RESERVED_PREFIX, TableName, TableNameError, quote_ident};
 use physical::{Graveyard, Parsed, RETIRED_TABLE, SYNC_STATE_TABLE, version_name};
 
@@ -52,6 +53,9 @@ pub enum ReplicaError {
     /// The table is not in the replica.
     #[error("table '{0}' has no replica yet; run sync.start for it")]
     NoSuchTable(TableName),
+    /// A merge found the table replaced since its load began.
+    #[error("table '{0}' was replaced while new rows were loading; sync it again")]
+    Replaced(TableName),
     /// A source column has a type DuckDB cannot store.
     #[error("column '{column}' has type {data_type}, which the replica cannot store: {reason}")]
     UnsupportedType {
@@ -101,18 +105,20 @@ pub type TableSnapshot = Arc<BTreeMap<TableName, TableInfo>>;
 
 /// The replica database.
 pub struct Replica {
-    // Root connection of the database instance. Readers and loaders each get
-    // their own connection cloned from it, because a DuckDB connection runs
-    // one statement at a time and is not Sync.
-    root: Mutex<Connection>,
     tables: RwLock<TableSnapshot>,
     // Commits and removals change the snapshot and the retired list
     // together; one at a time keeps the two in step.
     commit_lock: Mutex<()>,
+    // In-place merges commit under the write side; partitioned scans pin
+    // their connections' snapshot under the read side.
+    pins: RwLock<()>,
     next_version: AtomicU64,
     graveyard: Graveyard,
     active_scans: Arc<AtomicUsize>,
     path: PathBuf,
+    // Readers and loaders each get their own connection from it, because a
+    // DuckDB connection runs one statement at a time and is not Sync.
+    database: Database,
 }
 
 impl std::fmt::Debug for Replica {
@@ -143,14 +149,17 @@ impl Replica {
         let path = data_dir.join("replica.duckdb");
         // Nothing airlock runs in DuckDB reads files; the one allowed
         // directory is its own spill space, never the secrets beside it.
-        let root = open_hardened(&path, &temp_directory, &resources)?;
+        let database = open_hardened(&path, &temp_directory, &resources)?;
+        let root = database
+            .connect()
+            .map_err(ReplicaError::duckdb("open a connection"))?;
         root.execute_batch(&format!(
             "CREATE TABLE IF NOT EXISTS {RETIRED_TABLE} (physical VARCHAR PRIMARY KEY);
              CREATE TABLE IF NOT EXISTS {SYNC_STATE_TABLE} (logical VARCHAR PRIMARY KEY, state VARCHAR NOT NULL);"
         ))
         .map_err(ReplicaError::duckdb("create the retired-versions list"))?;
-        let graveyard_conn = root
-            .try_clone()
+        let graveyard_conn = database
+            .connect()
             .map_err(ReplicaError::duckdb("open a connection"))?;
         let graveyard = Graveyard::start(graveyard_conn).map_err(|e| ReplicaError::DuckDb {
             context: "start the table-dropping thread".into(),
@@ -158,22 +167,21 @@ impl Replica {
         })?;
         let (tables, max_version) = recover(&root, &graveyard)?;
         Ok(Arc::new(Self {
-            root: Mutex::new(root),
             tables: RwLock::new(Arc::new(tables)),
             commit_lock: Mutex::new(()),
+            pins: RwLock::new(()),
             next_version: AtomicU64::new(max_version + 1),
             graveyard,
             active_scans: Arc::new(AtomicUsize::new(0)),
             path,
+            database,
         }))
     }
 
     /// A new connection to the replica.
     pub(crate) fn connect(&self) -> Result<Connection, ReplicaError> {
-        self.root
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .try_clone()
+        self.database
+            .connect()
             .map_err(ReplicaError::duckdb("open a connection"))
     }
 
@@ -307,16 +315,7 @@ impl Replica {
                     [previous.physical.quoted()],
                 )?;
             }
-            match state {
-                Some(state) => conn.execute(
-                    &format!("INSERT OR REPLACE INTO {SYNC_STATE_TABLE} VALUES (?, ?)"),
-                    [name.to_string().as_str(), state],
-                )?,
-                None => conn.execute(
-                    &format!("DELETE FROM {SYNC_STATE_TABLE} WHERE logical = ?"),
-                    [name.to_string()],
-                )?,
-            };
+            write_sync_state(conn, name, state)?;
             conn.execute_batch("COMMIT")
         })();
         if let Err(source) = swap {
@@ -337,6 +336,82 @@ impl Replica {
         Ok(())
     }
 
+    /// Changes `base` (the current version of `name`) in place by
+    /// `statements`, storing `state` in the same transaction; returns the
+    /// row count after. The commit waits for partitioned scans pinning
+    /// their snapshot (see [`Replica::pin`]), so each sees all of the
+    /// change or none of it.
+    pub(crate) fn commit_in_place(
+        &self,
+        conn: &Connection,
+        name: &TableName,
+        base: &TableInfo,
+        statements: &str,
+        state: Option<&str>,
+    ) -> Result<u64, ReplicaError> {
+        let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let context = || format!("merge the new rows into {name}");
+        let tables = self.tables();
+        let current = tables.get(name).map(|c| c.physical.quoted());
+        if current != Some(base.physical.quoted()) {
+            return Err(ReplicaError::Replaced(name.clone()));
+        }
+        let merged = (|| {
+            conn.execute_batch(&format!("BEGIN TRANSACTION; {statements}"))?;
+            write_sync_state(conn, name, state)?;
+            let _pins = self.pins.write().unwrap_or_else(|p| p.into_inner());
+            conn.execute_batch("COMMIT")
+        })();
+        if let Err(source) = merged {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(ReplicaError::DuckDb {
+                context: context(),
+                source,
+            });
+        }
+        let rows = conn
+            .query_row(
+                &format!("SELECT count(*) FROM {}", base.physical.quoted()),
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|n| n.max(0) as u64)
+            .map_err(ReplicaError::duckdb(format!("count the rows of {name}")))?;
+        let info = TableInfo {
+            rows,
+            ..base.clone()
+        };
+        self.update_snapshot(|tables| {
+            tables.insert(name.clone(), info);
+        });
+        Ok(rows)
+    }
+
+    /// Opens `count` connections that all read the database as of one
+    /// moment: each starts a transaction on `table` while no in-place
+    /// merge commits. A scan split over several connections uses them so
+    /// that its partitions agree.
+    pub(crate) fn pin(
+        &self,
+        table: &PhysicalTable,
+        count: usize,
+    ) -> Result<Vec<Connection>, ReplicaError> {
+        let _pins = self.pins.read().unwrap_or_else(|p| p.into_inner());
+        (0..count)
+            .map(|_| {
+                let conn = self.connect()?;
+                // DuckDB takes a transaction's snapshot when it first reads:
+                // the empty select makes that now.
+                conn.execute_batch(&format!(
+                    "BEGIN TRANSACTION; SELECT 1 FROM {} LIMIT 0;",
+                    table.quoted()
+                ))
+                .map_err(ReplicaError::duckdb("start a scan"))?;
+                Ok(conn)
+            })
+            .collect()
+    }
+
     /// Publishes a changed copy of the table snapshot. Queries planned
     /// earlier keep the snapshot they started with.
     fn update_snapshot(&self, change: impl FnOnce(&mut BTreeMap<TableName, TableInfo>)) {
@@ -351,6 +426,26 @@ impl Drop for Replica {
     fn drop(&mut self) {
         self.graveyard.stop();
     }
+}
+
+/// Stores (or, with `None`, forgets) a table's sync state, inside the
+/// caller's transaction.
+fn write_sync_state(
+    conn: &Connection,
+    name: &TableName,
+    state: Option<&str>,
+) -> Result<(), duckdb::Error> {
+    match state {
+        Some(state) => conn.execute(
+            &format!("INSERT OR REPLACE INTO {SYNC_STATE_TABLE} VALUES (?, ?)"),
+            [name.to_string().as_str(), state],
+        )?,
+        None => conn.execute(
+            &format!("DELETE FROM {SYNC_STATE_TABLE} WHERE logical = ?"),
+            [name.to_string()],
+        )?,
+    };
+    Ok(())
 }
 
 /// Cleans up after an earlier run and reads the current versions: drops

@@ -10,8 +10,8 @@
 //! thread reports that it stopped.
 
 use std::fmt;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use datafusion::arrow::array::{Array, RecordBatch, RecordBatchOptions, StructArray};
@@ -25,11 +25,11 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
-use duckdb::InterruptHandle;
+use duckdb::{Connection, InterruptHandle};
 use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{PhysicalTable, Replica};
+use super::{PhysicalTable, Replica, ReplicaError};
 use crate::table_name::TableName;
 
 /// Batches buffered between DuckDB and the consumer, per scan.
@@ -48,6 +48,9 @@ pub struct DuckDbScanExec {
     /// Columns read, filter columns included.
     read: Vec<String>,
     properties: Arc<PlanProperties>,
+    /// With several partitions: their connections, pinned to one snapshot
+    /// when the first partition starts (see [`Replica::pin`]).
+    pinned: Mutex<Vec<Option<Connection>>>,
 }
 
 impl fmt::Debug for DuckDbScanExec {
@@ -81,6 +84,7 @@ impl DuckDbScanExec {
             schema,
             read,
             properties,
+            pinned: Mutex::new(Vec::new()),
         }
     }
 
@@ -91,6 +95,30 @@ impl DuckDbScanExec {
             read: columns,
             ..self
         }
+    }
+
+    /// The connection for `partition`: one of a set pinned to one
+    /// snapshot when the scan has several partitions (the database can
+    /// change between their starts), a fresh one otherwise.
+    fn connection(&self, partition: usize) -> Result<Connection, ReplicaError> {
+        if self.sql.len() < 2 {
+            return self.replica.connect();
+        }
+        let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
+        // Each execution starts every partition once: a partition whose
+        // connection is gone starts a new execution, with a new set.
+        if pinned.get(partition).is_none_or(Option::is_none) {
+            *pinned = self
+                .replica
+                .pin(&self.physical, self.sql.len())?
+                .into_iter()
+                .map(Some)
+                .collect();
+        }
+        pinned
+            .get_mut(partition)
+            .and_then(Option::take)
+            .map_or_else(|| self.replica.connect(), Ok)
     }
 
     /// The SQL this scan sends to DuckDB, one query per partition.
@@ -147,8 +175,7 @@ impl ExecutionPlan for DuckDbScanExec {
             )));
         };
         let conn = self
-            .replica
-            .connect()
+            .connection(partition)
             .map_err(|e| DataFusionError::External(Box::new(e)))?;
         let state = Arc::new(ScanState {
             interrupt: conn.interrupt_handle(),

@@ -18,7 +18,7 @@ mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -44,7 +44,7 @@ pub use source::{
 use self::registration::{Drift, check_strategy, columns_of, overlap_text, schedule_of};
 use self::watermark::SyncState;
 use crate::meta::{Collection, Meta, MetaError};
-use crate::replica::{Merge, Replica, ReplicaError, StagingTable};
+use crate::replica::{BatchSource, Merge, Pull, Replica, ReplicaError, StagingTable};
 use crate::table_name::{TableName, TableNameError};
 
 /// How often the scheduler looks for due tables.
@@ -825,21 +825,26 @@ impl SyncService {
         };
         let mut stream = source.extract(Arc::clone(&schema), since.as_ref()).await?;
 
-        // The writer runs on the blocking pool; a small channel keeps at
-        // most a few batches in flight, so memory stays bounded.
-        let (tx, mut rx) = mpsc::channel::<Load>(4);
+        // The writer runs on the blocking pool, where DuckDB pulls batches
+        // from a small channel: a few batches in flight, so memory stays
+        // bounded.
+        let (tx, rx) = mpsc::channel::<Load>(4);
         let replica = Arc::clone(&self.replica);
         let table = job.table.clone();
+        let received = Received {
+            rx,
+            finished: Arc::new(AtomicBool::new(false)),
+        };
         let writer = tokio::task::spawn_blocking(move || -> Result<Committed, SyncError> {
             let mut staging = StagingTable::create(&replica, &table, &schema)?;
-            while let Some(message) = rx.blocking_recv() {
-                match message {
-                    Load::Batch(batch) => staging.append(&batch)?,
-                    Load::Finish => return plan.commit(staging),
-                }
+            let finished = Arc::clone(&received.finished);
+            staging.load(received)?;
+            if !finished.load(Ordering::Acquire) {
+                // The reader stopped without Finish: abandon (Drop removes
+                // staging).
+                return Err(SyncError::Cancelled);
             }
-            // The reader stopped without Finish: abandon (Drop removes staging).
-            Err(SyncError::Cancelled)
+            plan.commit(staging)
         });
 
         let mut read_error = None;
@@ -862,6 +867,10 @@ impl SyncService {
                     }
                     progress.rows.fetch_add(rows, Ordering::Relaxed);
                     progress.bytes.fetch_add(bytes, Ordering::Relaxed);
+                    // File sources decode inside this task, and DuckDB now
+                    // takes batches as fast as they come: let the runtime's
+                    // other tasks (requests, a cancel) in between batches.
+                    tokio::task::yield_now().await;
                 }
                 Some(Err(e)) => {
                     read_error = Some(e.into());
@@ -1052,4 +1061,49 @@ impl Drop for ActiveEntry {
 enum Load {
     Batch(RecordBatch),
     Finish,
+}
+
+/// The writer's end of the load channel, as DuckDB pulls from it.
+struct Received {
+    rx: mpsc::Receiver<Load>,
+    // Set on Finish: every batch arrived.
+    finished: Arc<AtomicBool>,
+}
+
+/// How often a wait with a deadline looks at the channel.
+const POLL: Duration = Duration::from_millis(1);
+
+impl BatchSource for Received {
+    fn next_batch(&mut self, patience: Option<Duration>) -> Pull {
+        let message = match patience {
+            // Only `StagingTable::load` waits without a deadline, on the
+            // blocking pool, where blocking is allowed.
+            None => self.rx.blocking_recv(),
+            // DuckDB's threads wait here, inside a C callback: polling,
+            // rather than a runtime timer, keeps this free of panics (a
+            // runtime shutting down panics its timers; a panic here would
+            // abort the process).
+            Some(patience) => {
+                let deadline = Instant::now() + patience;
+                loop {
+                    match self.rx.try_recv() {
+                        Ok(message) => break Some(message),
+                        Err(mpsc::error::TryRecvError::Disconnected) => break None,
+                        Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= deadline => {
+                            return Pull::Waiting;
+                        }
+                        Err(mpsc::error::TryRecvError::Empty) => std::thread::sleep(POLL),
+                    }
+                }
+            }
+        };
+        match message {
+            Some(Load::Batch(batch)) => Pull::Batch(batch),
+            Some(Load::Finish) => {
+                self.finished.store(true, Ordering::Release);
+                Pull::Done
+            }
+            None => Pull::Done,
+        }
+    }
 }

@@ -142,6 +142,44 @@ async fn cancel_flight_info_stops_a_running_query() {
     wait_until_idle(&server).await;
 }
 
+/// Two clients running one query over and over, each result checked
+/// against the allowed ones, until [`Readers::finish`].
+struct Readers {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handles: Vec<tokio::task::JoinHandle<usize>>,
+}
+
+impl Readers {
+    async fn start(server: &TestServer, sql: &'static str, allowed: &[String]) -> Self {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for _ in 0..2 {
+            let mut client = server.admin().await;
+            let stop = Arc::clone(&stop);
+            let allowed = allowed.to_vec();
+            handles.push(tokio::spawn(async move {
+                let mut seen = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let (_, batches) = query(&mut client, sql).await.unwrap();
+                    let got = rows(&batches).remove(0);
+                    assert!(allowed.contains(&got), "a query saw a mix of states: {got}");
+                    seen += 1;
+                }
+                seen
+            }));
+        }
+        Self { stop, handles }
+    }
+
+    /// Stops the readers; each must have run at least once.
+    async fn finish(self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        for handle in self.handles {
+            assert!(handle.await.unwrap() > 0);
+        }
+    }
+}
+
 #[tokio::test]
 async fn queries_during_a_sync_see_the_old_or_the_new_table_never_a_mix() {
     let server = TestServer::start().await;
@@ -174,42 +212,88 @@ async fn queries_during_a_sync_see_the_old_or_the_new_table_never_a_mix() {
     server.load(&mut admin, "big.flip", &file_url(&file)).await;
     let allowed = [totals(0), totals(1_000_000)];
 
-    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut readers = Vec::new();
-    for _ in 0..2 {
-        let mut client = server.admin().await;
-        let stop = Arc::clone(&stop);
-        let allowed = allowed.clone();
-        readers.push(tokio::spawn(async move {
-            let mut seen = 0;
-            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                let (_, batches) = query(&mut client, "SELECT count(*), sum(n) FROM big.flip")
-                    .await
-                    .unwrap();
-                let got = rows(&batches).remove(0);
-                assert!(
-                    allowed.contains(&got),
-                    "a query saw a mix of versions: {got}"
-                );
-                seen += 1;
-            }
-            seen
-        }));
-    }
+    let readers = Readers::start(&server, "SELECT count(*), sum(n) FROM big.flip", &allowed).await;
     for round in 1..=4 {
         write_parquet(&file, &version(if round % 2 == 1 { 1_000_000 } else { 0 }));
         let status = server.sync(&mut admin, "big.flip").await;
         assert_eq!(status["state"], "succeeded", "{status}");
     }
-    stop.store(true, std::sync::atomic::Ordering::SeqCst);
-    for reader in readers {
-        assert!(reader.await.unwrap() > 0);
-    }
+    readers.finish().await;
     // The last load (round 4) wrote version 0 back.
     let (_, batches) = query(&mut admin, "SELECT count(*), sum(n) FROM big.flip")
         .await
         .unwrap();
     assert_eq!(rows(&batches), vec![allowed[0].clone()]);
+}
+
+#[tokio::test]
+async fn queries_during_an_in_place_merge_see_all_of_it_or_none() {
+    let server = TestServer::start().await;
+    let mut admin = server.admin().await;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("k", DataType::Int64, false),
+        Field::new("v", DataType::Int64, false),
+        Field::new("n", DataType::Int64, false),
+    ]));
+    // 600k keys (scanned as several partitions, like big.flip above),
+    // every row rewritten by each round: an upsert deletes and inserts
+    // 600k rows in place while the readers scan.
+    let round = |r: i64| -> Vec<RecordBatch> {
+        (0..600_000i64)
+            .step_by(100_000)
+            .map(|start| {
+                let keys = start..start + 100_000;
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(keys.clone())),
+                        Arc::new(Int64Array::from_iter_values(keys.clone().map(|_| r))),
+                        Arc::new(Int64Array::from_iter_values(
+                            keys.map(|k| k + r * 1_000_000),
+                        )),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect()
+    };
+    let totals = |r: i64| {
+        format!(
+            "600000|{}",
+            (0..600_000i64).map(|k| k + r * 1_000_000).sum::<i64>()
+        )
+    };
+    let file = server.files.join("merge.parquet");
+    write_parquet(&file, &round(0));
+    crate::harness::action(
+        &mut admin,
+        "table.register",
+        &serde_json::json!({
+            "name": "big.merge",
+            "source": file_url(&file),
+            "strategy": "incremental",
+            "primary_key": ["k"],
+            "cursor": "v",
+        }),
+    )
+    .await
+    .unwrap();
+    let first = server.sync(&mut admin, "big.merge").await;
+    assert_eq!(first["state"], "succeeded", "{first}");
+    let allowed: Vec<String> = (0..=4).map(totals).collect();
+
+    let readers = Readers::start(&server, "SELECT count(*), sum(n) FROM big.merge", &allowed).await;
+    for r in 1..=4 {
+        write_parquet(&file, &round(r));
+        let status = server.sync(&mut admin, "big.merge").await;
+        assert_eq!(status["state"], "succeeded", "{status}");
+        assert_eq!(status["table_rows"], 600_000, "{status}");
+    }
+    readers.finish().await;
+    let (_, batches) = query(&mut admin, "SELECT count(*), sum(n) FROM big.merge")
+        .await
+        .unwrap();
+    assert_eq!(rows(&batches), vec![allowed[4].clone()]);
 }
 
 #[tokio::test]

@@ -248,9 +248,10 @@ async fn a_cancelled_sync_keeps_the_previous_replica() {
     .unwrap();
     assert_eq!(server.sync(&mut admin, "s.big").await["rows"], 2);
 
-    // Large enough to take seconds to parse in a debug build.
+    // Large enough to take seconds to parse in a debug build (loading into
+    // DuckDB keeps pace, so parsing sets the time).
     let mut text = String::from("id,name\n");
-    for i in 0..1_500_000 {
+    for i in 0..5_000_000 {
         text.push_str(&format!("{i},name-{i}\n"));
     }
     std::fs::write(&path, text).unwrap();
@@ -271,7 +272,7 @@ async fn a_cancelled_sync_keeps_the_previous_replica() {
     assert_eq!(cancelled["cancelling"], true);
     let status = wait_for_job(&mut admin, &job_id).await;
     assert_eq!(status["state"], "cancelled", "{status}");
-    assert!(status["rows"].as_u64().unwrap() < 1_500_000, "{status}");
+    assert!(status["rows"].as_u64().unwrap() < 5_000_000, "{status}");
     assert_eq!(one(&mut admin, "SELECT count(*) FROM s.big").await, "2");
 
     // Cancelling a finished job says so.
