@@ -13,6 +13,8 @@
 //! so this is the one place with a raw connection.
 
 use std::ffi::{CStr, CString, c_char, c_int, c_void};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datafusion::arrow::array::RecordBatchReader;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -22,10 +24,13 @@ use duckdb::ffi;
 
 use super::ReplicaError;
 use crate::duckdb_setup::Database;
+use crate::table_name::quote_ident;
 
-/// The temporary view the stream is scanned through; each ingest has a
-/// connection of its own, so the name never clashes.
-const VIEW: &str = "__airlock_ingest";
+/// Names the views streams are scanned through. `duckdb_arrow_scan`
+/// creates a view in the database's catalog (not a temporary one), so
+/// each gets a name of its own and lives only inside its insert's
+/// transaction: never committed, never seen by another connection.
+static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
 
 /// One load's raw connection; each [`Ingest::insert`] commits on its own
 /// (the new version stays invisible until the load commits).
@@ -43,7 +48,8 @@ impl Ingest {
     }
 
     /// Inserts what `reader` yields (with `schema`, whose columns match
-    /// the table's by position); returns the rows inserted.
+    /// the table's by position), in one transaction; returns the rows
+    /// inserted.
     pub(super) fn insert(
         &mut self,
         schema: SchemaRef,
@@ -51,18 +57,37 @@ impl Ingest {
     ) -> Result<u64, ReplicaError> {
         let context = || format!("load rows into {}", self.table);
         let stream = LentStream::new(reader, &schema)?;
-        let inserted = self.conn.scan_stream(VIEW, &stream).and_then(|()| {
-            self.conn
-                .rows_changed(&format!("INSERT INTO {} SELECT * FROM {VIEW}", self.table))
-        });
-        // The view points at the stream: it goes first.
-        let dropped = self
-            .conn
-            .rows_changed(&format!("DROP VIEW IF EXISTS {VIEW}"));
-        let inserted = inserted.map_err(ReplicaError::duckdb(context()))?;
-        dropped.map_err(ReplicaError::duckdb(context()))?;
-        drop(stream);
-        Ok(inserted)
+        let view = format!(
+            "__airlock_ingest_{}",
+            NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
+        );
+        let quoted = quote_ident(&view);
+        let inserted = (|| {
+            self.conn.rows_changed("BEGIN TRANSACTION")?;
+            self.conn.scan_stream(&view, &stream)?;
+            let rows = self.conn.rows_changed(&format!(
+                "INSERT INTO {} SELECT * FROM {quoted}",
+                self.table
+            ))?;
+            // The view points at the stream: it goes before the stream
+            // does, and is never committed.
+            self.conn.rows_changed(&format!("DROP VIEW {quoted}"))?;
+            self.conn.rows_changed("COMMIT")?;
+            Ok(rows)
+        })();
+        match inserted {
+            Ok(rows) => Ok(rows),
+            Err(error) => {
+                if self.conn.rows_changed("ROLLBACK").is_err() {
+                    // The view may still point at the stream: keep the
+                    // stream's memory rather than risk DuckDB reading it
+                    // freed. Only a broken connection gets here.
+                    tracing::error!(table = %self.table, "could not roll back a failed load; keeping its stream");
+                    std::mem::forget(stream);
+                }
+                Err(ReplicaError::duckdb(context())(error))
+            }
+        }
     }
 }
 
@@ -77,7 +102,9 @@ struct LentStream {
     // Boxed: DuckDB copies the outer struct and reaches the rest through
     // `private_data`, which must not move.
     outer: Box<FFI_ArrowArrayStream>,
-    _shared: Box<Shared>,
+    // Owned (from `Box::into_raw`) and freed in `Drop`: a raw pointer, as
+    // `private_data` aliases it.
+    shared: NonNull<Shared>,
 }
 
 struct Shared {
@@ -91,27 +118,32 @@ impl LentStream {
         schema: &SchemaRef,
     ) -> Result<Self, ReplicaError> {
         let schema = FFI_ArrowSchema::try_from(schema.as_ref())?;
-        let mut shared = Box::new(Shared {
+        let shared = NonNull::from(Box::leak(Box::new(Shared {
             inner: FFI_ArrowArrayStream::new(reader),
             schema,
-        });
+        })));
         let outer = Box::new(FFI_ArrowArrayStream {
             get_schema: Some(lend_schema),
             get_next: Some(next_batch),
             get_last_error: Some(last_error),
             release: Some(release_nothing),
-            private_data: std::ptr::from_mut::<Shared>(&mut shared).cast::<c_void>(),
+            private_data: shared.as_ptr().cast::<c_void>(),
         });
-        Ok(Self {
-            outer,
-            _shared: shared,
-        })
+        Ok(Self { outer, shared })
     }
 
     fn as_duckdb(&self) -> ffi::duckdb_arrow_stream {
         std::ptr::from_ref::<FFI_ArrowArrayStream>(&self.outer)
             .cast_mut()
             .cast()
+    }
+}
+
+impl Drop for LentStream {
+    fn drop(&mut self) {
+        // SAFETY: `shared` came from `Box::leak` in `new` and is freed only
+        // here; DuckDB is done with the stream (the view is gone).
+        drop(unsafe { Box::from_raw(self.shared.as_ptr()) });
     }
 }
 
@@ -172,10 +204,16 @@ unsafe extern "C" fn next_batch(
 unsafe extern "C" fn last_error(stream: *mut FFI_ArrowArrayStream) -> *const c_char {
     // SAFETY: as in `next_batch`.
     let shared = unsafe { &mut *(*stream).private_data.cast::<Shared>() };
-    match shared.inner.get_last_error {
+    let error = match shared.inner.get_last_error {
         // SAFETY: as in `next_batch`.
         Some(get_last_error) => unsafe { get_last_error(&mut shared.inner) },
         None => std::ptr::null(),
+    };
+    // DuckDB makes a string of it: never hand it a null.
+    if error.is_null() {
+        c"the Arrow stream failed".as_ptr()
+    } else {
+        error
     }
 }
 

@@ -83,9 +83,9 @@ impl StagingTable {
         let version = replica.allocate_version();
         let loading = loading_name(target, version);
         let conn = replica.connect()?;
+        replica.ensure_schema(&conn, target.schema())?;
         conn.execute_batch(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {schema};
-             CREATE TABLE {schema}.{loading} ({columns});",
+            "CREATE TABLE {schema}.{loading} ({columns});",
             schema = quote_ident(target.schema()),
             loading = quote_ident(&loading),
         ))
@@ -411,7 +411,10 @@ impl<S: BatchSource> Iterator for Segment<S> {
         };
         Some(self.store(&batch).map_err(|error| {
             self.done = true;
-            let message = error.to_string();
+            // arrow-rs hands the text to DuckDB as a C string and panics
+            // (aborting, under DuckDB) on a NUL, which a value quoted in a
+            // cast error may hold.
+            let message = error.to_string().replace('\0', "\\0");
             *lock(&self.failure) = Some(error);
             ArrowError::ExternalError(message.into())
         }))
@@ -592,6 +595,58 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(ids, (0..10).collect::<Vec<i64>>());
+    }
+
+    #[test]
+    fn concurrent_loads_keep_their_rows_apart_and_leave_no_view_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = replica(dir.path());
+        let loads: Vec<_> = (0..2i64)
+            .map(|t| {
+                let replica = Arc::clone(&replica);
+                std::thread::spawn(move || {
+                    let name = TableName::parse(&format!("s.t{t}")).unwrap();
+                    // One insert per batch, interleaved with the other load's.
+                    let batches: Vec<RecordBatch> =
+                        (0..20).map(|i| batch(&[t * 1000 + i], &["x"])).collect();
+                    let schema = batches[0].schema();
+                    let mut staging = StagingTable::create(&replica, &name, &schema).unwrap();
+                    staging
+                        .load(Stalling {
+                            batches: batches.into_iter(),
+                            first: true,
+                        })
+                        .unwrap();
+                    staging.commit(None).unwrap();
+                })
+            })
+            .collect();
+        for load in loads {
+            load.join().unwrap();
+        }
+        let conn = replica.connect().unwrap();
+        for t in 0..2i64 {
+            let name = TableName::parse(&format!("s.t{t}")).unwrap();
+            let ids: Vec<i64> = conn
+                .prepare(&format!(
+                    "SELECT id FROM {} ORDER BY rowid",
+                    replica.tables()[&name].physical.quoted()
+                ))
+                .unwrap()
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            assert_eq!(ids, (t * 1000..t * 1000 + 20).collect::<Vec<i64>>());
+        }
+        let views: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM duckdb_views() WHERE view_name LIKE '__airlock_ingest%'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap();
+        assert_eq!(views, 0);
     }
 
     #[test]

@@ -215,6 +215,22 @@ impl Replica {
         self.active_scans.load(Ordering::SeqCst)
     }
 
+    /// Creates `schema` if it is missing. Two connections creating one
+    /// schema at once conflict in DuckDB's catalog, so creations take
+    /// turns (under the commit lock: both are short catalog changes).
+    pub(crate) fn ensure_schema(
+        &self,
+        conn: &Connection,
+        schema: &str,
+    ) -> Result<(), ReplicaError> {
+        let _commit = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        conn.execute_batch(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {}",
+            quote_ident(schema)
+        ))
+        .map_err(ReplicaError::duckdb(format!("create the schema {schema}")))
+    }
+
     /// A version number for a new load, unique in this database.
     pub(crate) fn allocate_version(&self) -> u64 {
         self.next_version.fetch_add(1, Ordering::SeqCst)
