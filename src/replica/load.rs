@@ -545,6 +545,22 @@ mod tests {
         assert_eq!(physical_tables(&replica), ["s.t$1"]);
     }
 
+    /// The `id` column of a table's current version, in storage order.
+    fn ids_in_order(replica: &Replica, name: &TableName) -> Vec<i64> {
+        replica
+            .connect()
+            .unwrap()
+            .prepare(&format!(
+                "SELECT id FROM {} ORDER BY rowid",
+                replica.tables()[name].physical.quoted()
+            ))
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
     /// Hands out batches with a stall longer than DuckDB's patience before
     /// each one but the first.
     struct Stalling {
@@ -583,18 +599,7 @@ mod tests {
             .unwrap();
         assert_eq!(staging.rows(), 10);
         staging.commit(None).unwrap();
-        let conn = replica.connect().unwrap();
-        let ids: Vec<i64> = conn
-            .prepare(&format!(
-                "SELECT id FROM {} ORDER BY rowid",
-                replica.tables()[&name].physical.quoted()
-            ))
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(ids, (0..10).collect::<Vec<i64>>());
+        assert_eq!(ids_in_order(&replica, &name), (0..10).collect::<Vec<i64>>());
     }
 
     #[test]
@@ -627,17 +632,10 @@ mod tests {
         let conn = replica.connect().unwrap();
         for t in 0..2i64 {
             let name = TableName::parse(&format!("s.t{t}")).unwrap();
-            let ids: Vec<i64> = conn
-                .prepare(&format!(
-                    "SELECT id FROM {} ORDER BY rowid",
-                    replica.tables()[&name].physical.quoted()
-                ))
-                .unwrap()
-                .query_map([], |row| row.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
-            assert_eq!(ids, (t * 1000..t * 1000 + 20).collect::<Vec<i64>>());
+            assert_eq!(
+                ids_in_order(&replica, &name),
+                (t * 1000..t * 1000 + 20).collect::<Vec<i64>>()
+            );
         }
         let views: i64 = conn
             .query_row(
