@@ -19,8 +19,7 @@ use datafusion::arrow::array::{
 use datafusion::arrow::error::ArrowError;
 use datafusion::parquet::arrow::ArrowWriter;
 
-use crate::server::App;
-use crate::sync::{JobState, RegisterRequest, SyncError};
+use crate::sync::{JobState, RegisterRequest, SyncError, SyncService};
 use crate::table_name::TableName;
 
 /// Rows in `demo.customers`.
@@ -50,8 +49,8 @@ pub enum DemoError {
 
 /// Generates (if needed), registers (if needed) and syncs the demo tables;
 /// returns the rows loaded.
-pub async fn load(app: &App) -> Result<u64, DemoError> {
-    let dir = app.config.data_dir.join("demo");
+pub async fn load(sync: &Arc<SyncService>, data_dir: &Path) -> Result<u64, DemoError> {
+    let dir = data_dir.join("demo");
     let files = dir.clone();
     tokio::task::spawn_blocking(move || write_files(&files))
         .await
@@ -59,7 +58,7 @@ pub async fn load(app: &App) -> Result<u64, DemoError> {
     let mut rows = 0;
     for table in ["customers", "orders"] {
         let name = TableName::from_parts("demo", table).map_err(SyncError::from)?;
-        if app.sync.registration(&name).await.is_err() {
+        if sync.registration(&name).await.is_err() {
             let mut request = RegisterRequest::new(
                 name.to_string(),
                 format!("{}/{table}.parquet", dir.display()),
@@ -72,10 +71,10 @@ pub async fn load(app: &App) -> Result<u64, DemoError> {
                 }
                 .to_string(),
             ];
-            app.sync.register("demo", request).await?;
+            sync.register("demo", request).await?;
         }
-        let (job, _) = app.sync.start(&name).await?;
-        let job = app.sync.wait(&job.job_id).await?;
+        let (job, _) = sync.start(&name).await?;
+        let job = sync.wait(&job.job_id).await?;
         if job.state != JobState::Succeeded {
             return Err(DemoError::Write(
                 job.error.unwrap_or_else(|| "sync failed".into()),

@@ -6,8 +6,8 @@ use clap::Parser;
 use tokio::net::TcpListener;
 use tracing_subscriber::EnvFilter;
 
-use airlock::config::{Cli, Command, Config, LogFormat};
-use airlock::server::{App, Secrets, run};
+use airlock::config::{self, Cli, Command};
+use airlock::server::{App, LogFormat, Secrets, Settings, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -15,7 +15,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, true),
         Command::Config(args) => (args, false),
     };
-    let config = match Config::load(&args) {
+    let config = match config::load(&args) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("airlock: {e}");
@@ -23,7 +23,7 @@ fn main() -> ExitCode {
         }
     };
     if !serve {
-        return match config.to_toml() {
+        return match config::to_toml(&config) {
             Ok(text) => {
                 print!("{text}");
                 ExitCode::SUCCESS
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn serve_until_signal(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve_until_signal(config: Settings) -> Result<(), Box<dyn std::error::Error>> {
     let addr = config.flight_addr;
     let demo = config.demo;
     let opened = App::open(config, Secrets::from_env()).await?;
@@ -67,7 +67,7 @@ async fn serve_until_signal(config: Config) -> Result<(), Box<dyn std::error::Er
         );
     }
     if demo {
-        let rows = airlock::demo::load(&opened.app).await?;
+        let rows = airlock::demo::load(&opened.app.sync, &opened.app.settings.data_dir).await?;
         tracing::info!(rows, "demo dataset loaded into schema 'demo'");
     }
     let listener = TcpListener::bind(addr)
@@ -75,8 +75,8 @@ async fn serve_until_signal(config: Config) -> Result<(), Box<dyn std::error::Er
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     tracing::info!(
         addr = %listener.local_addr()?,
-        data_dir = %opened.app.config.data_dir.display(),
-        tls = opened.app.config.tls.cert.is_some(),
+        data_dir = %opened.app.settings.data_dir.display(),
+        tls = opened.app.settings.tls.cert.is_some(),
         "airlock is serving Flight SQL"
     );
     run(listener, opened.app, shutdown_signal()).await?;
@@ -106,7 +106,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn init_tracing(config: &Config) {
+fn init_tracing(config: &Settings) {
     let filter = EnvFilter::try_new(&config.log.filter).unwrap_or_else(|e| {
         eprintln!(
             "airlock: invalid log filter '{}': {e}; using 'info'",

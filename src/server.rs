@@ -5,13 +5,16 @@
 //! a shutdown signal. `main` and the tests use exactly these two calls, the
 //! tests with a listener on `127.0.0.1:0`.
 
+use std::collections::BTreeMap;
 use std::future::Future;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::StreamExt;
+use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
@@ -19,7 +22,6 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::actions::Actions;
 use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
-use crate::config::Config;
 use crate::flight::{AirlockFlightSql, Audited};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
@@ -37,7 +39,7 @@ pub enum ServerError {
     #[error("data directory {path}: {source}")]
     DataDir {
         /// The directory.
-        path: std::path::PathBuf,
+        path: PathBuf,
         /// The I/O error.
         source: std::io::Error,
     },
@@ -95,17 +97,118 @@ impl Secrets {
     }
 }
 
+/// Everything a server is opened with. Its serialization is the layout of
+/// the config file (`airlock config` prints it); `config` fills it from
+/// defaults, the file, the environment and flags.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    /// Where the replica, metadata and secrets live.
+    pub data_dir: PathBuf,
+    /// Flight SQL listen address.
+    pub flight_addr: SocketAddr,
+    /// Load the generated demo dataset at start.
+    pub demo: bool,
+    /// Query execution limits.
+    pub query: crate::query::QueryConfig,
+    /// Limits on agents' queries where their grant sets none.
+    pub limits: crate::query::LimitDefaults,
+    /// The audit trail.
+    pub audit: crate::audit::AuditConfig,
+    /// DuckDB replica settings.
+    pub duckdb: crate::replica::DuckDbConfig,
+    /// Token lifetimes.
+    pub auth: crate::auth::AuthConfig,
+    /// Replication settings.
+    pub sync: crate::sync::SyncSettings,
+    /// TLS for the Flight endpoint; absent means plaintext.
+    pub tls: TlsConfig,
+    /// Options for object stores named by `table.register` sources, e.g.
+    /// `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
+    /// better left to the standard `AWS_*`, `GOOGLE_*`, `AZURE_*` variables.
+    pub object_store: BTreeMap<String, String>,
+    /// Snowflake connections by name, used by `snowflake://NAME/DB.SCHEMA.TABLE`
+    /// sources. Secrets are named (`password_env`, `private_key_file`, …),
+    /// never written here.
+    pub snowflake: BTreeMap<String, crate::sync::SnowflakeConfig>,
+    /// Logging.
+    pub log: LogConfig,
+    /// Grants to store at start, unless a grant for the same swarm/agent
+    /// is already stored (changes made with actions survive restarts).
+    pub grants: Vec<crate::policy::Grant>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./airlock-data"),
+            flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            demo: false,
+            query: crate::query::QueryConfig::default(),
+            limits: crate::query::LimitDefaults::default(),
+            audit: crate::audit::AuditConfig::default(),
+            duckdb: crate::replica::DuckDbConfig::default(),
+            auth: crate::auth::AuthConfig::default(),
+            sync: crate::sync::SyncSettings::default(),
+            tls: TlsConfig::default(),
+            object_store: BTreeMap::new(),
+            snowflake: BTreeMap::new(),
+            log: LogConfig::default(),
+            grants: Vec::new(),
+        }
+    }
+}
+
+/// TLS certificate and key (PEM files).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Certificate chain.
+    pub cert: Option<PathBuf>,
+    /// Private key.
+    pub key: Option<PathBuf>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `tracing` filter directive.
+    pub filter: String,
+    /// Line format.
+    pub format: LogFormat,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            filter: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
 /// Everything a running server holds.
 #[derive(Debug)]
 pub struct App {
-    /// Effective configuration.
-    pub config: Config,
+    /// Effective settings.
+    pub settings: Settings,
     /// Credentials and token rules.
     pub auth: Arc<Authenticator>,
     /// Planning and execution.
     pub query: Arc<QueryEngine>,
     /// Flight actions.
-    pub actions: Actions,
+    pub actions: Arc<Actions>,
     /// Registrations and syncs.
     pub sync: Arc<SyncService>,
     /// The DuckDB replica.
@@ -125,8 +228,8 @@ pub struct Opened {
 
 impl App {
     /// Opens the data directory and builds every module.
-    pub async fn open(config: Config, secrets: Secrets) -> Result<Opened, ServerError> {
-        let mut config = config;
+    pub async fn open(settings: Settings, secrets: Secrets) -> Result<Opened, ServerError> {
+        let mut config = settings;
         for dir in [
             config.data_dir.clone(),
             config.data_dir.join("tmp").join("datafusion"),
@@ -179,18 +282,18 @@ impl App {
             data_dir.clone(),
             Arc::clone(&replica),
             Sources::new(config.object_store.clone(), snowflake),
-            config.sync.settings(),
+            config.sync.clone(),
         )
         .await?;
-        let actions = Actions::new(
+        let actions = Arc::new(Actions::new(
             Arc::clone(&auth),
             Arc::clone(&sync),
             Arc::clone(&query),
             Arc::clone(&grants),
-        );
+        ));
         Ok(Opened {
             app: Arc::new(App {
-                config,
+                settings: config,
                 auth,
                 query,
                 actions,
@@ -215,7 +318,7 @@ pub async fn run(
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
-    if let (Some(cert), Some(key)) = (&app.config.tls.cert, &app.config.tls.key) {
+    if let (Some(cert), Some(key)) = (&app.settings.tls.cert, &app.settings.tls.key) {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
         };
@@ -226,11 +329,13 @@ pub async fn run(
     }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
     let audit = Arc::clone(&app.audit);
-    let service = FlightServiceServer::new(Audited::new(
-        AirlockFlightSql::new(Arc::clone(&app)),
-        Arc::clone(&audit),
-    ))
-    .max_decoding_message_size(MAX_REQUEST_BYTES);
+    let flight = AirlockFlightSql::new(
+        Arc::clone(&app.auth),
+        Arc::clone(&app.query),
+        Arc::clone(&app.actions),
+    );
+    let service = FlightServiceServer::new(Audited::new(flight, Arc::clone(&audit)))
+        .max_decoding_message_size(MAX_REQUEST_BYTES);
     // Server::tcp_nodelay only applies to listeners tonic binds itself; with
     // our own listener each accepted socket is set here. Without it, Nagle's
     // algorithm and delayed ACKs add ~40 ms to every small response.

@@ -19,6 +19,17 @@ pub const DEFAULT_SCHEMA: &str = "main";
 /// Registered names may not use it, so they can never collide.
 pub const RESERVED_PREFIX: &str = "__airlock";
 
+/// Schemas airlock itself serves (`airlock.audit`); no registered table may
+/// live in them.
+pub const RESERVED_SCHEMAS: [&str; 1] = ["airlock"];
+
+/// Whether a schema name is one airlock serves itself.
+pub fn is_reserved_schema(schema: &str) -> bool {
+    RESERVED_SCHEMAS
+        .iter()
+        .any(|reserved| schema.eq_ignore_ascii_case(reserved))
+}
+
 const MAX_PART_LEN: usize = 63;
 
 /// Why a table name was refused.

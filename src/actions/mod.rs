@@ -2,25 +2,37 @@
 //!
 //! Each action is an [`Action`] variant with a name, a description (shown by
 //! ListActions) and the permission it needs, checked in one exhaustive
-//! match before its body is even parsed. Handlers parse the body into a
-//! typed request (unknown fields are errors) and call the module that owns
-//! the behaviour; this module holds no business rules of its own.
+//! match before its body is even parsed. [`Actions::run`] then hands the
+//! body to the file of the action's family, which parses it into a typed
+//! request (unknown fields are errors), calls the module that owns the
+//! behaviour and answers with a typed `Serialize` response:
+//!
+//! ```text
+//!  run ── permission ──┬─ tokens.rs   token.create/revoke/list, whoami      → auth
+//!                      ├─ tables.rs   table.register/list/remove/status,    → sync
+//!                      │              sources.list_tables
+//!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
+//!                      └─ grants.rs   grant.set/get/list/delete, explain     → policy, query
+//! ```
+//!
+//! This module and its files hold no business rules of their own.
+
+mod grants;
+mod sync;
+mod tables;
+mod tokens;
 
 use std::sync::Arc;
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use crate::auth::{AuthError, Authenticator, Principal, TokenKind, TokenRecord, TokenRequest};
-use crate::policy::{Access, Grant, GrantStore, PolicyError, grant_key};
-use crate::query::QueryEngine;
-use crate::query::QueryError;
-use crate::sync::{
-    JobQuery, RegisterRequest, Schedule, SourceSpec, SyncError, SyncJob, SyncService,
-    TableRegistration, TableStatus,
-};
-use crate::table_name::TableName;
+use crate::auth::{AuthError, Authenticator};
+use crate::policy::{GrantStore, PolicyError};
+use crate::principal::Principal;
+use crate::query::{QueryEngine, QueryError};
+use crate::sync::{SyncError, SyncService};
 
 /// Action failures.
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +60,14 @@ pub enum ActionError {
     /// Planning for `explain`.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// A response could not be turned into JSON: a bug in airlock.
+    #[error("could not encode the response of {action} as JSON: {message}")]
+    Internal {
+        /// Action name.
+        action: &'static str,
+        /// What serde_json said.
+        message: String,
+    },
 }
 
 /// Who may call an action.
@@ -269,86 +289,10 @@ pub struct Actions {
     grants: Arc<GrantStore>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdRequest {
-    id: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameRequest {
-    name: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TableRequest {
-    table: String,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JobRequest {
-    job_id: String,
-}
-
+/// The body of actions that take none: empty, or `{}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ScheduleRequest {
-    table: String,
-    #[serde(default)]
-    every: Option<String>,
-    #[serde(default)]
-    cron: Option<String>,
-    #[serde(default)]
-    clear: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListTablesRequest {
-    connection: String,
-    database: String,
-    schema: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct GrantKey {
-    swarm: String,
-    #[serde(default)]
-    agent: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ExplainRequest {
-    sql: String,
-    #[serde(default, rename = "as")]
-    as_principal: Option<AsPrincipal>,
-}
-
-/// Whom `explain` plans for: an existing token, or a described principal.
-#[derive(Debug, Deserialize)]
-#[serde(untagged, deny_unknown_fields)]
-enum AsPrincipal {
-    Token {
-        token_id: String,
-    },
-    Described {
-        kind: TokenKind,
-        #[serde(default)]
-        swarm: Option<String>,
-        name: String,
-        #[serde(default)]
-        attributes: std::collections::BTreeMap<String, String>,
-    },
-}
 
 impl Actions {
     /// Builds the action runner.
@@ -376,223 +320,36 @@ impl Actions {
         let action =
             Action::from_name(name).ok_or_else(|| ActionError::Unknown(name.to_string()))?;
         match action.permission() {
-            Permission::Admin => principal.require_admin(action.name())?,
+            Permission::Admin => principal
+                .require_admin(action.name())
+                .map_err(AuthError::from)?,
             Permission::Authenticated => {}
         }
         match action {
-            Action::TokenCreate => {
-                let request: TokenRequest = parse(action, body)?;
-                let issued = self.auth.create_token(principal, request).await?;
-                Ok(json!({
-                    "id": issued.record.id,
-                    "token": issued.token,
-                    "kind": issued.record.kind,
-                    "name": issued.record.name,
-                    "swarm": issued.record.swarm,
-                    "expires_at": issued.record.expires_at,
-                }))
-            }
-            Action::TokenRevoke => {
-                let IdRequest { id } = parse(action, body)?;
-                let outcome = self.auth.revoke_token(principal, &id).await?;
-                Ok(json!({
-                    "id": outcome.record.id,
-                    "revoked": true,
-                    "revoked_at": outcome.record.revoked_at,
-                    "newly_revoked": outcome.revoked,
-                }))
-            }
-            Action::TokenList => {
-                let Empty {} = parse(action, body)?;
-                let tokens: Vec<Value> = self
-                    .auth
-                    .list_tokens(principal)
-                    .iter()
-                    .map(token_json)
-                    .collect();
-                Ok(json!({ "tokens": tokens }))
-            }
-            Action::Whoami => {
-                let Empty {} = parse(action, body)?;
-                Ok(json!({
-                    "kind": principal.kind,
-                    "name": principal.name,
-                    "swarm": principal.swarm,
-                    "token_id": principal.token_id,
-                    "expires_at": principal.expires_at,
-                    "attributes": principal.attributes,
-                }))
-            }
-            Action::TableRegister => {
-                let request: RegisterRequest = parse(action, body)?;
-                let registration = self.sync.register(&principal.label(), request).await?;
-                Ok(registration_json(&registration, None))
-            }
-            Action::TableList => {
-                let Empty {} = parse(action, body)?;
-                self.table_list(principal).await
-            }
-            Action::TableRemove => {
-                let NameRequest { name } = parse(action, body)?;
-                let name = TableName::parse(&name).map_err(SyncError::from)?;
-                let dropped = self.sync.remove(&name).await?;
-                Ok(json!({ "name": name, "removed": true, "replica_dropped": dropped }))
-            }
-            Action::SyncStart => {
-                let TableRequest { table } = parse(action, body)?;
-                let name = TableName::parse(&table).map_err(SyncError::from)?;
-                let (job, started) = self.sync.start(&name).await?;
-                Ok(json!({
-                    "job_id": job.job_id,
-                    "table": job.table,
-                    "state": job.state,
-                    "already_running": !started,
-                }))
-            }
-            Action::SyncStatus => {
-                let JobRequest { job_id } = parse(action, body)?;
-                Ok(job_json(&self.sync.status(&job_id).await?))
-            }
-            Action::SyncJobs => {
-                let query: JobQuery = parse(action, body)?;
-                let page = self.sync.jobs(query).await?;
-                Ok(json!({
-                    "jobs": page.jobs.iter().map(job_json).collect::<Vec<_>>(),
-                    "next_page_token": page.next_page_token,
-                }))
-            }
-            Action::SyncCancel => {
-                let JobRequest { job_id } = parse(action, body)?;
-                let job = self.sync.cancel(&job_id).await?;
-                Ok(json!({ "job_id": job.job_id, "table": job.table, "cancelling": true }))
-            }
-            Action::SyncSchedule => {
-                let request: ScheduleRequest = parse(action, body)?;
-                let name = TableName::parse(&request.table).map_err(SyncError::from)?;
-                let schedule = match (request.clear, request.every, request.cron) {
-                    (true, None, None) => None,
-                    (false, Some(every), None) => Some(Schedule::Every { every }),
-                    (false, None, Some(cron)) => Some(Schedule::Cron { cron }),
-                    _ => {
-                        return Err(ActionError::BadRequest {
-                            action: action.name(),
-                            message: "give exactly one of \"every\", \"cron\" or \"clear\": true"
-                                .into(),
-                        });
-                    }
-                };
-                let (registration, next) = self.sync.set_schedule(&name, schedule).await?;
-                Ok(json!({
-                    "table": registration.name,
-                    "schedule": registration.schedule,
-                    "next_run": next,
-                }))
-            }
-            Action::TableStatus => {
-                let NameRequest { name } = parse(action, body)?;
-                let name = TableName::parse(&name).map_err(SyncError::from)?;
-                Ok(table_status_json(&self.sync.table_status(&name).await?))
-            }
-            Action::SourcesListTables => {
-                let request: ListTablesRequest = parse(action, body)?;
-                let tables = self
-                    .sync
-                    .list_source_tables(&request.connection, &request.database, &request.schema)
-                    .await?;
-                Ok(json!({ "tables": tables }))
-            }
-            Action::GrantSet => {
-                let grant: Grant = parse(action, body)?;
-                let grant = grant.validate()?;
-                self.query.check_grant(&grant)?;
-                let stored = self.grants.set(grant).await?;
-                Ok(json!({ "key": stored.key(), "grant": stored }))
-            }
-            Action::GrantGet => {
-                let GrantKey { swarm, agent } = parse(action, body)?;
-                let grant = self.grants.get(&grant_key(&swarm, agent.as_deref()))?;
-                Ok(json!({ "key": grant.key(), "grant": grant }))
-            }
-            Action::GrantList => {
-                let Empty {} = parse(action, body)?;
-                let snapshot = self.grants.snapshot();
-                let grants: Vec<&Grant> = snapshot.grants.values().collect();
-                Ok(json!({ "grants": grants }))
-            }
-            Action::GrantDelete => {
-                let GrantKey { swarm, agent } = parse(action, body)?;
-                let key = grant_key(&swarm, agent.as_deref());
-                self.grants.delete(&key).await?;
-                Ok(json!({ "key": key, "deleted": true }))
-            }
-            Action::Explain => {
-                let ExplainRequest { sql, as_principal } = parse(action, body)?;
-                let target = match as_principal {
-                    None => principal.clone(),
-                    Some(AsPrincipal::Token { token_id }) => self
-                        .auth
-                        .principal_of(&token_id)
-                        .ok_or(AuthError::NotFound(token_id))?,
-                    Some(AsPrincipal::Described {
-                        kind,
-                        swarm,
-                        name,
-                        attributes,
-                    }) => Principal::described(kind, swarm, name, attributes),
-                };
-                let explained = self.query.explain(&target, &sql).await?;
-                Ok(json!({
-                    "principal": target.label(),
-                    "access": access_json(&self.query.access(&target)),
-                    "logical_plan": explained.logical,
-                    "physical_plan": explained.physical,
-                }))
-            }
+            Action::TokenCreate => respond(action, self.token_create(principal, body).await?),
+            Action::TokenRevoke => respond(action, self.token_revoke(principal, body).await?),
+            Action::TokenList => respond(action, self.token_list(principal, body)?),
+            Action::Whoami => respond(action, tokens::whoami(principal, body)?),
+            Action::TableRegister => respond(action, self.table_register(principal, body).await?),
+            Action::TableList => respond(action, self.table_list(principal, body).await?),
+            Action::TableRemove => respond(action, self.table_remove(body).await?),
+            Action::SyncStart => respond(action, self.sync_start(body).await?),
+            Action::SyncStatus => respond(action, self.sync_status(body).await?),
+            Action::SyncJobs => respond(action, self.sync_jobs(body).await?),
+            Action::SyncCancel => respond(action, self.sync_cancel(body).await?),
+            Action::SyncSchedule => respond(action, self.sync_schedule(body).await?),
+            Action::TableStatus => respond(action, self.table_status(body).await?),
+            Action::SourcesListTables => respond(action, self.sources_list_tables(body).await?),
+            Action::GrantSet => respond(action, self.grant_set(body).await?),
+            Action::GrantGet => respond(action, self.grant_get(body)?),
+            Action::GrantList => respond(action, self.grant_list(body)?),
+            Action::GrantDelete => respond(action, self.grant_delete(body).await?),
+            Action::Explain => respond(action, self.explain(principal, body).await?),
         }
-    }
-
-    /// The declared primary key of a table the principal can see (empty
-    /// for tables it cannot see, so metadata never confirms they exist).
-    pub async fn primary_key(&self, principal: &Principal, name: &TableName) -> Vec<String> {
-        if self.query.visible_tables(principal).get(name).is_none() {
-            return vec![];
-        }
-        self.sync
-            .registration(name)
-            .await
-            .map(|r| r.primary_key)
-            .unwrap_or_default()
-    }
-
-    async fn table_list(&self, principal: &Principal) -> Result<Value, ActionError> {
-        let visible = self.query.visible_tables(principal);
-        if !principal.is_admin() {
-            let tables: Vec<Value> = visible
-                .tables()
-                .map(|(schema, table, arrow)| {
-                    json!({
-                        "name": format!("{schema}.{table}"),
-                        "columns": arrow.fields().iter().map(|f| f.name().clone()).collect::<Vec<_>>(),
-                    })
-                })
-                .collect();
-            return Ok(json!({ "tables": tables }));
-        }
-        let mut tables = Vec::new();
-        for registration in self.sync.registrations().await? {
-            // A missing job record (purged, say) must not hide the table.
-            let last_job = match &registration.last_job_id {
-                Some(id) => self.sync.status(id).await.ok(),
-                None => None,
-            };
-            let mut entry = registration_json(&registration, last_job.as_ref());
-            entry["replicated"] = json!(visible.get(&registration.name).is_some());
-            tables.push(entry);
-        }
-        Ok(json!({ "tables": tables }))
     }
 }
 
+/// Parses an action's body; an empty body reads as `{}`.
 fn parse<T: DeserializeOwned>(action: Action, body: &[u8]) -> Result<T, ActionError> {
     let body: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
         b"{}"
@@ -605,120 +362,18 @@ fn parse<T: DeserializeOwned>(action: Action, body: &[u8]) -> Result<T, ActionEr
     })
 }
 
-fn access_json(access: &Access) -> Value {
-    match access {
-        Access::Unrestricted => json!("unrestricted"),
-        Access::Restricted { tables, limits } => {
-            let tables: serde_json::Map<String, Value> = tables
-                .iter()
-                .map(|(name, rules)| {
-                    (
-                        name.to_string(),
-                        json!({
-                            "row_filters": rules.row_filters,
-                            "denied": rules.denied,
-                            "masks": rules.masks,
-                        }),
-                    )
-                })
-                .collect();
-            json!({ "tables": tables, "limits": limits })
-        }
-    }
-}
-
-fn token_json(record: &TokenRecord) -> Value {
-    json!({
-        "id": record.id,
-        "kind": record.kind,
-        "name": record.name,
-        "swarm": record.swarm,
-        "parent": record.parent,
-        "attributes": record.attributes,
-        "created_at": record.created_at,
-        "expires_at": record.expires_at,
-        "revoked_at": record.revoked_at,
-        "active": record.revoked_at.is_none() && record.expires_at > chrono::Utc::now(),
-    })
-}
-
-fn registration_json(registration: &TableRegistration, last_job: Option<&SyncJob>) -> Value {
-    let mut entry = json!({
-        "name": registration.name,
-        "source": registration.source.display(),
-        "primary_key": registration.primary_key,
-        "strategy": registration.strategy,
-        "cursor": registration.cursor,
-        "overlap": registration.overlap,
-        "on_schema_change": registration.on_schema_change,
-        "schedule": registration.schedule,
-        "columns": registration.columns,
-        "created_by": registration.created_by,
-        "created_at": registration.created_at,
-        "last_sync": last_job.map(job_json),
-    });
-    if let SourceSpec::Files(files) = &registration.source {
-        entry["format"] = json!(files.format);
-        entry["csv"] = json!(files.csv);
-    }
-    entry
-}
-
-fn table_status_json(status: &TableStatus) -> Value {
-    let freshness_s = status
-        .last_success
-        .as_ref()
-        .and_then(|job| job.finished_at)
-        .map(|at| (chrono::Utc::now() - at).num_seconds());
-    json!({
-        "name": status.registration.name,
-        "source": status.registration.source.display(),
-        "strategy": status.registration.strategy,
-        "schedule": status.registration.schedule,
-        "next_run": status.next_run,
-        "rows": status.rows,
-        "bytes_on_disk": status.bytes,
-        "watermark": status.watermark,
-        "freshness_s": freshness_s,
-        "last_success_at": status.last_success.as_ref().and_then(|job| job.finished_at),
-        "last_sync": status.last_job.as_ref().map(job_json),
-    })
-}
-
-fn job_json(job: &SyncJob) -> Value {
-    let duration_ms = match (job.started_at, job.finished_at) {
-        (Some(start), Some(end)) => Some((end - start).num_milliseconds()),
-        (Some(start), None) => Some((chrono::Utc::now() - start).num_milliseconds()),
-        _ => None,
-    };
-    json!({
-        "job_id": job.job_id,
-        "table": job.table,
-        "strategy": job.strategy,
-        "trigger": job.trigger,
-        "state": job.state,
-        "rows": job.rows,
-        "bytes": job.bytes,
-        "table_rows": job.table_rows,
-        "files": job.files,
-        "source_bytes": job.source_bytes,
-        "source_rows": job.source_rows,
-        "watermark_before": job.watermark_before,
-        "watermark_after": job.watermark_after,
-        "added_columns": job.added_columns,
-        "error": job.error,
-        "attempt": job.attempt,
-        "retry_at": job.retry_at,
-        "created_at": job.created_at,
-        "started_at": job.started_at,
-        "finished_at": job.finished_at,
-        "duration_ms": duration_ms,
+/// Turns a typed response into the JSON the wire carries.
+fn respond(action: Action, response: impl Serialize) -> Result<Value, ActionError> {
+    serde_json::to_value(response).map_err(|e| ActionError::Internal {
+        action: action.name(),
+        message: e.to_string(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::actions::tokens::IdRequest;
 
     #[test]
     fn names_round_trip_and_are_unique() {

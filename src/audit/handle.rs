@@ -14,7 +14,7 @@ use chrono::Utc;
 use tonic::Code;
 
 use super::{AuditLog, AuditRecord};
-use crate::auth::Principal;
+use crate::principal::Principal;
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

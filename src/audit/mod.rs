@@ -9,7 +9,7 @@
 //!
 //! Secrets never enter a record: handshake credentials are not recorded
 //! (only the user name tried), bearer tokens are never read here, and
-//! action bodies pass through [`redact_body`] first.
+//! action bodies pass through [`crate::redact::json_body`] first.
 
 mod handle;
 
@@ -22,13 +22,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use duckdb::{Connection, params};
+use serde::{Deserialize, Serialize};
 
 use crate::replica::{Replica, ReplicaError, TableInfo};
 use crate::table_name::TableName;
 
-/// The schema admins query the audit trail under; table names in it are
-/// reserved.
-pub const AUDIT_SCHEMA: &str = "airlock";
+/// The schema admins query the audit trail under (one of
+/// [`crate::table_name::RESERVED_SCHEMAS`]).
+pub const AUDIT_SCHEMA: &str = crate::table_name::RESERVED_SCHEMAS[0];
 
 /// Where records are stored (schema `main`, which the catalog never lists).
 const STORED_AS: &str = "main.__airlock_audit";
@@ -66,6 +67,23 @@ const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
 /// How often old records are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Audit trail settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuditConfig {
+    /// How long records are kept; older ones are deleted hourly.
+    #[serde(with = "crate::duration_text")]
+    pub retention: Duration,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention: Duration::from_secs(90 * 24 * 3600),
+        }
+    }
+}
 
 /// One request, as recorded.
 #[derive(Debug, Clone, PartialEq)]
@@ -299,40 +317,6 @@ fn purge(conn: &Connection, retention: Duration) {
     }
 }
 
-/// An action's JSON body for the audit: values of keys that may hold
-/// secrets are replaced, and source URLs lose their credentials.
-pub fn redact_body(body: &[u8]) -> Option<String> {
-    fn walk(value: &mut serde_json::Value) {
-        match value {
-            serde_json::Value::Object(map) => {
-                for (key, value) in map.iter_mut() {
-                    let key = key.to_ascii_lowercase();
-                    if ["password", "secret", "token", "key", "credential"]
-                        .iter()
-                        .any(|s| key.contains(s))
-                    {
-                        *value = serde_json::Value::String("[redacted]".into());
-                    } else if let serde_json::Value::String(text) = value
-                        && text.contains("://")
-                    {
-                        *text = crate::sync::redact(text);
-                    } else {
-                        walk(value);
-                    }
-                }
-            }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
-            _ => {}
-        }
-    }
-    if body.is_empty() {
-        return None;
-    }
-    let mut value: serde_json::Value = serde_json::from_slice(body).ok()?;
-    walk(&mut value);
-    Some(value.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,23 +327,6 @@ mod tests {
             AuditLog::table_name(),
             TableName::parse("airlock.audit").unwrap()
         );
-    }
-
-    #[test]
-    fn bodies_lose_secrets_and_url_credentials() {
-        let body = br#"{"name": "s.t", "source": "s3://AKIAXXX:hunter2@bucket/x.parquet",
-            "password": "pw", "options": {"aws_secret_access_key": "k", "region": "eu"},
-            "nested": [{"token": "eyJ..."}]}"#;
-        let redacted = redact_body(body).unwrap();
-        for secret in ["hunter2", "AKIAXXX", "\"pw\"", "\"k\"", "eyJ"] {
-            assert!(!redacted.contains(secret), "{secret} in {redacted}");
-        }
-        assert!(
-            redacted.contains("s.t") && redacted.contains("eu"),
-            "{redacted}"
-        );
-        assert_eq!(redact_body(b""), None);
-        assert_eq!(redact_body(b"\x08\x01"), None);
     }
 
     fn record(time: DateTime<Utc>, request: &str) -> AuditRecord {
@@ -388,7 +355,7 @@ mod tests {
     #[test]
     fn records_are_written_survive_reopening_and_expire() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::DuckDbConfig::default();
+        let config = crate::replica::DuckDbConfig::default();
         let count = |replica: &Replica, request: &str| -> i64 {
             replica
                 .connect()

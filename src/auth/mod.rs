@@ -14,15 +14,15 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 pub use credentials::{Credentials, TOKEN_USER, parse_authorization};
 pub use password::{AdminPassword, Initialized};
-pub use token::{IssuedToken, NewToken, TokenKind, TokenRecord, TokenService};
+pub use token::{IssuedToken, NewToken, TokenRecord, TokenService};
 
-use crate::config::AuthConfig;
 use crate::meta::MetaError;
+use crate::principal::check_name;
+use crate::principal::{Principal, TokenKind};
 
 /// The only password user.
 pub const ADMIN_USER: &str = "admin";
@@ -69,6 +69,9 @@ pub enum AuthError {
     /// A token id does not exist (or is not visible to the caller).
     #[error("no token with id '{0}'")]
     NotFound(String),
+    /// Only admins may do this.
+    #[error("permission denied: {0}")]
+    NotAdmin(#[from] crate::principal::NotAdmin),
     /// Storage failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -77,77 +80,15 @@ pub enum AuthError {
     Internal(String),
 }
 
-/// An authenticated caller.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Principal {
-    /// Admin, swarm or agent.
-    pub kind: TokenKind,
-    /// Id of the presented token (the JWT `jti`).
-    pub token_id: String,
-    /// Subject name.
-    pub name: String,
-    /// Swarm, for swarm and agent principals.
-    pub swarm: Option<String>,
-    /// Agent attributes given at token creation.
-    pub attributes: BTreeMap<String, String>,
-    /// When the presented token expires.
-    pub expires_at: DateTime<Utc>,
-}
-
-impl Principal {
-    fn from_record(record: &TokenRecord) -> Self {
-        Self {
-            kind: record.kind,
-            token_id: record.id.clone(),
-            name: record.name.clone(),
-            swarm: record.swarm.clone(),
-            attributes: record.attributes.clone(),
-            expires_at: record.expires_at,
-        }
-    }
-
-    /// A principal described rather than authenticated (for `explain`).
-    pub fn described(
-        kind: TokenKind,
-        swarm: Option<String>,
-        name: String,
-        attributes: BTreeMap<String, String>,
-    ) -> Self {
-        Self {
-            token_id: format!("described:{kind}:{}:{name}", swarm.as_deref().unwrap_or("")),
-            kind,
-            name,
-            swarm,
-            attributes,
-            expires_at: Utc::now(),
-        }
-    }
-
-    /// Whether this principal is an admin.
-    pub fn is_admin(&self) -> bool {
-        self.kind == TokenKind::Admin
-    }
-
-    /// Fails unless the principal is an admin.
-    pub fn require_admin(&self, what: &str) -> Result<(), AuthError> {
-        if self.is_admin() {
-            Ok(())
-        } else {
-            Err(AuthError::Forbidden(format!(
-                "{what} needs an admin token (you are {} '{}')",
-                self.kind, self.name
-            )))
-        }
-    }
-
-    /// A short description for logs and audit, e.g. `agent:a1@emea`.
-    pub fn label(&self) -> String {
-        match &self.swarm {
-            Some(swarm) if self.kind == TokenKind::Agent => {
-                format!("{}:{}@{}", self.kind, self.name, swarm)
-            }
-            _ => format!("{}:{}", self.kind, self.name),
-        }
+/// The principal a token record stands for.
+pub(crate) fn principal_of_record(record: &TokenRecord) -> Principal {
+    Principal {
+        kind: record.kind,
+        token_id: record.id.clone(),
+        name: record.name.clone(),
+        swarm: record.swarm.clone(),
+        attributes: record.attributes.clone(),
+        expires_at: record.expires_at,
     }
 }
 
@@ -170,6 +111,31 @@ pub struct TokenRequest {
     pub attributes: BTreeMap<String, String>,
 }
 
+/// Token lifetimes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Lifetime of the bearer token an admin gets from the handshake.
+    #[serde(with = "crate::duration_text")]
+    pub admin_session_ttl: Duration,
+    /// Lifetime of swarm and agent tokens when `ttl_seconds` is not given.
+    #[serde(with = "crate::duration_text")]
+    pub default_token_ttl: Duration,
+    /// Longest lifetime `token.create` grants.
+    #[serde(with = "crate::duration_text")]
+    pub max_token_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            admin_session_ttl: Duration::from_secs(12 * 3600),
+            default_token_ttl: Duration::from_secs(7 * 24 * 3600),
+            max_token_ttl: Duration::from_secs(365 * 24 * 3600),
+        }
+    }
+}
+
 /// Checks credentials and applies the rules of who may mint and revoke what.
 #[derive(Debug)]
 pub struct Authenticator {
@@ -190,10 +156,7 @@ impl Authenticator {
 
     /// The principal a token stands for, from its record (for `explain`).
     pub fn principal_of(&self, token_id: &str) -> Option<Principal> {
-        self.tokens
-            .get(token_id)
-            .as_ref()
-            .map(Principal::from_record)
+        self.tokens.get(token_id).as_ref().map(principal_of_record)
     }
 
     /// The token service (for listing and housekeeping).
@@ -236,7 +199,7 @@ impl Authenticator {
                         not_after: None,
                     })
                     .await?;
-                Ok((Principal::from_record(&issued.record), issued.token))
+                Ok((principal_of_record(&issued.record), issued.token))
             }
         }
     }
@@ -406,23 +369,6 @@ pub struct RevokeOutcome {
 
 fn validate_name(what: &str, name: &str) -> Result<(), AuthError> {
     check_name(what, name).map_err(AuthError::InvalidRequest)
-}
-
-/// The rule for swarm, agent and attribute names (grants name swarms and
-/// agents too): 1-64 letters, digits, `_`, `-` or `.`; the error says so.
-pub fn check_name(what: &str, name: &str) -> Result<(), String> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "{what} '{name}' must be 1-64 characters of letters, digits, '_', '-' or '.'"
-        ))
-    }
 }
 
 #[cfg(test)]

@@ -16,35 +16,13 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::{AuthError, Principal};
+use super::AuthError;
 use crate::meta::{Collection, Meta};
+use crate::principal::{Principal, TokenKind};
 
 const ISSUER: &str = "airlock";
 const SECRET_FILE: &str = "jwt.key";
 const MIN_SECRET_LEN: usize = 32;
-
-/// Who a token speaks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "lowercase")]
-pub enum TokenKind {
-    /// Full control; from the password handshake.
-    Admin,
-    /// A group of agents; may mint agent tokens for itself.
-    Swarm,
-    /// One agent of a swarm; the least privileged kind, hence the default.
-    #[default]
-    Agent,
-}
-
-impl std::fmt::Display for TokenKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            TokenKind::Admin => "admin",
-            TokenKind::Swarm => "swarm",
-            TokenKind::Agent => "agent",
-        })
-    }
-}
 
 /// The durable record of an issued token. The token text itself is never
 /// stored: whoever holds it proves possession by its signature.
@@ -232,7 +210,7 @@ impl TokenService {
         if record.kind != claims.kind || record.swarm != claims.swarm || record.name != claims.sub {
             return Err(AuthError::InvalidToken);
         }
-        Ok(Principal::from_record(record))
+        Ok(super::principal_of_record(record))
     }
 
     /// Looks up a record.

@@ -19,7 +19,8 @@ use futures::stream::BoxStream;
 use prost::Message;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::audit::{AuditHandle, AuditLog, redact_body};
+use crate::audit::{AuditHandle, AuditLog};
+use crate::redact;
 
 /// The handle of the call `request` belongs to, if it is audited.
 pub(crate) fn audit_of<T>(request: &Request<T>) -> Option<AuditHandle> {
@@ -232,7 +233,7 @@ impl<S: FlightService> FlightService for Audited<S> {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.get_ref();
         let name = format!("DoAction {}", action.r#type);
-        let body = redact_body(&action.body);
+        let body = redact::json_body(&action.body);
         let handle = self.begin(&mut request, name);
         if let Some(body) = body {
             handle.statement(body);

@@ -2,69 +2,83 @@
 //! `actions` out. No business rules live here — only decoding requests,
 //! authenticating each call, and encoding answers (schemas, tickets, record
 //! batch streams, errors as gRPC statuses via [`status`]).
+//!
+//! The `FlightSqlService` impl below only routes; each request family lives
+//! in a file of its own:
+//!
+//! ```text
+//!  handshake.rs   Basic / bearer → session token
+//!  statements.rs  queries and prepared statements: plan, ticket, stream
+//!  metadata.rs    catalogs, schemas, tables, SqlInfo, keys, type info
+//!  cancel.rs      CancelFlightInfo and the older CancelQuery
+//!  actions.rs     DoAction → `actions`, ListActions
+//!  schemas.rs     the shapes of answers and column metadata
+//!  audited.rs     one audit record per RPC, around all of the above
+//! ```
 
+mod actions;
 mod audited;
+mod cancel;
+mod handshake;
 mod metadata;
+mod schemas;
+mod statements;
 mod status;
 mod ticket;
 
 use std::pin::Pin;
 use std::sync::Arc;
 
-use arrow_flight::decode::FlightRecordBatchStream;
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::FlightService;
-use arrow_flight::sql::metadata::{GetCatalogsBuilder, GetDbSchemasBuilder, GetTablesBuilder};
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
-    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
-    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
-    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
-    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
-    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult,
-    ProstMessageExt, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
+    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
+    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
+    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
+    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
+    CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, ActionType, BasicAuth, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
-    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
-    SchemaAsIpc, Ticket,
+    Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
+    HandshakeResponse, IpcMessage, SchemaAsIpc, Ticket,
 };
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
-use futures::{Stream, StreamExt, TryStreamExt};
-use prost::Message;
-use tonic::metadata::MetadataValue;
+use futures::{Stream, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::Principal;
-use crate::query::{CATALOG, PlannedQuery, QueryError};
-use crate::server::App;
-use crate::table_name::TableName;
-use ticket::StatementHandle;
+use crate::actions::Actions;
+use crate::auth::{AuthError, Authenticator};
+use crate::principal::Principal;
+use crate::query::{QueryEngine, QueryError};
 
-use crate::audit::AuditHandle;
 pub use audited::Audited;
 use audited::audit_of;
 
 type DoGetStream = <AirlockFlightSql as FlightService>::DoGetStream;
+type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
-/// The only table type replicas have.
-const TABLE_TYPE: &str = "TABLE";
-
-/// airlock's `FlightSqlService`.
+/// airlock's `FlightSqlService`, built from the services it translates to.
 #[derive(Debug)]
 pub struct AirlockFlightSql {
-    app: Arc<App>,
+    auth: Arc<Authenticator>,
+    query: Arc<QueryEngine>,
+    actions: Arc<Actions>,
 }
 
 impl AirlockFlightSql {
-    /// A service over an opened app.
-    pub fn new(app: Arc<App>) -> Self {
-        Self { app }
+    /// A service answering with these handles.
+    pub fn new(auth: Arc<Authenticator>, query: Arc<QueryEngine>, actions: Arc<Actions>) -> Self {
+        Self {
+            auth,
+            query,
+            actions,
+        }
     }
 
     /// Authenticates a call from its `authorization` header.
@@ -74,109 +88,31 @@ impl AirlockFlightSql {
             .get("authorization")
             .map(|v| {
                 v.to_str()
-                    .map_err(|_| status::auth(crate::auth::AuthError::MalformedHeader("not ASCII")))
+                    .map_err(|_| status::auth(AuthError::MalformedHeader("not ASCII")))
             })
             .transpose()?;
-        let principal = self
-            .app
-            .auth
-            .authenticate(header)
-            .await
-            .map_err(status::auth)?;
+        let principal = self.auth.authenticate(header).await.map_err(status::auth)?;
         tracing::Span::current().record("principal", principal.label());
         if let Some(audit) = audit_of(request) {
             audit.principal(&principal);
         }
         Ok(principal)
     }
+}
 
-    /// Plans a statement handle's SQL with its bound parameters, ready to run.
-    async fn plan(
-        &self,
-        principal: &Principal,
-        handle: &StatementHandle,
-        audit: Option<&AuditHandle>,
-    ) -> Result<PlannedQuery, Status> {
-        let values = handle.parameter_values().map_err(status::bad_request)?;
-        let planned = self
-            .app
-            .query
-            .plan_bound(principal, &handle.sql, values)
-            .await;
-        audit_planned(audit, &handle.sql, planned.as_ref().ok());
-        planned.map_err(status::query)
-    }
-
-    /// A FlightInfo whose single endpoint redeems `ticket`.
-    fn flight_info(
-        schema: &Schema,
-        ticket: Vec<u8>,
-        descriptor: FlightDescriptor,
-    ) -> Result<Response<FlightInfo>, Status> {
-        let info = FlightInfo::new()
-            .try_with_schema(schema)
-            .map_err(|e| status::internal(format!("encoding schema: {e}")))?
-            .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
-            .with_descriptor(descriptor)
-            .with_ordered(true);
-        Ok(Response::new(info))
-    }
-
-    /// FlightInfo for a metadata command: the ticket is the command itself.
-    fn metadata_info(
-        command: impl ProstMessageExt,
-        schema: &Schema,
-        descriptor: FlightDescriptor,
-    ) -> Result<Response<FlightInfo>, Status> {
-        Self::flight_info(schema, command.as_any().encode_to_vec(), descriptor)
-    }
-
-    /// Runs a planned query and streams it as Flight data.
-    async fn stream_query(
-        &self,
-        principal: &Principal,
-        planned: PlannedQuery,
-        query_id: &str,
-        audit: Option<AuditHandle>,
-    ) -> Result<Response<DoGetStream>, Status> {
-        let schema = metadata::result_schema(&planned.schema());
-        let stream = self
-            .app
-            .query
-            .execute(planned, query_id, principal)
-            .await
-            .map_err(status::query)?;
-        let truncated = stream.truncated();
-        let max_rows = stream.max_rows();
-        if let Some(audit) = audit {
-            audit.columns(stream.columns().to_vec());
-            audit.track_result(stream.returned(), Arc::clone(&truncated));
-        }
-        let labelled = Arc::clone(&schema);
-        let batches = stream.map(move |item| match item {
-            Ok(batch) => batch.with_schema(Arc::clone(&labelled)).map_err(|e| {
-                FlightError::Tonic(Box::new(status::internal(format!("labelling batch: {e}"))))
-            }),
-            Err(e) => Err(FlightError::Tonic(Box::new(status::query(e)))),
-        });
-        // The messages of a result's last batch, when the row cap cut it,
-        // carry a notice in app_metadata (the flag is set before that batch
-        // is yielded, and the encoder sends a batch's messages before
-        // asking for the next). Clients that ignore it see fewer rows.
-        let notice = truncation_notice(max_rows);
-        let data = encode(schema, batches).map_ok(move |mut data| {
-            if truncated.load(std::sync::atomic::Ordering::Acquire) {
-                data.app_metadata = notice.clone();
-            }
-            data
-        });
-        Ok(Response::new(Box::pin(data)))
-    }
-
-    /// The visible tables for metadata answers.
-    fn tables_of(&self, principal: &Principal) -> crate::query::VisibleTables {
-        self.app.query.visible_tables(principal)
-    }
+/// A FlightInfo whose single endpoint redeems `ticket`.
+fn flight_info(
+    schema: &Schema,
+    ticket: Vec<u8>,
+    descriptor: FlightDescriptor,
+) -> Result<Response<FlightInfo>, Status> {
+    let info = FlightInfo::new()
+        .try_with_schema(schema)
+        .map_err(|e| status::internal(format!("encoding schema: {e}")))?
+        .with_endpoint(FlightEndpoint::new().with_ticket(Ticket::new(ticket)))
+        .with_descriptor(descriptor)
+        .with_ordered(true);
+    Ok(Response::new(info))
 }
 
 /// Encodes record batches as Flight data. Dictionaries are sent as
@@ -196,33 +132,10 @@ fn encode(
     Box::pin(stream)
 }
 
-/// Writes a query's SQL, and when it planned, its tables and policy, into
-/// the call's audit record.
-fn audit_planned(audit: Option<&AuditHandle>, sql: &str, planned: Option<&PlannedQuery>) {
-    if let Some(audit) = audit {
-        audit.statement(sql);
-        if let Some(planned) = planned {
-            audit.tables(planned.tables(), Some(planned.policy().to_string()));
-        }
-    }
-}
-
-/// The app_metadata marking a result cut at the row cap:
-/// `{"airlock": {"truncated": true, "max_rows": N}}`.
-fn truncation_notice(max_rows: Option<u64>) -> bytes::Bytes {
-    serde_json::json!({"airlock": {"truncated": true, "max_rows": max_rows}})
-        .to_string()
-        .into()
-}
-
 /// One batch as a DoGet stream.
 fn batch_stream(batch: RecordBatch) -> Response<DoGetStream> {
     let schema = batch.schema();
     Response::new(encode(schema, futures::stream::once(async { Ok(batch) })))
-}
-
-fn arrow_status(e: impl std::fmt::Display) -> Status {
-    status::internal(format!("building metadata answer: {e}"))
 }
 
 /// The schema as IPC bytes, as prepared-statement results carry it.
@@ -248,57 +161,8 @@ impl FlightSqlService for AirlockFlightSql {
     async fn do_handshake(
         &self,
         request: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<
-        Response<Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>>,
-        Status,
-    > {
-        let audit = audit_of(&request);
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let header = match header {
-            Some(h) => Some(h),
-            // Older clients put BasicAuth in the first handshake payload.
-            None => {
-                let mut stream = request.into_inner();
-                match stream.next().await {
-                    Some(Ok(first)) => BasicAuth::decode(first.payload)
-                        .ok()
-                        .filter(|b| !b.username.is_empty())
-                        .map(|b| basic_header(&b.username, &b.password)),
-                    _ => None,
-                }
-            }
-        };
-        let outcome = self.app.auth.handshake(header.as_deref()).await;
-        if let Some(audit) = &audit {
-            match &outcome {
-                Ok((principal, _)) => audit.principal(principal),
-                Err(_) => {
-                    let tried = header
-                        .as_deref()
-                        .and_then(|h| crate::auth::parse_authorization(h).ok());
-                    if let Some(user) = tried.as_ref().and_then(|c| c.user()) {
-                        audit.attempted_user(user);
-                    }
-                }
-            }
-        }
-        let (principal, token) = outcome.map_err(status::auth)?;
-        tracing::Span::current().record("principal", principal.label());
-        let bearer = MetadataValue::try_from(format!("Bearer {token}"))
-            .map_err(|_| status::internal("token is not a valid header value"))?;
-        let output = futures::stream::iter([Ok(HandshakeResponse {
-            protocol_version: 0,
-            payload: token.into_bytes().into(),
-        })]);
-        let mut response: Response<
-            Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>,
-        > = Response::new(Box::pin(output));
-        response.metadata_mut().insert("authorization", bearer);
-        Ok(response)
+    ) -> Result<Response<HandshakeStream>, Status> {
+        self.handshake(request).await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(Statement)", fields(principal))]
@@ -307,20 +171,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = self.principal(&request).await?;
-        let handle = StatementHandle::new(&query.query);
-        let planned = self
-            .plan(&principal, &handle, audit_of(&request).as_ref())
-            .await?;
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.encode_to_vec().into(),
-        };
-        let schema = metadata::result_schema(&planned.schema());
-        Self::flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.statement_info(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(Prepared)", fields(principal))]
@@ -329,26 +180,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        let principal = self.principal(&request).await?;
-        let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
-            .map_err(status::bad_request)?;
-        let planned = self
-            .plan(&principal, &handle, audit_of(&request).as_ref())
-            .await?;
-        // Each execution gets its own query id, for CancelFlightInfo.
-        let execution = StatementHandle {
-            query_id: uuid::Uuid::new_v4().to_string(),
-            ..handle
-        };
-        let ticket = CommandPreparedStatementQuery {
-            prepared_statement_handle: execution.encode_to_vec().into(),
-        };
-        let schema = metadata::result_schema(&planned.schema());
-        Self::flight_info(
-            &schema,
-            ticket.as_any().encode_to_vec(),
-            request.into_inner(),
-        )
+        self.prepared_info(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(Statement)", fields(principal))]
@@ -357,14 +189,7 @@ impl FlightSqlService for AirlockFlightSql {
         ticket: TicketStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let handle =
-            StatementHandle::decode_from(&ticket.statement_handle).map_err(status::bad_request)?;
-        let planned = self
-            .plan(&principal, &handle, audit_of(&request).as_ref())
-            .await?;
-        self.stream_query(&principal, planned, &handle.query_id, audit_of(&request))
-            .await
+        self.run_statement(&ticket.statement_handle, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(Prepared)", fields(principal))]
@@ -373,13 +198,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
-            .map_err(status::bad_request)?;
-        let planned = self
-            .plan(&principal, &handle, audit_of(&request).as_ref())
-            .await?;
-        self.stream_query(&principal, planned, &handle.query_id, audit_of(&request))
+        self.run_statement(&query.prepared_statement_handle, request)
             .await
     }
 
@@ -389,22 +208,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: ActionCreatePreparedStatementRequest,
         request: Request<Action>,
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
-        let principal = self.principal(&request).await?;
-        let handle = StatementHandle::new(&query.query);
-        let planned = self.app.query.plan(&principal, &handle.sql).await;
-        audit_planned(
-            audit_of(&request).as_ref(),
-            &handle.sql,
-            planned.as_ref().ok(),
-        );
-        let planned = planned.map_err(status::query)?;
-        let dataset = metadata::result_schema(&planned.schema());
-        let parameters = planned.parameter_schema().map_err(status::query)?;
-        Ok(ActionCreatePreparedStatementResult {
-            prepared_statement_handle: handle.encode_to_vec().into(),
-            dataset_schema: schema_bytes(&dataset)?,
-            parameter_schema: schema_bytes(&parameters)?,
-        })
+        self.prepare(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoPut(PreparedStatementQuery)", fields(principal))]
@@ -413,35 +217,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandPreparedStatementQuery,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<DoPutPreparedStatementResult, Status> {
-        let principal = self.principal(&request).await?;
-        let handle = StatementHandle::decode_from(&query.prepared_statement_handle)
-            .map_err(status::bad_request)?;
-        let audit = audit_of(&request);
-        // The stream itself, not into_inner(): its first message (already
-        // peeked by the dispatcher) carries the parameter schema.
-        let data = request.into_inner().map_err(FlightError::from);
-        let mut batches = FlightRecordBatchStream::new_from_flight_data(data);
-        let read_error = |e: FlightError| status::bad_request(format!("reading parameters: {e}"));
-        // One row of parameters is all a query takes: read one batch, and
-        // refuse a second instead of buffering whatever a client sends.
-        let batch = batches
-            .try_next()
-            .await
-            .map_err(read_error)?
-            .ok_or_else(|| status::bad_request("DoPut carried no parameter rows"))?;
-        if batches.try_next().await.map_err(read_error)?.is_some() {
-            return Err(status::bad_request(
-                "bind exactly one row of parameters to a query, in one batch",
-            ));
-        }
-        let bound = handle
-            .with_parameters(&batch)
-            .map_err(status::bad_request)?;
-        // Bind now so a wrong count or type is reported at bind time.
-        self.plan(&principal, &bound, audit.as_ref()).await?;
-        Ok(DoPutPreparedStatementResult {
-            prepared_statement_handle: Some(bound.encode_to_vec().into()),
-        })
+        self.bind_parameters(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "ClosePreparedStatement", fields(principal))]
@@ -461,9 +237,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetCatalogs,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(Catalogs)", fields(principal))]
@@ -472,10 +247,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetCatalogs,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        let mut builder: GetCatalogsBuilder = query.into_builder();
-        builder.append(CATALOG);
-        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+        self.metadata_answer(request, |_| metadata::catalogs(query))
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(DbSchemas)", fields(principal))]
@@ -484,9 +257,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetDbSchemas,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.clone().into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(DbSchemas)", fields(principal))]
@@ -495,12 +267,10 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetDbSchemas,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let mut builder: GetDbSchemasBuilder = query.into_builder();
-        for schema in self.tables_of(&principal).schemas() {
-            builder.append(CATALOG, schema);
-        }
-        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+        self.metadata_answer(request, |principal| {
+            metadata::db_schemas(query, &self.query.visible_tables(principal))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(Tables)", fields(principal))]
@@ -509,9 +279,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetTables,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.clone().into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(Tables)", fields(principal))]
@@ -520,15 +289,10 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetTables,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let mut builder: GetTablesBuilder = query.into_builder();
-        for (schema, table, arrow) in self.tables_of(&principal).tables() {
-            let annotated = metadata::table_schema(schema, table, arrow);
-            builder
-                .append(CATALOG, schema, table, TABLE_TYPE, &annotated)
-                .map_err(arrow_status)?;
-        }
-        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+        self.metadata_answer(request, |principal| {
+            metadata::tables(query, &self.query.visible_tables(principal))
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(TableTypes)", fields(principal))]
@@ -537,9 +301,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetTableTypes,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
         let schema = query.into_builder().schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(TableTypes)", fields(principal))]
@@ -548,10 +311,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetTableTypes,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        let mut builder = query.into_builder();
-        builder.append(TABLE_TYPE);
-        Ok(batch_stream(builder.build().map_err(arrow_status)?))
+        self.metadata_answer(request, |_| metadata::table_types(query))
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(SqlInfo)", fields(principal))]
@@ -560,9 +321,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetSqlInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        let schema = query.clone().into_builder(metadata::sql_info()).schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        let schema = query.clone().into_builder(schemas::sql_info()).schema();
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(SqlInfo)", fields(principal))]
@@ -571,12 +331,13 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetSqlInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        let batch = query
-            .into_builder(metadata::sql_info())
-            .build()
-            .map_err(arrow_status)?;
-        Ok(batch_stream(batch))
+        self.metadata_answer(request, |_| {
+            query
+                .into_builder(schemas::sql_info())
+                .build()
+                .map_err(metadata::arrow_status)
+        })
+        .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(PrimaryKeys)", fields(principal))]
@@ -585,12 +346,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        Self::metadata_info(
-            query,
-            &metadata::primary_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &schemas::primary_keys_schema(), request)
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(PrimaryKeys)", fields(principal))]
@@ -599,20 +356,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetPrimaryKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let schema = query
-            .db_schema
-            .as_deref()
-            .unwrap_or(crate::table_name::DEFAULT_SCHEMA);
-        let columns = match TableName::from_parts(schema, &query.table) {
-            Ok(name) if query.catalog.as_deref().is_none_or(|c| c == CATALOG) => {
-                self.app.actions.primary_key(&principal, &name).await
-            }
-            _ => vec![],
-        };
-        let batch =
-            metadata::primary_keys_batch(schema, &query.table, &columns).map_err(arrow_status)?;
-        Ok(batch_stream(batch))
+        self.primary_keys(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(ExportedKeys)", fields(principal))]
@@ -621,12 +365,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetExportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &schemas::foreign_keys_schema(), request)
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(ExportedKeys)", fields(principal))]
@@ -635,8 +375,8 @@ impl FlightSqlService for AirlockFlightSql {
         _query: CommandGetExportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        Ok(batch_stream(metadata::no_foreign_keys()))
+        self.metadata_answer(request, |_| Ok(schemas::no_foreign_keys()))
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(ImportedKeys)", fields(principal))]
@@ -645,12 +385,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetImportedKeys,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &schemas::foreign_keys_schema(), request)
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(ImportedKeys)", fields(principal))]
@@ -659,8 +395,8 @@ impl FlightSqlService for AirlockFlightSql {
         _query: CommandGetImportedKeys,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        Ok(batch_stream(metadata::no_foreign_keys()))
+        self.metadata_answer(request, |_| Ok(schemas::no_foreign_keys()))
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(CrossReference)", fields(principal))]
@@ -669,12 +405,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetCrossReference,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        Self::metadata_info(
-            query,
-            &metadata::foreign_keys_schema(),
-            request.into_inner(),
-        )
+        self.metadata_info(query, &schemas::foreign_keys_schema(), request)
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(CrossReference)", fields(principal))]
@@ -683,8 +415,8 @@ impl FlightSqlService for AirlockFlightSql {
         _query: CommandGetCrossReference,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        Ok(batch_stream(metadata::no_foreign_keys()))
+        self.metadata_answer(request, |_| Ok(schemas::no_foreign_keys()))
+            .await
     }
 
     #[tracing::instrument(skip_all, name = "GetFlightInfo(XdbcTypeInfo)", fields(principal))]
@@ -693,9 +425,8 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
-        self.principal(&request).await?;
-        let schema = query.into_builder(metadata::xdbc_type_info()).schema();
-        Self::metadata_info(query, &schema, request.into_inner())
+        let schema = query.into_builder(schemas::xdbc_type_info()).schema();
+        self.metadata_info(query, &schema, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoGet(XdbcTypeInfo)", fields(principal))]
@@ -704,12 +435,13 @@ impl FlightSqlService for AirlockFlightSql {
         query: CommandGetXdbcTypeInfo,
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
-        self.principal(&request).await?;
-        let batch = query
-            .into_builder(metadata::xdbc_type_info())
-            .build()
-            .map_err(arrow_status)?;
-        Ok(batch_stream(batch))
+        self.metadata_answer(request, |_| {
+            query
+                .into_builder(schemas::xdbc_type_info())
+                .build()
+                .map_err(metadata::arrow_status)
+        })
+        .await
     }
 
     async fn do_put_statement_update(
@@ -754,14 +486,7 @@ impl FlightSqlService for AirlockFlightSql {
         query: ActionCancelQueryRequest,
         request: Request<Action>,
     ) -> Result<ActionCancelQueryResult, Status> {
-        let principal = self.principal(&request).await?;
-        let info = FlightInfo::decode(query.info)
-            .map_err(|e| status::bad_request(format!("malformed FlightInfo: {e}")))?;
-        let outcome = self.cancel(&principal, &info)?;
-        // The deprecated CancelQuery result uses the same numbering.
-        Ok(ActionCancelQueryResult {
-            result: outcome as i32,
-        })
+        self.cancel_query(query, request).await
     }
 
     #[tracing::instrument(skip_all, name = "DoAction", fields(principal, action = %request.get_ref().r#type))]
@@ -769,86 +494,12 @@ impl FlightSqlService for AirlockFlightSql {
         &self,
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
-        let principal = self.principal(&request).await?;
-        let action = request.into_inner();
-        let body: Vec<u8> = if action.r#type == "CancelFlightInfo" {
-            let cancel = CancelFlightInfoRequest::decode(action.body).map_err(|e| {
-                status::bad_request(format!("malformed CancelFlightInfoRequest: {e}"))
-            })?;
-            let info = cancel
-                .info
-                .ok_or_else(|| status::bad_request("CancelFlightInfoRequest has no FlightInfo"))?;
-            let outcome = self.cancel(&principal, &info)?;
-            CancelFlightInfoResult {
-                status: outcome as i32,
-            }
-            .encode_to_vec()
-        } else {
-            let value = self
-                .app
-                .actions
-                .run(&principal, &action.r#type, &action.body)
-                .await
-                .map_err(status::action)?;
-            serde_json::to_vec(&value).map_err(|e| status::internal(e.to_string()))?
-        };
-        let result = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+        self.action(request).await
     }
 
     async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
-        let mut actions: Vec<Result<ActionType, Status>> = crate::actions::Action::ALL
-            .iter()
-            .map(|a| {
-                Ok(ActionType {
-                    r#type: a.name().to_string(),
-                    description: a.description().to_string(),
-                })
-            })
-            .collect();
-        actions.push(Ok(ActionType {
-            r#type: "CancelFlightInfo".to_string(),
-            description: "Cancel a running query. Body: CancelFlightInfoRequest (protobuf) with the query's FlightInfo."
-                .to_string(),
-        }));
-        Some(actions)
+        Some(actions::action_types())
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}
-}
-
-impl AirlockFlightSql {
-    /// Cancels the query a FlightInfo's ticket refers to.
-    fn cancel(&self, principal: &Principal, info: &FlightInfo) -> Result<CancelStatus, Status> {
-        let ticket = info
-            .endpoint
-            .first()
-            .and_then(|e| e.ticket.as_ref())
-            .ok_or_else(|| status::bad_request("the FlightInfo has no ticket"))?;
-        let any = Any::decode(ticket.ticket.clone())
-            .map_err(|e| status::bad_request(format!("malformed ticket: {e}")))?;
-        let handle_bytes = if let Ok(Some(t)) = any.unpack::<TicketStatementQuery>() {
-            t.statement_handle
-        } else if let Ok(Some(p)) = any.unpack::<CommandPreparedStatementQuery>() {
-            p.prepared_statement_handle
-        } else {
-            return Ok(CancelStatus::NotCancellable);
-        };
-        let handle = StatementHandle::decode_from(&handle_bytes).map_err(status::bad_request)?;
-        if self.app.query.cancel(&handle.query_id, principal) {
-            Ok(CancelStatus::Cancelled)
-        } else {
-            // The spec asks for NOT_FOUND when the query is not known.
-            Err(status::query(QueryError::NotRunning(handle.query_id)))
-        }
-    }
-}
-
-/// `Basic base64(user:password)`, for handshake payload credentials.
-fn basic_header(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
 }

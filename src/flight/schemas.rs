@@ -1,6 +1,7 @@
-//! The answers to Flight SQL metadata requests that do not depend on the
-//! caller (SqlInfo, type info), and the column metadata that JDBC, ADBC and
-//! BI tools read from schemas (`ARROW:FLIGHT:SQL:TYPE_NAME` and friends).
+//! The shapes of Flight SQL answers: the parts that do not depend on the
+//! caller (SqlInfo, type info, key schemas), and the column metadata that
+//! JDBC, ADBC and BI tools read from schemas (`ARROW:FLIGHT:SQL:TYPE_NAME`
+//! and friends).
 
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};

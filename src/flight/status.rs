@@ -52,7 +52,7 @@ pub(crate) fn auth(error: AuthError) -> Status {
         | AuthError::Expired
         | AuthError::Revoked
         | AuthError::UnknownToken => Code::Unauthenticated,
-        AuthError::Forbidden(_) => Code::PermissionDenied,
+        AuthError::Forbidden(_) | AuthError::NotAdmin(_) => Code::PermissionDenied,
         AuthError::InvalidRequest(_) => Code::InvalidArgument,
         AuthError::NotFound(_) => Code::NotFound,
         AuthError::Meta(e) => return meta(e),
@@ -67,6 +67,8 @@ fn meta(error: &MetaError) -> Status {
         | MetaError::Store(_)
         | MetaError::Corrupt { .. }
         | MetaError::Task(_) => Code::Internal,
+        // A concurrent writer won; the caller may read again and retry.
+        MetaError::Conflict { .. } => Code::Aborted,
     };
     status(code, error.to_string())
 }
@@ -154,6 +156,7 @@ pub(crate) fn action(error: ActionError) -> Status {
         ActionError::Sync(e) => sync(e),
         ActionError::Policy(e) => policy(e),
         ActionError::Query(e) => query(e),
+        ActionError::Internal { .. } => status(Code::Internal, error.to_string()),
     }
 }
 
@@ -253,6 +256,22 @@ mod tests {
                 Code::PermissionDenied,
             ),
             (auth(AuthError::NotFound("x".into())), Code::NotFound),
+            (
+                auth(AuthError::NotAdmin(crate::principal::NotAdmin {
+                    what: "grant.set".into(),
+                    kind: crate::principal::TokenKind::Agent,
+                    name: "a1".into(),
+                })),
+                Code::PermissionDenied,
+            ),
+            (
+                auth(AuthError::Meta(MetaError::Conflict {
+                    collection: "jobs",
+                    key: "j1".into(),
+                    expected: "version 3".into(),
+                })),
+                Code::Aborted,
+            ),
             (query(QueryError::Syntax("x".into())), Code::InvalidArgument),
             (
                 query(QueryError::NotAQuery("DROP TABLE".into())),
@@ -286,6 +305,13 @@ mod tests {
                 Code::ResourceExhausted,
             ),
             (action(ActionError::Unknown("x".into())), Code::NotFound),
+            (
+                action(ActionError::Internal {
+                    action: "whoami",
+                    message: "x".into(),
+                }),
+                Code::Internal,
+            ),
             (
                 action(ActionError::BadRequest {
                     action: "whoami",

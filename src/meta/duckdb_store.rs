@@ -6,10 +6,48 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use duckdb::{Connection, OptionalExt};
+use duckdb::types::Value;
+use duckdb::{Connection, OptionalExt, params, params_from_iter};
 
-use super::{Collection, MetaError, MetaStore};
+use super::{Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc};
 use crate::duckdb_setup::{Database, DuckDbResources, open_hardened};
+
+/// Documents with their versions, and their labels (no key constraint on
+/// labels: DuckDB checks keys eagerly, so deleting and re-inserting a
+/// document's labels in one transaction would trip a primary key).
+const SCHEMA: &str = "
+    CREATE TABLE IF NOT EXISTS documents (
+        collection VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        doc VARCHAR NOT NULL,
+        version UBIGINT NOT NULL,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        PRIMARY KEY (collection, key));
+    CREATE TABLE IF NOT EXISTS doc_labels (
+        collection VARCHAR NOT NULL,
+        key VARCHAR NOT NULL,
+        name VARCHAR NOT NULL,
+        value VARCHAR NOT NULL);";
+
+/// Data directories from before versioned documents kept them in `docs`:
+/// move them over once, at version 1.
+fn migrate_unversioned(conn: &Connection) -> Result<(), duckdb::Error> {
+    let old: i64 = conn.query_row(
+        "SELECT count(*) FROM duckdb_tables() WHERE schema_name = 'main' AND table_name = 'docs'",
+        [],
+        |row| row.get(0),
+    )?;
+    if old > 0 {
+        conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO documents (collection, key, doc, version, updated_at)
+                 SELECT collection, key, doc, 1, updated_at FROM docs;
+             DROP TABLE docs;
+             COMMIT;",
+        )?;
+    }
+    Ok(())
+}
 
 /// Metadata kept in a hardened DuckDB file.
 #[derive(Debug, Clone)]
@@ -34,14 +72,8 @@ impl DuckDbMetaStore {
         // No file reads happen here: allow only the spill directory.
         let database = open_hardened(&dir.join("meta.duckdb"), &temp_directory, &resources)?;
         let conn = database.connect()?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS docs (
-                 collection VARCHAR NOT NULL,
-                 key VARCHAR NOT NULL,
-                 doc VARCHAR NOT NULL,
-                 updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-                 PRIMARY KEY (collection, key))",
-        )?;
+        conn.execute_batch(SCHEMA)?;
+        migrate_unversioned(&conn)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
             _database: Arc::new(database),
@@ -72,29 +104,69 @@ impl MetaStore for DuckDbMetaStore {
         collection: Collection,
         key: &str,
         doc: String,
-    ) -> Result<(), MetaError> {
+        labels: Labels,
+        expect: Expect,
+    ) -> Result<u64, MetaError> {
         let key = key.to_string();
         self.with_conn(move |conn| {
-            conn.execute(
-                "INSERT OR REPLACE INTO docs (collection, key, doc, updated_at) VALUES (?, ?, ?, now())",
-                [collection.name(), key.as_str(), doc.as_str()],
-            )
-            .map(|_| ())
+            // The store's one connection is held under its mutex from the
+            // version check to the commit, so no other write interleaves.
+            let current: Option<u64> = conn
+                .query_row(
+                    "SELECT version FROM documents WHERE collection = ? AND key = ?",
+                    [collection.name(), key.as_str()],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            let holds = match expect {
+                Expect::Any => true,
+                Expect::Absent => current.is_none(),
+                Expect::Version(v) => current == Some(v),
+            };
+            if !holds {
+                return Ok(Err(MetaError::Conflict {
+                    collection: collection.name(),
+                    key,
+                    expected: match expect {
+                        Expect::Version(v) => format!("version {v}"),
+                        _ => "no document".to_string(),
+                    },
+                }));
+            }
+            let version = current.unwrap_or(0) + 1;
+            let tx = conn.unchecked_transaction()?;
+            tx.execute(
+                "INSERT OR REPLACE INTO documents (collection, key, doc, version, updated_at)
+                 VALUES (?, ?, ?, ?, now())",
+                params![collection.name(), key, doc, version],
+            )?;
+            tx.execute(
+                "DELETE FROM doc_labels WHERE collection = ? AND key = ?",
+                [collection.name(), key.as_str()],
+            )?;
+            for (name, value) in &labels {
+                tx.execute(
+                    "INSERT INTO doc_labels VALUES (?, ?, ?, ?)",
+                    [collection.name(), key.as_str(), name, value.as_str()],
+                )?;
+            }
+            tx.commit()?;
+            Ok(Ok(version))
         })
-        .await
+        .await?
     }
 
     async fn get_raw(
         &self,
         collection: Collection,
         key: &str,
-    ) -> Result<Option<String>, MetaError> {
+    ) -> Result<Option<RawDoc>, MetaError> {
         let key = key.to_string();
         self.with_conn(move |conn| {
             conn.query_row(
-                "SELECT doc FROM docs WHERE collection = ? AND key = ?",
+                "SELECT key, doc, version FROM documents WHERE collection = ? AND key = ?",
                 [collection.name(), key.as_str()],
-                |row| row.get(0),
+                raw_doc,
             )
             .optional()
         })
@@ -104,24 +176,65 @@ impl MetaStore for DuckDbMetaStore {
     async fn delete(&self, collection: Collection, key: &str) -> Result<bool, MetaError> {
         let key = key.to_string();
         self.with_conn(move |conn| {
-            conn.execute(
-                "DELETE FROM docs WHERE collection = ? AND key = ?",
+            let tx = conn.unchecked_transaction()?;
+            let deleted = tx.execute(
+                "DELETE FROM documents WHERE collection = ? AND key = ?",
                 [collection.name(), key.as_str()],
-            )
-            .map(|n| n > 0)
+            )?;
+            tx.execute(
+                "DELETE FROM doc_labels WHERE collection = ? AND key = ?",
+                [collection.name(), key.as_str()],
+            )?;
+            tx.commit()?;
+            Ok(deleted > 0)
         })
         .await
     }
 
-    async fn list_raw(&self, collection: Collection) -> Result<Vec<(String, String)>, MetaError> {
+    async fn list_raw(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+    ) -> Result<Vec<RawDoc>, MetaError> {
+        let mut sql =
+            String::from("SELECT key, doc, version FROM documents d WHERE collection = ?");
+        let mut values: Vec<Value> = vec![Value::Text(collection.name().to_string())];
+        if let Some(prefix) = &query.prefix {
+            sql.push_str(" AND starts_with(key, ?)");
+            values.push(Value::Text(prefix.clone()));
+        }
+        if let Some(after) = &query.after {
+            sql.push_str(" AND key > ?");
+            values.push(Value::Text(after.clone()));
+        }
+        for (name, value) in &query.labels {
+            sql.push_str(
+                " AND EXISTS (SELECT 1 FROM doc_labels l WHERE l.collection = d.collection \
+                 AND l.key = d.key AND l.name = ? AND l.value = ?)",
+            );
+            values.push(Value::Text((*name).to_string()));
+            values.push(Value::Text(value.clone()));
+        }
+        sql.push_str(" ORDER BY key");
+        if let Some(limit) = query.limit {
+            sql.push_str(" LIMIT ?");
+            values.push(Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)));
+        }
         self.with_conn(move |conn| {
-            let mut stmt =
-                conn.prepare("SELECT key, doc FROM docs WHERE collection = ? ORDER BY key")?;
-            let rows = stmt.query_map([collection.name()], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(values), raw_doc)?;
             rows.collect()
         })
         .await
     }
+}
+
+fn raw_doc(row: &duckdb::Row<'_>) -> Result<RawDoc, duckdb::Error> {
+    Ok(RawDoc {
+        key: row.get(0)?,
+        doc: row.get(1)?,
+        version: row.get(2)?,
+    })
 }
 
 #[cfg(test)]
@@ -172,11 +285,175 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = DuckDbMetaStore::open(dir.path()).unwrap();
         store
-            .put_raw(Collection::Tokens, "t1", "{not json".into())
+            .put_raw(
+                Collection::Tokens,
+                "t1",
+                "{not json".into(),
+                Labels::new(),
+                Expect::Any,
+            )
             .await
             .unwrap();
         let meta = Meta::new(Arc::new(store));
         let err = meta.get::<Rec>(Collection::Tokens, "t1").await.unwrap_err();
         assert!(err.to_string().contains("tokens/t1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn conditional_writes_detect_concurrent_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
+        let put = |n, expect| {
+            let meta = meta.clone();
+            async move {
+                meta.put_if(Collection::Jobs, "k", &Rec { n }, Labels::new(), expect)
+                    .await
+            }
+        };
+        assert_eq!(put(1, Expect::Absent).await.unwrap(), 1);
+        assert!(matches!(
+            put(2, Expect::Absent).await,
+            Err(MetaError::Conflict { .. })
+        ));
+        let read = meta
+            .get_versioned::<Rec>(Collection::Jobs, "k")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.version, read.value.n), (1, 1));
+        assert_eq!(put(3, Expect::Version(1)).await.unwrap(), 2);
+        // A writer still holding version 1 loses, and changes nothing.
+        let err = put(4, Expect::Version(1)).await.unwrap_err();
+        assert!(err.to_string().contains("jobs/k"), "{err}");
+        assert_eq!(
+            meta.get::<Rec>(Collection::Jobs, "k").await.unwrap(),
+            Some(Rec { n: 3 })
+        );
+        assert_eq!(put(5, Expect::Any).await.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn listings_page_and_filter_by_label_and_prefix() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
+        for n in 0..7u32 {
+            let owner = if n % 2 == 0 { "even" } else { "odd" };
+            let labels = Labels::from([("owner", owner.to_string())]);
+            let key = format!("{}-{n}", if n < 5 { "a" } else { "b" });
+            meta.put_if(Collection::Jobs, &key, &Rec { n }, labels, Expect::Any)
+                .await
+                .unwrap();
+        }
+        // Relabelling replaces the old labels.
+        meta.put_if(
+            Collection::Jobs,
+            "a-0",
+            &Rec { n: 0 },
+            Labels::from([("owner", "odd".to_string())]),
+            Expect::Any,
+        )
+        .await
+        .unwrap();
+        let mut query = ListQuery {
+            limit: Some(2),
+            ..ListQuery::default()
+        }
+        .label("owner", "odd");
+        let mut seen = Vec::new();
+        loop {
+            let page = meta.page::<Rec>(Collection::Jobs, &query).await.unwrap();
+            seen.extend(page.items.iter().map(|v| v.value.n));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![0, 1, 3, 5]);
+        let prefixed = ListQuery {
+            prefix: Some("b-".into()),
+            ..ListQuery::default()
+        };
+        let page = meta.page::<Rec>(Collection::Jobs, &prefixed).await.unwrap();
+        let keys: Vec<&str> = page.items.iter().map(|v| v.key.as_str()).collect();
+        assert_eq!(keys, vec!["b-5", "b-6"]);
+        assert_eq!(page.next, None);
+        assert!(meta.delete(Collection::Jobs, "b-5").await.unwrap());
+        let odd = ListQuery::default().label("owner", "odd");
+        let page = meta.page::<Rec>(Collection::Jobs, &odd).await.unwrap();
+        assert_eq!(page.items.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn each_queued_record_is_claimed_exactly_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
+        for n in 0..5u32 {
+            let labels = Labels::from([("state", "queued".to_string())]);
+            meta.put_if(
+                Collection::Jobs,
+                &format!("j{n}"),
+                &Rec { n },
+                labels,
+                Expect::Absent,
+            )
+            .await
+            .unwrap();
+        }
+        let queued = ListQuery::default().label("state", "queued");
+        let claimers = (0..4).map(|_| {
+            let meta = meta.clone();
+            let queued = queued.clone();
+            tokio::spawn(async move {
+                let mut mine = Vec::new();
+                while let Some(claimed) = meta
+                    .claim::<Rec, _>(Collection::Jobs, &queued, |_| {
+                        Labels::from([("state", "running".to_string())])
+                    })
+                    .await
+                    .unwrap()
+                {
+                    mine.push(claimed.value.n);
+                }
+                mine
+            })
+        });
+        let mut all: Vec<u32> = Vec::new();
+        for claimer in claimers.collect::<Vec<_>>() {
+            all.extend(claimer.await.unwrap());
+        }
+        all.sort_unstable();
+        assert_eq!(all, vec![0, 1, 2, 3, 4]);
+        let page = meta.page::<Rec>(Collection::Jobs, &queued).await.unwrap();
+        assert!(page.items.is_empty());
+    }
+
+    #[tokio::test]
+    async fn unversioned_documents_are_migrated() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let temp = dir.path().join("tmp");
+            let resources = DuckDbResources {
+                threads: 1,
+                memory_limit: bytesize::ByteSize::mib(64),
+                temp_directory: temp.clone(),
+                max_temp_directory_size: bytesize::ByteSize::mib(64),
+            };
+            let db = open_hardened(&dir.path().join("meta.duckdb"), &temp, &resources).unwrap();
+            let conn = db.connect().unwrap();
+            conn.execute_batch(
+                "CREATE TABLE docs (collection VARCHAR NOT NULL, key VARCHAR NOT NULL,
+                     doc VARCHAR NOT NULL, updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+                     PRIMARY KEY (collection, key));
+                 INSERT INTO docs (collection, key, doc) VALUES ('grants', 'g', '{\"n\": 7}');",
+            )
+            .unwrap();
+        }
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
+        let read = meta
+            .get_versioned::<Rec>(Collection::Grants, "g")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((read.version, read.value), (1, Rec { n: 7 }));
     }
 }

@@ -1,4 +1,4 @@
-//! Durable metadata: tokens, table registrations, sync jobs and settings.
+//! Durable metadata: tokens, grants, table registrations, jobs and settings.
 //!
 //! The store is a small document store ([`MetaStore`]): each module owns
 //! the shape of its records and keeps them as JSON documents in a named
@@ -8,6 +8,7 @@
 
 mod duckdb_store;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -34,6 +35,19 @@ pub enum MetaError {
         key: String,
         /// Parse error.
         source: serde_json::Error,
+    },
+    /// A conditional write found another version than it expected.
+    #[error(
+        "metadata document {collection}/{key} was changed by someone else \
+         (expected {expected}); read it again and retry"
+    )]
+    Conflict {
+        /// Collection of the document.
+        collection: &'static str,
+        /// Key of the document.
+        key: String,
+        /// What the write expected, e.g. `version 3` or `no document`.
+        expected: String,
     },
     /// A blocking task was cancelled or panicked.
     #[error("metadata store task failed: {0}")]
@@ -68,23 +82,102 @@ impl Collection {
     }
 }
 
+/// Indexed attributes of a document (owner, swarm, state, …), stored beside
+/// it so listings filter without parsing every document. A document's
+/// labels are replaced whenever it is written.
+pub type Labels = BTreeMap<&'static str, String>;
+
+/// What a write expects to find, so concurrent writers cannot overwrite
+/// each other's changes unnoticed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// Write whatever is there (last writer wins).
+    Any,
+    /// Create only: fail if the key exists.
+    Absent,
+    /// Replace only the version read earlier (compare-and-swap).
+    Version(u64),
+}
+
+/// A document as stored: its key, text, version and labels.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawDoc {
+    /// Key within its collection.
+    pub key: String,
+    /// JSON text.
+    pub doc: String,
+    /// Starts at 1 and grows by one per write.
+    pub version: u64,
+}
+
+/// Which documents a listing returns, in key order.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    /// Keys starting with this.
+    pub prefix: Option<String>,
+    /// Keys strictly after this one (the cursor of the previous page).
+    pub after: Option<String>,
+    /// Documents whose labels have all these values.
+    pub labels: Vec<(&'static str, String)>,
+    /// At most this many documents; none means all.
+    pub limit: Option<usize>,
+}
+
+impl ListQuery {
+    /// Documents whose label `name` is `value`.
+    pub fn label(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.labels.push((name, value.into()));
+        self
+    }
+}
+
 /// A durable key → JSON document store, one namespace per [`Collection`].
+/// Writes are versioned so that callers on several nodes can update a
+/// document with compare-and-swap ([`Expect::Version`]) and claim work
+/// exactly once ([`Meta::claim`]).
 #[async_trait]
 pub trait MetaStore: Send + Sync + std::fmt::Debug {
-    /// Inserts or replaces a document.
+    /// Writes a document and its labels if `expect` holds; returns the new
+    /// version, or [`MetaError::Conflict`] when it does not hold.
     async fn put_raw(
         &self,
         collection: Collection,
         key: &str,
         doc: String,
-    ) -> Result<(), MetaError>;
+        labels: Labels,
+        expect: Expect,
+    ) -> Result<u64, MetaError>;
     /// Reads one document.
     async fn get_raw(&self, collection: Collection, key: &str)
-    -> Result<Option<String>, MetaError>;
+    -> Result<Option<RawDoc>, MetaError>;
     /// Deletes a document, returning whether it existed.
     async fn delete(&self, collection: Collection, key: &str) -> Result<bool, MetaError>;
-    /// All documents of a collection as (key, document), in key order.
-    async fn list_raw(&self, collection: Collection) -> Result<Vec<(String, String)>, MetaError>;
+    /// The documents a query selects, in key order.
+    async fn list_raw(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+    ) -> Result<Vec<RawDoc>, MetaError>;
+}
+
+/// A record and the version it was read at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The record's key.
+    pub key: String,
+    /// The version to pass to [`Expect::Version`] when writing it back.
+    pub version: u64,
+    /// The record.
+    pub value: T,
+}
+
+/// One page of a listing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page<T> {
+    /// The records, in key order.
+    pub items: Vec<Versioned<T>>,
+    /// Pass as [`ListQuery::after`] for the next page; none on the last.
+    pub next: Option<String>,
 }
 
 /// Typed access to a [`MetaStore`]: what the rest of airlock holds.
@@ -99,19 +192,35 @@ impl Meta {
         Self { store }
     }
 
-    /// Serializes and stores a record.
+    /// Serializes and stores a record (last writer wins, no labels).
     pub async fn put<T: Serialize>(
         &self,
         collection: Collection,
         key: &str,
         record: &T,
     ) -> Result<(), MetaError> {
+        self.put_if(collection, key, record, Labels::new(), Expect::Any)
+            .await
+            .map(|_| ())
+    }
+
+    /// Stores a record with labels if `expect` holds; returns its new version.
+    pub async fn put_if<T: Serialize>(
+        &self,
+        collection: Collection,
+        key: &str,
+        record: &T,
+        labels: Labels,
+        expect: Expect,
+    ) -> Result<u64, MetaError> {
         let doc = serde_json::to_string(record).map_err(|source| MetaError::Corrupt {
             collection: collection.name(),
             key: key.to_string(),
             source,
         })?;
-        self.store.put_raw(collection, key, doc).await
+        self.store
+            .put_raw(collection, key, doc, labels, expect)
+            .await
     }
 
     /// Reads and parses a record.
@@ -120,9 +229,21 @@ impl Meta {
         collection: Collection,
         key: &str,
     ) -> Result<Option<T>, MetaError> {
+        Ok(self
+            .get_versioned(collection, key)
+            .await?
+            .map(|versioned| versioned.value))
+    }
+
+    /// Reads and parses a record with its version.
+    pub async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, MetaError> {
         match self.store.get_raw(collection, key).await? {
             None => Ok(None),
-            Some(doc) => parse(collection, key, &doc).map(Some),
+            Some(raw) => parse(collection, raw).map(Some),
         }
     }
 
@@ -131,12 +252,66 @@ impl Meta {
         &self,
         collection: Collection,
     ) -> Result<Vec<T>, MetaError> {
-        self.store
-            .list_raw(collection)
-            .await?
-            .iter()
-            .map(|(key, doc)| parse(collection, key, doc))
-            .collect()
+        let page = self.page(collection, &ListQuery::default()).await?;
+        Ok(page.items.into_iter().map(|v| v.value).collect())
+    }
+
+    /// One page of the records a query selects. A page is full when it
+    /// holds `limit` records; only then does it name a next page.
+    pub async fn page<T: DeserializeOwned>(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+    ) -> Result<Page<T>, MetaError> {
+        let raw = self.store.list_raw(collection, query).await?;
+        let full = query.limit.is_some_and(|limit| raw.len() >= limit);
+        let next = if full {
+            raw.last().map(|doc| doc.key.clone())
+        } else {
+            None
+        };
+        let items = raw
+            .into_iter()
+            .map(|doc| parse(collection, doc))
+            .collect::<Result<_, _>>()?;
+        Ok(Page { items, next })
+    }
+
+    /// Claims one record a query selects, exactly once across every caller
+    /// of every node: `update` turns the record into its claimed form (and
+    /// gives its new labels), and the write succeeds only if nobody wrote the
+    /// record since it was read. Records claimed by someone else meanwhile
+    /// are skipped. Returns the claimed record, or none if nothing was left.
+    pub async fn claim<T, F>(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+        mut update: F,
+    ) -> Result<Option<Versioned<T>>, MetaError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&mut T) -> Labels,
+    {
+        for candidate in self.page::<T>(collection, query).await?.items {
+            let mut value = candidate.value;
+            let labels = update(&mut value);
+            let expect = Expect::Version(candidate.version);
+            match self
+                .put_if(collection, &candidate.key, &value, labels, expect)
+                .await
+            {
+                Ok(version) => {
+                    return Ok(Some(Versioned {
+                        key: candidate.key,
+                        version,
+                        value,
+                    }));
+                }
+                Err(MetaError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
     }
 
     /// Deletes a record, returning whether it existed.
@@ -147,12 +322,18 @@ impl Meta {
 
 fn parse<T: DeserializeOwned>(
     collection: Collection,
-    key: &str,
-    doc: &str,
-) -> Result<T, MetaError> {
-    serde_json::from_str(doc).map_err(|source| MetaError::Corrupt {
-        collection: collection.name(),
-        key: key.to_string(),
-        source,
-    })
+    raw: RawDoc,
+) -> Result<Versioned<T>, MetaError> {
+    match serde_json::from_str(&raw.doc) {
+        Ok(value) => Ok(Versioned {
+            key: raw.key,
+            version: raw.version,
+            value,
+        }),
+        Err(source) => Err(MetaError::Corrupt {
+            collection: collection.name(),
+            key: raw.key,
+            source,
+        }),
+    }
 }

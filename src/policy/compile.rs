@@ -23,7 +23,7 @@ use datafusion::sql::sqlparser::ast::{Expr as SqlExpr, Ident, Value, visit_expre
 
 use super::grant::{check_expression, literal_argument};
 use super::{PolicyError, TableAccess};
-use crate::auth::{Principal, TokenKind};
+use crate::principal::{Principal, TokenKind};
 use crate::table_name::TableName;
 
 /// A table as one principal may read it.

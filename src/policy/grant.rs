@@ -233,7 +233,7 @@ pub fn grant_key(swarm: &str, agent: Option<&str>) -> String {
 }
 
 fn validate_name(what: &str, name: &str) -> Result<(), PolicyError> {
-    crate::auth::check_name(what, name).map_err(PolicyError::Invalid)
+    crate::principal::check_name(what, name).map_err(PolicyError::Invalid)
 }
 
 /// Parses an expression and checks the airlock functions in it are called

@@ -26,8 +26,8 @@ pub use compile::{CompiledTable, compile_table};
 pub use grant::{ColumnRule, Grant, Limits, TablePattern, TableRule, grant_key};
 pub use store::GrantStore;
 
-use crate::auth::{Principal, TokenKind};
 use crate::meta::MetaError;
+use crate::principal::{Principal, TokenKind};
 use crate::table_name::TableName;
 
 /// Policy failures.

@@ -16,254 +16,42 @@
 
 mod admission;
 mod catalog;
+mod error;
 mod executor;
 mod governed;
 mod guard;
+mod planned;
+mod session;
+mod settings;
 mod statement;
 mod stream;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
-use datafusion::common::{DataFusionError, ParamValues, ScalarValue, TableReference};
+use datafusion::common::ScalarValue;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::{SQLOptions, SessionState};
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
-use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
 pub use catalog::{CATALOG, VisibleTables};
+pub use error::QueryError;
+pub use planned::{Explained, PlannedQuery};
+pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
 pub use stream::{QueryStream, RunningQueries};
 
-use crate::auth::Principal;
-use crate::auth::TokenKind;
-use crate::config::{LimitDefaults, QueryConfig};
-use crate::policy::{
-    self, Access, Grant, GrantStore, Limits, PolicyError, TableAccess, TablePattern,
-};
-use crate::replica::{Replica, ReplicaTable, TableSnapshot};
+use crate::policy::{self, Access, Grant, GrantStore, Limits, PolicyError, TablePattern};
+use crate::principal::Principal;
+use crate::principal::TokenKind;
+use crate::replica::Replica;
 use crate::table_name::{DEFAULT_SCHEMA, TableName};
-use catalog::VisibleTable;
-use governed::GovernedTable;
-use std::collections::{BTreeMap, HashMap};
-
-/// What one query of a principal plans with.
-struct Session {
-    state: SessionState,
-    visible: VisibleTables,
-    limits: Option<Limits>,
-    access: Arc<Access>,
-}
-
-/// The columns a physical plan reads from the replica, as
-/// `schema.table.column`, each once.
-fn columns_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut columns = Vec::new();
-    let _ = plan.apply(|node| {
-        if let Some(scan) = node.downcast_ref::<crate::replica::DuckDbScanExec>() {
-            for column in scan.columns() {
-                let name = format!("{}.{column}", scan.table());
-                if !columns.contains(&name) {
-                    columns.push(name);
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    columns
-}
-
-/// Why a query could not be planned or run.
-#[derive(Debug, thiserror::Error)]
-pub enum QueryError {
-    /// Longer than `query.max_sql_length`.
-    #[error("SQL text is {len} bytes, over the limit of {max}")]
-    TooLong {
-        /// Length given.
-        len: usize,
-        /// Limit.
-        max: usize,
-    },
-    /// Expressions nested deeper than `query.max_expression_depth`.
-    #[error(
-        "expression nested deeper than {0} levels; simplify it (an IN list instead of a chain of ORs, say)"
-    )]
-    TooDeep(usize),
-    /// No statement at all.
-    #[error("empty query: send one SELECT statement")]
-    Empty,
-    /// Does not parse.
-    #[error("SQL syntax error: {0}")]
-    Syntax(String),
-    /// Several statements in one text.
-    #[error("{0} statements in one request; airlock runs exactly one query per request")]
-    MultipleStatements(usize),
-    /// Parses, but is not a query.
-    #[error("{0} is not allowed: airlock is read-only and runs only SELECT queries")]
-    NotAQuery(String),
-    /// A restricted principal called a table function.
-    #[error("table function '{0}' is not available: agents read only the tables granted to them")]
-    TableFunction(String),
-    /// A referenced table is not visible.
-    #[error(
-        "table '{0}' does not exist or is not visible to you; list tables with GetTables or the table.list action"
-    )]
-    UnknownTable(String),
-    /// Planning failed (unknown column, type error, unsupported feature, …).
-    #[error("{}", describe(.0))]
-    Plan(DataFusionError),
-    /// Parameter binding failed.
-    #[error("parameters: {0}")]
-    Parameters(String),
-    /// Execution failed.
-    #[error("{}", describe(.0))]
-    Execution(DataFusionError),
-    /// Ran past `query.timeout`.
-    #[error("query exceeded the time limit of {}", humantime::format_duration(*.0))]
-    Timeout(Duration),
-    /// Cancelled by CancelFlightInfo.
-    #[error("query cancelled")]
-    Cancelled,
-    /// Over a concurrency or rate limit.
-    #[error("{0}")]
-    Overloaded(String),
-    /// A cancel named a query that is not running (or not the caller's).
-    #[error("query {0} is not running (it finished, never started, or belongs to someone else)")]
-    NotRunning(String),
-    /// A bug.
-    #[error("internal error: {0}")]
-    Internal(String),
-}
-
-/// DataFusion's message without its wrapper prefixes, plus the position of
-/// the problem in the SQL text when DataFusion knows it.
-fn describe(error: &DataFusionError) -> String {
-    let root = error.find_root();
-    let mut message = match root {
-        DataFusionError::Plan(m)
-        | DataFusionError::Execution(m)
-        | DataFusionError::NotImplemented(m) => m.clone(),
-        DataFusionError::SchemaError(e, _) => e.to_string(),
-        DataFusionError::SQL(e, _) => e.to_string(),
-        DataFusionError::ResourcesExhausted(m) => format!("out of query memory: {m}"),
-        other => other.to_string(),
-    };
-    if let Some(span) = error.diagnostic().and_then(|d| d.span) {
-        message.push_str(&format!(
-            " (at line {}, column {})",
-            span.start.line, span.start.column
-        ));
-    }
-    message
-}
-
-/// A planned query, ready to run.
-#[derive(Debug, Clone)]
-pub struct PlannedQuery {
-    plan: LogicalPlan,
-    state: SessionState,
-    schema: SchemaRef,
-    tables: Vec<TableName>,
-    /// The principal's limits; `None` for unrestricted principals.
-    limits: Option<Limits>,
-    /// The rules applied to the tables read, for the audit.
-    policy: String,
-}
-
-impl PlannedQuery {
-    /// The result schema (what FlightInfo announces and the stream carries).
-    pub fn schema(&self) -> SchemaRef {
-        Arc::clone(&self.schema)
-    }
-
-    /// The policy applied to the tables read (JSON per table), or
-    /// `unrestricted`.
-    pub fn policy(&self) -> &str {
-        &self.policy
-    }
-
-    /// The tables the query names (each once, in order of appearance).
-    pub fn tables(&self) -> &[TableName] {
-        &self.tables
-    }
-
-    /// Placeholders `$1..$n` with the types DataFusion inferred (Null when
-    /// it could not tell), in order.
-    pub fn parameter_schema(&self) -> Result<SchemaRef, QueryError> {
-        let types = self.plan.get_parameter_types().map_err(QueryError::Plan)?;
-        let mut params: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
-        for (name, data_type) in types {
-            let index = name
-                .strip_prefix('$')
-                .and_then(|n| n.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    QueryError::Parameters(format!(
-                        "named placeholder {name} is not supported; use ? or $1, $2, …"
-                    ))
-                })?;
-            params.push((index, data_type));
-        }
-        params.sort_by_key(|(i, _)| *i);
-        Ok(Arc::new(Schema::new(
-            params
-                .into_iter()
-                .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
-                .collect::<Vec<_>>(),
-        )))
-    }
-
-    /// Whether the query has placeholders.
-    pub fn has_parameters(&self) -> Result<bool, QueryError> {
-        Ok(!self.parameter_schema()?.fields().is_empty())
-    }
-
-    /// Substitutes parameter values (in placeholder order).
-    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self, QueryError> {
-        let expected = self.parameter_schema()?.fields().len();
-        if values.len() != expected {
-            return Err(QueryError::Parameters(format!(
-                "the query has {expected} placeholders but {} values were bound",
-                values.len()
-            )));
-        }
-        let plan = self
-            .plan
-            .with_param_values(ParamValues::List(
-                values.into_iter().map(Into::into).collect(),
-            ))
-            .map_err(|e| QueryError::Parameters(describe(&e)))?;
-        Ok(Self { plan, ..self })
-    }
-
-    /// The same query returning at most `rows` rows.
-    fn capped(self, rows: u64) -> Result<Self, QueryError> {
-        let plan = datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone())
-            .limit(0, Some(usize::try_from(rows).unwrap_or(usize::MAX)))
-            .and_then(|b| b.build())
-            .map_err(QueryError::Plan)?;
-        Ok(Self { plan, ..self })
-    }
-
-    /// The logical plan, for tests and EXPLAIN-style displays.
-    pub fn logical_plan(&self) -> &LogicalPlan {
-        &self.plan
-    }
-}
-
-/// A query's plans, as text.
-#[derive(Debug, Clone)]
-pub struct Explained {
-    /// The logical plan.
-    pub logical: String,
-    /// The physical plan: what DuckDB is asked and what runs above it.
-    pub physical: String,
-}
+use planned::columns_read;
+use session::{CachedSession, Session, resolve};
 
 /// Plans and runs queries against the replica.
 #[derive(Debug)]
@@ -281,26 +69,7 @@ pub struct QueryEngine {
     sessions: std::sync::Mutex<Vec<CachedSession>>,
 }
 
-/// Sessions kept (most recently used first).
-const CACHED_SESSIONS: usize = 128;
-
-/// A session state with the catalog one principal sees in one table
-/// snapshot under one version of the grants. Building one registers every
-/// function again and compiles the principal's policies, which costs more
-/// than planning a point lookup; cloning a built one is cheap.
-#[derive(Debug)]
-struct CachedSession {
-    snapshot: TableSnapshot,
-    grants_version: u64,
-    /// Token id for restricted principals; `None` for admins, who all see
-    /// the same.
-    principal: Option<String>,
-    state: SessionState,
-    visible: VisibleTables,
-    limits: Option<Limits>,
-    access: Arc<Access>,
-}
-
+/// Construction, and what a principal sees and may do.
 impl QueryEngine {
     /// An engine over `replica`; DataFusion spills under `spill_dir`.
     pub fn new(
@@ -380,116 +149,6 @@ impl QueryEngine {
         policy::access_for(principal, &self.grants.snapshot().grants, snapshot.keys())
     }
 
-    /// A fresh session for one query of `principal`: the cached state for
-    /// its catalog, cloned, with its start time set (so `now()` is the
-    /// query's time, not the cache's).
-    fn session(&self, principal: &Principal) -> Session {
-        let snapshot = self.replica.tables();
-        let grants = self.grants.snapshot();
-        let key = (!principal.is_admin()).then(|| principal.token_id.clone());
-        let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        let hit = cache.iter().position(|c| {
-            Arc::ptr_eq(&c.snapshot, &snapshot)
-                && c.grants_version == grants.version
-                && c.principal == key
-        });
-        let cached = match hit {
-            Some(i) => cache.remove(i),
-            None => {
-                drop(cache);
-                let access = policy::access_for(principal, &grants.grants, snapshot.keys());
-                let visible = self.build_visible(principal, &snapshot, &access);
-                let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
-                    .with_catalog_list(visible.catalog_list());
-                if access != Access::Unrestricted {
-                    // Table functions (range, generate_series, …) are off for
-                    // restricted principals: they may read only granted tables.
-                    builder = builder.with_table_functions(HashMap::new());
-                }
-                let state = builder.build();
-                cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
-                CachedSession {
-                    snapshot,
-                    grants_version: grants.version,
-                    principal: key,
-                    state,
-                    visible,
-                    limits: self.limits(&access),
-                    access: Arc::new(access),
-                }
-            }
-        };
-        let mut state = cached.state.clone();
-        let visible = cached.visible.clone();
-        let limits = cached.limits;
-        let access = Arc::clone(&cached.access);
-        cache.insert(0, cached);
-        cache.truncate(CACHED_SESSIONS);
-        drop(cache);
-        state.mark_start_execution();
-        Session {
-            state,
-            visible,
-            limits,
-            access,
-        }
-    }
-
-    /// The providers a principal's catalog holds: plain replica tables for
-    /// unrestricted principals and for tables without rules, governed ones
-    /// otherwise. A table whose rules do not compile is left out (fail
-    /// closed) and logged for the admin.
-    fn build_visible(
-        &self,
-        principal: &Principal,
-        snapshot: &TableSnapshot,
-        access: &Access,
-    ) -> VisibleTables {
-        let mut tables = Vec::new();
-        for (name, info) in snapshot.iter() {
-            if !access.allows(name) {
-                continue;
-            }
-            let plain = ReplicaTable::new(Arc::clone(&self.replica), name.clone(), info.clone());
-            let table = match access
-                .table(name)
-                .filter(|rules| **rules != TableAccess::default())
-            {
-                None => VisibleTable {
-                    schema: Arc::clone(&info.schema),
-                    provider: Arc::new(plain),
-                },
-                Some(rules) => {
-                    match policy::compile_table(&self.base, name, &info.schema, rules, principal) {
-                        Ok(compiled) => VisibleTable {
-                            schema: Arc::clone(&compiled.schema),
-                            provider: Arc::new(GovernedTable::new(plain, compiled)),
-                        },
-                        Err(e) => {
-                            tracing::warn!(table = %name, principal = %principal.label(), error = %e, "hiding a table whose grant does not compile");
-                            continue;
-                        }
-                    }
-                }
-            };
-            tables.push((name.clone(), table));
-        }
-        if *access == Access::Unrestricted {
-            for (name, info) in &self.system_tables {
-                let plain =
-                    ReplicaTable::new(Arc::clone(&self.replica), name.clone(), info.clone());
-                tables.push((
-                    name.clone(),
-                    VisibleTable {
-                        schema: Arc::clone(&info.schema),
-                        provider: Arc::new(plain),
-                    },
-                ));
-            }
-        }
-        VisibleTables::new(tables)
-    }
-
     /// Checks that a grant's rules for existing tables it names exactly
     /// plan against those tables, so mistakes surface when the grant is
     /// set rather than as a hidden table later.
@@ -535,7 +194,10 @@ impl QueryEngine {
         }
         Ok(())
     }
+}
 
+/// Planning.
+impl QueryEngine {
     /// The plans of `sql` as `principal` would run it, policies applied.
     pub async fn explain(
         self: &Arc<Self>,
@@ -550,11 +212,6 @@ impl QueryEngine {
                 .indent(true)
                 .to_string(),
         })
-    }
-
-    /// Queries now streaming.
-    pub fn running(&self) -> &Arc<RunningQueries> {
-        &self.running
     }
 
     /// Parses and plans `sql` for `principal`, placeholders left unbound
@@ -669,7 +326,10 @@ impl QueryEngine {
             .await
             .map_err(QueryError::Plan)
     }
+}
 
+/// Running and cancelling.
+impl QueryEngine {
     /// Starts a query for `principal`; its batches arrive through the
     /// returned stream.
     pub async fn execute(
@@ -726,26 +386,9 @@ impl QueryEngine {
             principal.is_admin() || owner == principal.token_id
         })
     }
-}
 
-/// A table reference of the query, as a visible table name.
-fn resolve(reference: &TableReference, visible: &VisibleTables) -> Result<TableName, QueryError> {
-    let (catalog, schema, table) = match reference {
-        TableReference::Bare { table } => (None, DEFAULT_SCHEMA, table.as_ref()),
-        TableReference::Partial { schema, table } => (None, schema.as_ref(), table.as_ref()),
-        TableReference::Full {
-            catalog,
-            schema,
-            table,
-        } => (Some(catalog.as_ref()), schema.as_ref(), table.as_ref()),
-    };
-    let unknown = || QueryError::UnknownTable(reference.to_string());
-    if catalog.is_some_and(|c| c != CATALOG) {
-        return Err(unknown());
+    /// Queries now streaming.
+    pub fn running(&self) -> &Arc<RunningQueries> {
+        &self.running
     }
-    let name = TableName::from_parts(schema, table).map_err(|_| unknown())?;
-    if visible.get(&name).is_none() {
-        return Err(unknown());
-    }
-    Ok(name)
 }

@@ -14,6 +14,7 @@ mod load;
 mod physical;
 mod provider;
 mod scan;
+mod settings;
 mod types;
 
 use std::collections::BTreeMap;
@@ -29,9 +30,9 @@ pub use load::{BatchSource, Merge, Pull, StagingTable};
 pub use physical::PhysicalTable;
 pub use provider::ReplicaTable;
 pub use scan::DuckDbScanExec;
+pub use settings::DuckDbConfig;
 pub use types::duckdb_type;
 
-use crate::config::DuckDbConfig;
 use crate::duckdb_setup::{Database, DuckDbResources, OpenError, open_hardened};
 use crate::table_name::{RESERVED_PREFIX, TableName, TableNameError, quote_ident};
 use physical::{Graveyard, Parsed, RETIRED_TABLE, SYNC_STATE_TABLE, version_name};

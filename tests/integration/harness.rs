@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use airlock::config::Config;
-use airlock::server::{App, Secrets, run};
+use airlock::server::{App, Secrets, Settings, run};
 use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use arrow_flight::sql::client::FlightSqlServiceClient;
@@ -44,7 +43,7 @@ impl TestServer {
     }
 
     /// A server on a fresh data directory with a config tweak.
-    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(tweak: impl FnOnce(&mut Settings)) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("data");
         let mut server = Self::start_in(&dir, tweak).await;
@@ -53,10 +52,10 @@ impl TestServer {
     }
 
     /// A server on an existing data directory (for restart tests).
-    pub(crate) async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Config)) -> Self {
-        let mut config = Config {
+    pub(crate) async fn start_in(dir: &Path, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let mut config = Settings {
             data_dir: dir.to_path_buf(),
-            ..Config::default()
+            ..Settings::default()
         };
         config.duckdb.threads = 2;
         config.duckdb.memory_limit = bytesize::ByteSize::mib(512);

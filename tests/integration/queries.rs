@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use airlock::auth::Principal;
+use airlock::principal::Principal;
 use airlock::replica::DuckDbScanExec;
 use arrow_flight::sql::client::FlightSqlServiceClient;
 use datafusion::arrow::array::{

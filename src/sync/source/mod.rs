@@ -20,7 +20,7 @@ use datafusion::scalar::ScalarValue;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};
 
-pub use files::{CsvOptions, FileFormat, FileSource, FileSpec, redact};
+pub use files::{CsvOptions, FileFormat, FileSource, FileSpec};
 
 use super::snowflake::{SnowflakeConnections, SnowflakeSource, SnowflakeSpec};
 
@@ -141,7 +141,7 @@ impl SourceSpec {
     pub fn display(&self) -> String {
         match self {
             SourceSpec::Snowflake(spec) => spec.to_string(),
-            SourceSpec::Files(spec) => redact(&spec.url),
+            SourceSpec::Files(spec) => crate::redact::url(&spec.url),
         }
     }
 }

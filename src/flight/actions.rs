@@ -1,0 +1,51 @@
+//! DoAction and ListActions: JSON actions go to `actions` (which decides
+//! who may run what); `CancelFlightInfo` goes to [`super::cancel`].
+
+use arrow_flight::flight_service_server::FlightService;
+use arrow_flight::{Action, ActionType};
+use tonic::{Request, Response, Status};
+
+use super::cancel::CANCEL_FLIGHT_INFO;
+use super::{AirlockFlightSql, status};
+
+impl AirlockFlightSql {
+    pub(super) async fn action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
+        let principal = self.principal(&request).await?;
+        let action = request.into_inner();
+        let body: Vec<u8> = if action.r#type == CANCEL_FLIGHT_INFO {
+            self.cancel_flight_info(&principal, &action.body)?
+        } else {
+            let value = self
+                .actions
+                .run(&principal, &action.r#type, &action.body)
+                .await
+                .map_err(status::action)?;
+            serde_json::to_vec(&value).map_err(|e| status::internal(e.to_string()))?
+        };
+        let result = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(result)]))))
+    }
+}
+
+/// What ListActions shows: every JSON action, and CancelFlightInfo.
+pub(super) fn action_types() -> Vec<Result<ActionType, Status>> {
+    let mut types: Vec<Result<ActionType, Status>> = crate::actions::Action::ALL
+        .iter()
+        .map(|a| {
+            Ok(ActionType {
+                r#type: a.name().to_string(),
+                description: a.description().to_string(),
+            })
+        })
+        .collect();
+    types.push(Ok(ActionType {
+        r#type: CANCEL_FLIGHT_INFO.to_string(),
+        description:
+            "Cancel a running query. Body: CancelFlightInfoRequest (protobuf) with the query's FlightInfo."
+                .to_string(),
+    }));
+    types
+}

@@ -1,0 +1,138 @@
+//! Planned queries: [`PlannedQuery`] (a logical plan with the session it
+//! was planned in, its placeholders and binding, and the row cap applied
+//! at execution), [`Explained`] for EXPLAIN-style displays, and
+//! [`columns_read`], which lists the replica columns a physical plan reads
+//! for the audit.
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::error::{QueryError, describe};
+use crate::policy::Limits;
+use crate::table_name::TableName;
+
+/// A planned query, ready to run.
+#[derive(Debug, Clone)]
+pub struct PlannedQuery {
+    pub(super) plan: LogicalPlan,
+    pub(super) state: SessionState,
+    pub(super) schema: SchemaRef,
+    pub(super) tables: Vec<TableName>,
+    /// The principal's limits; `None` for unrestricted principals.
+    pub(super) limits: Option<Limits>,
+    /// The rules applied to the tables read, for the audit.
+    pub(super) policy: String,
+}
+
+impl PlannedQuery {
+    /// The result schema (what FlightInfo announces and the stream carries).
+    pub fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    /// The policy applied to the tables read (JSON per table), or
+    /// `unrestricted`.
+    pub fn policy(&self) -> &str {
+        &self.policy
+    }
+
+    /// The tables the query names (each once, in order of appearance).
+    pub fn tables(&self) -> &[TableName] {
+        &self.tables
+    }
+
+    /// Placeholders `$1..$n` with the types DataFusion inferred (Null when
+    /// it could not tell), in order.
+    pub fn parameter_schema(&self) -> Result<SchemaRef, QueryError> {
+        let types = self.plan.get_parameter_types().map_err(QueryError::Plan)?;
+        let mut params: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+        for (name, data_type) in types {
+            let index = name
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .ok_or_else(|| {
+                    QueryError::Parameters(format!(
+                        "named placeholder {name} is not supported; use ? or $1, $2, …"
+                    ))
+                })?;
+            params.push((index, data_type));
+        }
+        params.sort_by_key(|(i, _)| *i);
+        Ok(Arc::new(Schema::new(
+            params
+                .into_iter()
+                .map(|(i, t)| Field::new(format!("${i}"), t.unwrap_or(DataType::Null), true))
+                .collect::<Vec<_>>(),
+        )))
+    }
+
+    /// Whether the query has placeholders.
+    pub fn has_parameters(&self) -> Result<bool, QueryError> {
+        Ok(!self.parameter_schema()?.fields().is_empty())
+    }
+
+    /// Substitutes parameter values (in placeholder order).
+    pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self, QueryError> {
+        let expected = self.parameter_schema()?.fields().len();
+        if values.len() != expected {
+            return Err(QueryError::Parameters(format!(
+                "the query has {expected} placeholders but {} values were bound",
+                values.len()
+            )));
+        }
+        let plan = self
+            .plan
+            .with_param_values(ParamValues::List(
+                values.into_iter().map(Into::into).collect(),
+            ))
+            .map_err(|e| QueryError::Parameters(describe(&e)))?;
+        Ok(Self { plan, ..self })
+    }
+
+    /// The same query returning at most `rows` rows.
+    pub(super) fn capped(self, rows: u64) -> Result<Self, QueryError> {
+        let plan = datafusion::logical_expr::LogicalPlanBuilder::from(self.plan.clone())
+            .limit(0, Some(usize::try_from(rows).unwrap_or(usize::MAX)))
+            .and_then(|b| b.build())
+            .map_err(QueryError::Plan)?;
+        Ok(Self { plan, ..self })
+    }
+
+    /// The logical plan, for tests and EXPLAIN-style displays.
+    pub fn logical_plan(&self) -> &LogicalPlan {
+        &self.plan
+    }
+}
+
+/// A query's plans, as text.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// The logical plan.
+    pub logical: String,
+    /// The physical plan: what DuckDB is asked and what runs above it.
+    pub physical: String,
+}
+
+/// The columns a physical plan reads from the replica, as
+/// `schema.table.column`, each once.
+pub(super) fn columns_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    let mut columns = Vec::new();
+    let _ = plan.apply(|node| {
+        if let Some(scan) = node.downcast_ref::<crate::replica::DuckDbScanExec>() {
+            for column in scan.columns() {
+                let name = format!("{}.{column}", scan.table());
+                if !columns.contains(&name) {
+                    columns.push(name);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    columns
+}
