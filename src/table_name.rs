@@ -19,9 +19,9 @@ pub const DEFAULT_SCHEMA: &str = "main";
 /// Registered names may not use it, so they can never collide.
 pub const RESERVED_PREFIX: &str = "__airlock";
 
-/// Schemas airlock itself serves (`airlock.audit`); no registered table may
-/// live in them.
-pub const RESERVED_SCHEMAS: [&str; 1] = ["airlock"];
+/// Schemas airlock itself serves (`airlock.audit`, the information schema);
+/// no registered table may live in them.
+pub const RESERVED_SCHEMAS: [&str; 2] = ["airlock", "information_schema"];
 
 /// Whether a schema name is one airlock serves itself.
 pub fn is_reserved_schema(schema: &str) -> bool {

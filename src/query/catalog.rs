@@ -16,6 +16,7 @@ use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider};
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableProvider;
 
+use super::information_schema::{INFORMATION_SCHEMA, InformationSchema};
 use crate::table_name::TableName;
 
 /// The one catalog name airlock exposes.
@@ -119,6 +120,11 @@ impl CatalogProvider for ReplicaCatalog {
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        // Reachable by name for SHOW TABLES, SHOW COLUMNS and queries, but
+        // not listed among the schemas: metadata answers list data only.
+        if name == INFORMATION_SCHEMA {
+            return Some(Arc::new(InformationSchema::new(self.tables.clone())));
+        }
         self.tables.by_schema.contains_key(name).then(|| {
             Arc::new(ReplicaSchema {
                 name: name.to_string(),

@@ -20,6 +20,7 @@ mod error;
 mod executor;
 mod governed;
 mod guard;
+mod information_schema;
 mod planned;
 mod session;
 mod settings;
@@ -282,8 +283,9 @@ impl QueryEngine {
         let mut tables = Vec::new();
         let mut seen = HashSet::new();
         for reference in references {
-            let name = resolve(&reference, &visible)?;
-            if seen.insert(name.clone()) {
+            if let Some(name) = resolve(&reference, &visible)?
+                && seen.insert(name.clone())
+            {
                 tables.push(name);
             }
         }

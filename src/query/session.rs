@@ -15,6 +15,7 @@ use super::QueryEngine;
 use super::catalog::{CATALOG, VisibleTable, VisibleTables};
 use super::error::QueryError;
 use super::governed::GovernedTable;
+use super::information_schema::INFORMATION_SCHEMA;
 use crate::policy::{self, Access, Limits, TableAccess};
 use crate::principal::Principal;
 use crate::replica::{ReplicaTable, TableSnapshot};
@@ -161,10 +162,13 @@ impl QueryEngine {
 }
 
 /// A table reference of the query, as a visible table name.
+/// Resolves a table a query names to a visible table; `None` for the
+/// principal's own information schema, which is not data (and which
+/// DataFusion adds to every SHOW statement's references).
 pub(super) fn resolve(
     reference: &TableReference,
     visible: &VisibleTables,
-) -> Result<TableName, QueryError> {
+) -> Result<Option<TableName>, QueryError> {
     let (catalog, schema, table) = match reference {
         TableReference::Bare { table } => (None, DEFAULT_SCHEMA, table.as_ref()),
         TableReference::Partial { schema, table } => (None, schema.as_ref(), table.as_ref()),
@@ -178,9 +182,12 @@ pub(super) fn resolve(
     if catalog.is_some_and(|c| c != CATALOG) {
         return Err(unknown());
     }
+    if schema == INFORMATION_SCHEMA {
+        return Ok(None);
+    }
     let name = TableName::from_parts(schema, table).map_err(|_| unknown())?;
     if visible.get(&name).is_none() {
         return Err(unknown());
     }
-    Ok(name)
+    Ok(Some(name))
 }

@@ -2,14 +2,15 @@
 //!
 //! airlock is read-only: before anything is planned, the text must parse as
 //! exactly one `SELECT`-style query (`SELECT`, `WITH`, `VALUES`, set
-//! operations). Everything else — DDL, DML, `COPY`, `SET`, `EXPLAIN`,
+//! operations) or a discovery statement answered from the caller's own
+//! catalog (`SHOW TABLES`, `SHOW COLUMNS FROM t`, `DESCRIBE t`). Everything else — DDL, DML, `COPY`, `SET`, `EXPLAIN`,
 //! `PRAGMA`, `ATTACH`, stacked statements — is refused with an error naming
 //! what was refused. `?` placeholders are numbered here (`$1`, `$2`, … in
 //! the order they appear), because DataFusion only understands `$n`.
 
 use datafusion::sql::parser::{DFParser, Statement as DFStatement};
 use datafusion::sql::sqlparser::ast::{
-    Expr, Statement, TableFactor, Value, Visit, Visitor, visit_expressions_mut,
+    DescribeAlias, Expr, Statement, TableFactor, Value, Visit, Visitor, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use std::ops::ControlFlow;
@@ -61,7 +62,7 @@ pub(crate) fn parse_query(sql: &str, limits: StatementLimits) -> Result<DFStatem
     };
     match statement {
         DFStatement::Statement(mut inner) => {
-            if !matches!(*inner, Statement::Query(_)) {
+            if !is_read_only(&inner) {
                 return Err(QueryError::NotAQuery(statement_kind(&inner.to_string())));
             }
             check_depth(&inner, limits.max_depth)?;
@@ -75,6 +76,22 @@ pub(crate) fn parse_query(sql: &str, limits: StatementLimits) -> Result<DFStatem
         DFStatement::CopyTo(_) => Err(QueryError::NotAQuery("COPY".into())),
         other => Err(QueryError::NotAQuery(statement_kind(&other.to_string()))),
     }
+}
+
+/// Queries, and the discovery statements answered from the caller's own
+/// catalog: `SHOW TABLES`, `SHOW COLUMNS FROM t`, `DESCRIBE t`. Everything
+/// else is refused by name, `SHOW ALL`, `SHOW <variable>` and `SET` included.
+fn is_read_only(statement: &Statement) -> bool {
+    matches!(
+        statement,
+        Statement::Query(_)
+            | Statement::ShowTables { .. }
+            | Statement::ShowColumns { .. }
+            | Statement::ExplainTable {
+                describe_alias: DescribeAlias::Describe | DescribeAlias::Desc,
+                ..
+            }
+    )
 }
 
 /// Words that start a statement other than a query, in any dialect a
@@ -279,6 +296,10 @@ mod tests {
             "VALUES (1), (2)",
             "SELECT 1 UNION ALL SELECT 2",
             "SELECT 1;",
+            "SHOW TABLES",
+            "SHOW COLUMNS FROM s.t",
+            "DESCRIBE s.t",
+            "DESC s.t",
         ] {
             assert!(parse_query(sql, LIMITS).is_ok(), "{sql}");
         }
@@ -292,6 +313,9 @@ mod tests {
         assert!(refused("UPDATE s.t SET a = 1").contains("UPDATE"));
         assert!(refused("CREATE TABLE x (a int)").contains("CREATE TABLE"));
         assert!(refused("SET x = 1").contains("SET"));
+        assert!(refused("SHOW ALL").contains("SHOW ALL"));
+        assert!(refused("SHOW search_path").contains("SHOW"));
+        assert!(refused("SHOW FUNCTIONS").contains("SHOW FUNCTIONS"));
         assert!(refused("EXPLAIN SELECT 1").contains("EXPLAIN"));
         assert!(refused("COPY s.t TO 'x.csv'").contains("COPY"));
         assert!(

@@ -222,8 +222,9 @@ STATEMENTS = {
     "COMMIT": "COMMIT",
     "ROLLBACK": "ROLLBACK",
     "USE secret": "USE",
-    "SHOW TABLES": "SHOW",
-    "DESCRIBE secret.vault": "not allowed",
+    "SHOW ALL": "SHOW",
+    "SHOW search_path": "SHOW",
+    "SHOW FUNCTIONS": "SHOW",
     "EXPLAIN SELECT * FROM hr.people": "EXPLAIN",
     "EXPLAIN ANALYZE SELECT * FROM hr.people": "EXPLAIN",
     "PREPARE p AS SELECT * FROM secret.vault": "PREPARE",
@@ -361,8 +362,9 @@ DENIED = [
     'SELECT * FROM hr."people$1"',
     'SELECT * FROM "hr"."people$1$loading"',
     "SELECT * FROM main.__airlock_retired",
-    "SELECT * FROM information_schema.tables",
-    "SELECT * FROM information_schema.columns",
+    "SELECT * FROM information_schema.df_settings",
+    "DESCRIBE secret.vault",
+    "SHOW COLUMNS FROM secret.vault",
     "SELECT * FROM datafusion.public.people",
     "SELECT * FROM airlock.audit",
     "SELECT * FROM hr.people AS vault JOIN secret.vault AS people ON true",
@@ -373,6 +375,20 @@ DENIED = [
 def test_denied_columns_and_ungranted_tables_do_not_exist(world, sql):
     message = refused(world, sql)
     assert "ssn" not in message.lower() or "ssn" in sql.lower()
+
+
+def test_discovery_shows_nothing_hidden(world):
+    kind, tables = run(world, "SHOW TABLES")
+    assert kind == "ok"
+    assert ("hr", "people") in {(t["table_schema"], t["table_name"]) for t in tables}
+    assert all(t["table_schema"] != "secret" for t in tables)
+    for sql in [
+        "SELECT * FROM information_schema.tables WHERE table_schema = 'secret'",
+        "SELECT * FROM information_schema.columns WHERE column_name = 'ssn'",
+    ]:
+        assert run(world, sql) == ("ok", [])
+    kind, described = run(world, "DESCRIBE hr.people")
+    assert [c["column_name"] for c in described] == ["id", "region", "name", "email", "salary"]
 
 
 def test_prepared_statements_get_the_policy_too(world):
