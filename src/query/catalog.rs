@@ -171,8 +171,14 @@ impl SchemaProvider for ReplicaSchema {
         name: String,
         _table: Arc<dyn TableProvider>,
     ) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Err(DataFusionError::Plan(format!(
-            "cannot create table '{name}': airlock is read-only"
-        )))
+        Err(read_only(&name))
     }
+}
+
+/// What registering a table into any airlock schema answers: statements
+/// that would do it are refused before planning, so this is a backstop.
+pub(super) fn read_only(name: &str) -> DataFusionError {
+    DataFusionError::Plan(format!(
+        "cannot create table '{name}': airlock is read-only"
+    ))
 }

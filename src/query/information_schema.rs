@@ -15,10 +15,10 @@ use async_trait::async_trait;
 use datafusion::arrow::array::{RecordBatch, StringBuilder, UInt64Builder};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{MemTable, SchemaProvider};
-use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::common::Result as DfResult;
 use datafusion::datasource::TableProvider;
 
-use super::catalog::{CATALOG, VisibleTables};
+use super::catalog::{CATALOG, VisibleTables, read_only};
 
 /// The schema name SQL uses for these views.
 pub(crate) const INFORMATION_SCHEMA: &str = "information_schema";
@@ -144,8 +144,6 @@ impl SchemaProvider for InformationSchema {
         name: String,
         _table: Arc<dyn TableProvider>,
     ) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        Err(DataFusionError::Plan(format!(
-            "cannot create table '{name}': airlock is read-only"
-        )))
+        Err(read_only(&name))
     }
 }
