@@ -28,6 +28,9 @@ use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
 use crate::sync::{SnowflakeConnections, Sources, SyncError, SyncService};
+use crate::tools::artifacts::{
+    self, ArtifactError, ArtifactService, ArtifactSettings, ArtifactTables,
+};
 
 /// Largest message a client may send (DoPut parameters, action bodies).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -61,6 +64,9 @@ pub enum ServerError {
     /// Grants.
     #[error(transparent)]
     Policy(#[from] PolicyError),
+    /// The artifact store.
+    #[error(transparent)]
+    Artifacts(#[from] ArtifactError),
     /// TLS files.
     #[error("TLS: {0}")]
     Tls(String),
@@ -133,6 +139,8 @@ pub struct Settings {
     pub snowflake: BTreeMap<String, crate::sync::SnowflakeConfig>,
     /// Logging.
     pub log: LogConfig,
+    /// Artifacts: where they are stored, size limit, quota, lifetimes.
+    pub artifacts: ArtifactSettings,
     /// Grants to store at start, unless a grant for the same swarm/agent
     /// is already stored (changes made with actions survive restarts).
     pub grants: Vec<crate::policy::Grant>,
@@ -154,6 +162,7 @@ impl Default for Settings {
             object_store: BTreeMap::new(),
             snowflake: BTreeMap::new(),
             log: LogConfig::default(),
+            artifacts: ArtifactSettings::default(),
             grants: Vec::new(),
         }
     }
@@ -215,6 +224,8 @@ pub struct App {
     pub replica: Arc<Replica>,
     /// The audit trail.
     pub audit: Arc<AuditLog>,
+    /// Artifacts.
+    pub artifacts: Arc<ArtifactService>,
 }
 
 /// A freshly opened app, and the admin password if it was just generated.
@@ -267,14 +278,25 @@ impl App {
         let replica = Replica::open(&data_dir, &config.duckdb)?;
         let grants = Arc::new(GrantStore::open(meta.clone(), config.grants.clone()).await?);
         let audit = AuditLog::open(&replica, config.audit.retention)?;
+        let artifacts = ArtifactService::open(
+            meta.clone(),
+            &data_dir,
+            config.artifacts.clone(),
+            &config.object_store,
+        )
+        .await?;
         let query = Arc::new(QueryEngine::new(
             Arc::clone(&replica),
             Arc::clone(&grants),
             config.query.clone(),
             config.limits,
             vec![(AuditLog::table_name(), audit.table())],
+            vec![Arc::new(ArtifactTables(Arc::clone(&artifacts)))],
             &data_dir.join("tmp").join("datafusion"),
         )?);
+        let store_url = url::Url::parse(artifacts::STORE_URL)
+            .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
+        query.register_object_store(&store_url, artifacts.store());
         let snowflake =
             SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
         let sync = SyncService::open(
@@ -290,6 +312,7 @@ impl App {
             Arc::clone(&sync),
             Arc::clone(&query),
             Arc::clone(&grants),
+            Arc::clone(&artifacts),
         ));
         Ok(Opened {
             app: Arc::new(App {
@@ -300,6 +323,7 @@ impl App {
                 sync,
                 replica,
                 audit,
+                artifacts,
             }),
             generated_password: password.generated,
         })
@@ -328,11 +352,13 @@ pub async fn run(
             .map_err(|e| ServerError::Tls(e.to_string()))?;
     }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
+    let expiry = tokio::spawn(remove_expired_artifacts(Arc::clone(&app.artifacts)));
     let audit = Arc::clone(&app.audit);
     let flight = AirlockFlightSql::new(
         Arc::clone(&app.auth),
         Arc::clone(&app.query),
         Arc::clone(&app.actions),
+        Arc::clone(&app.artifacts),
     );
     let service = FlightServiceServer::new(Audited::new(flight, Arc::clone(&audit)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
@@ -349,6 +375,7 @@ pub async fn run(
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     housekeeping.abort();
+    expiry.abort();
     // Records of the last requests are on disk before the process exits.
     let flushed = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(10))).await;
     if let Err(e) = flushed {
@@ -371,6 +398,20 @@ async fn housekeeping(app: Arc<App>) {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged expired token records"),
             Err(e) => tracing::warn!(error = %e, "token purge failed"),
+        }
+    }
+}
+
+/// Expired artifacts are unreadable from the instant they expire; this
+/// removes their records and objects soon after.
+async fn remove_expired_artifacts(artifacts: Arc<ArtifactService>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(30));
+    loop {
+        tick.tick().await;
+        match artifacts.remove_expired().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed expired artifacts"),
+            Err(e) => tracing::warn!(error = %e, "removing expired artifacts failed"),
         }
     }
 }

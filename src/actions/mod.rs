@@ -12,11 +12,13 @@
 //!                      ├─ tables.rs   table.register/list/remove/status,    → sync
 //!                      │              sources.list_tables
 //!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
-//!                      └─ grants.rs   grant.set/get/list/delete, explain     → policy, query
+//!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
+//!                      └─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
 
+mod artifacts;
 mod grants;
 mod sync;
 mod tables;
@@ -33,6 +35,7 @@ use crate::policy::{GrantStore, PolicyError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::sync::{SyncError, SyncService};
+use crate::tools::artifacts::{ArtifactError, ArtifactService};
 
 /// Action failures.
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +63,9 @@ pub enum ActionError {
     /// Planning for `explain`.
     #[error(transparent)]
     Query(#[from] QueryError),
+    /// Artifacts.
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
     /// A response could not be turned into JSON: a bug in airlock.
     #[error("could not encode the response of {action} as JSON: {message}")]
     Internal {
@@ -120,11 +126,21 @@ pub enum Action {
     GrantDelete,
     /// Show the plan of a query as a principal would run it.
     Explain,
+    /// List the artifacts the caller may read.
+    ArtifactList,
+    /// An artifact's metadata and a download ticket.
+    ArtifactGet,
+    /// Change who may read an artifact.
+    ArtifactShare,
+    /// Delete an artifact and all its versions.
+    ArtifactDelete,
+    /// Move an artifact's expiry.
+    ArtifactExtend,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 24] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -144,6 +160,11 @@ impl Action {
         Action::GrantList,
         Action::GrantDelete,
         Action::Explain,
+        Action::ArtifactList,
+        Action::ArtifactGet,
+        Action::ArtifactShare,
+        Action::ArtifactDelete,
+        Action::ArtifactExtend,
     ];
 
     /// The wire name.
@@ -168,6 +189,11 @@ impl Action {
             Action::GrantList => "grant.list",
             Action::GrantDelete => "grant.delete",
             Action::Explain => "explain",
+            Action::ArtifactList => "artifact.list",
+            Action::ArtifactGet => "artifact.get",
+            Action::ArtifactShare => "artifact.share",
+            Action::ArtifactDelete => "artifact.delete",
+            Action::ArtifactExtend => "artifact.extend",
         }
     }
 
@@ -251,6 +277,21 @@ impl Action {
                  \"as\":{\"token_id\":\"…\"}} or \"as\":{\"kind\":\"agent\",\"swarm\":\"emea\",\"name\":\"a1\",\"attributes\":{}}; \
                  without \"as\", for the caller. Returns the principal's access and the logical and physical plans."
             }
+            Action::ArtifactList => {
+                "List the artifacts you may read. Body (all optional): {\"tag\":\"q3\",\"owner\":\"a1\",                 \"visibility\":\"private|swarm\",\"name_prefix\":\"eu_\",\"created_after\":\"2026-01-01T00:00:00Z\",                 \"created_before\":\"…\",\"limit\":100,\"page_token\":\"…\"}."
+            }
+            Action::ArtifactGet => {
+                "An artifact's metadata and a DoGet ticket (base64). Body: {\"id\":\"…\"} or {\"name\":\"eu_orders\"},                  optionally \"version\":N for an older version. Upload with DoPut, descriptor path [\"artifact\", name]."
+            }
+            Action::ArtifactShare => {
+                "Change who may read your artifact. Body: {\"id\":\"…\",\"visibility\":\"private|swarm\"}."
+            }
+            Action::ArtifactDelete => {
+                "Delete your artifact and all its versions. Body: {\"id\":\"…\"}."
+            }
+            Action::ArtifactExtend => {
+                "Set your artifact to expire ttl_seconds from now. Body: {\"id\":\"…\",\"ttl_seconds\":86400}."
+            }
         }
     }
 
@@ -261,7 +302,12 @@ impl Action {
             | Action::TokenRevoke
             | Action::TokenList
             | Action::Whoami
-            | Action::TableList => Permission::Authenticated,
+            | Action::TableList
+            | Action::ArtifactList
+            | Action::ArtifactGet
+            | Action::ArtifactShare
+            | Action::ArtifactDelete
+            | Action::ArtifactExtend => Permission::Authenticated,
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart
@@ -287,6 +333,7 @@ pub struct Actions {
     sync: Arc<SyncService>,
     query: Arc<QueryEngine>,
     grants: Arc<GrantStore>,
+    artifacts: Arc<ArtifactService>,
 }
 
 /// The body of actions that take none: empty, or `{}`.
@@ -301,12 +348,14 @@ impl Actions {
         sync: Arc<SyncService>,
         query: Arc<QueryEngine>,
         grants: Arc<GrantStore>,
+        artifacts: Arc<ArtifactService>,
     ) -> Self {
         Self {
             auth,
             sync,
             query,
             grants,
+            artifacts,
         }
     }
 
@@ -345,6 +394,11 @@ impl Actions {
             Action::GrantList => respond(action, self.grant_list(body)?),
             Action::GrantDelete => respond(action, self.grant_delete(body).await?),
             Action::Explain => respond(action, self.explain(principal, body).await?),
+            Action::ArtifactList => respond(action, self.artifact_list(principal, body)?),
+            Action::ArtifactGet => respond(action, self.artifact_get(principal, body)?),
+            Action::ArtifactShare => respond(action, self.artifact_share(principal, body).await?),
+            Action::ArtifactDelete => respond(action, self.artifact_delete(principal, body).await?),
+            Action::ArtifactExtend => respond(action, self.artifact_extend(principal, body).await?),
         }
     }
 }

@@ -12,11 +12,13 @@
 //!  metadata.rs    catalogs, schemas, tables, SqlInfo, keys, type info
 //!  cancel.rs      CancelFlightInfo and the older CancelQuery
 //!  actions.rs     DoAction → `actions`, ListActions
+//!  artifacts.rs   artifact uploads (DoPut, ADBC ingest) and downloads (DoGet)
 //!  schemas.rs     the shapes of answers and column metadata
 //!  audited.rs     one audit record per RPC, around all of the above
 //! ```
 
 mod actions;
+mod artifacts;
 mod audited;
 mod cancel;
 mod handshake;
@@ -35,12 +37,13 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::sql::server::{FlightSqlService, PeekableFlightDataStream};
 use arrow_flight::sql::{
     ActionCancelQueryRequest, ActionCancelQueryResult, ActionClosePreparedStatementRequest,
-    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, CommandGetCatalogs,
-    CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys, CommandGetImportedKeys,
-    CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes, CommandGetTables,
-    CommandGetXdbcTypeInfo, CommandPreparedStatementQuery, CommandPreparedStatementUpdate,
-    CommandStatementIngest, CommandStatementQuery, CommandStatementSubstraitPlan,
-    CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo, TicketStatementQuery,
+    ActionCreatePreparedStatementRequest, ActionCreatePreparedStatementResult, Any,
+    CommandGetCatalogs, CommandGetCrossReference, CommandGetDbSchemas, CommandGetExportedKeys,
+    CommandGetImportedKeys, CommandGetPrimaryKeys, CommandGetSqlInfo, CommandGetTableTypes,
+    CommandGetTables, CommandGetXdbcTypeInfo, CommandPreparedStatementQuery,
+    CommandPreparedStatementUpdate, CommandStatementIngest, CommandStatementQuery,
+    CommandStatementSubstraitPlan, CommandStatementUpdate, DoPutPreparedStatementResult, SqlInfo,
+    TicketStatementQuery,
 };
 use arrow_flight::{
     Action, ActionType, FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest,
@@ -56,6 +59,7 @@ use crate::actions::Actions;
 use crate::auth::{AuthError, Authenticator};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
+use crate::tools::artifacts::ArtifactService;
 
 pub use audited::Audited;
 use audited::audit_of;
@@ -69,15 +73,22 @@ pub struct AirlockFlightSql {
     auth: Arc<Authenticator>,
     query: Arc<QueryEngine>,
     actions: Arc<Actions>,
+    artifacts: Arc<ArtifactService>,
 }
 
 impl AirlockFlightSql {
     /// A service answering with these handles.
-    pub fn new(auth: Arc<Authenticator>, query: Arc<QueryEngine>, actions: Arc<Actions>) -> Self {
+    pub fn new(
+        auth: Arc<Authenticator>,
+        query: Arc<QueryEngine>,
+        actions: Arc<Actions>,
+        artifacts: Arc<ArtifactService>,
+    ) -> Self {
         Self {
             auth,
             query,
             actions,
+            artifacts,
         }
     }
 
@@ -462,13 +473,31 @@ impl FlightSqlService for AirlockFlightSql {
         Err(read_only("a prepared update statement"))
     }
 
+    #[tracing::instrument(skip_all, name = "DoPut(StatementIngest)", fields(principal))]
     async fn do_put_statement_ingest(
         &self,
-        _ticket: CommandStatementIngest,
+        command: CommandStatementIngest,
         request: Request<PeekableFlightDataStream>,
     ) -> Result<i64, Status> {
-        self.principal(&request).await?;
-        Err(read_only("bulk ingestion"))
+        self.ingest_artifact(command, request).await
+    }
+
+    #[tracing::instrument(skip_all, name = "DoPut(Artifact)", fields(principal))]
+    async fn do_put_fallback(
+        &self,
+        request: Request<PeekableFlightDataStream>,
+        _message: Any,
+    ) -> Result<Response<<Self as FlightService>::DoPutStream>, Status> {
+        self.put_artifact(request).await
+    }
+
+    #[tracing::instrument(skip_all, name = "DoGet(Artifact)", fields(principal))]
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        self.get_artifact(request, message).await
     }
 
     async fn do_put_substrait_plan(

@@ -46,7 +46,8 @@ pub(crate) fn sql_info() -> &'static SqlInfoData {
             SqlSupportedTransaction::None as i32,
         );
         b.append(SqlInfo::FlightSqlServerCancel, true);
-        b.append(SqlInfo::FlightSqlServerBulkIngestion, false);
+        // Into the `artifacts` schema only (tabular artifacts).
+        b.append(SqlInfo::FlightSqlServerBulkIngestion, true);
         b.append(SqlInfo::SqlDdlCatalog, false);
         b.append(SqlInfo::SqlDdlSchema, false);
         b.append(SqlInfo::SqlDdlTable, false);

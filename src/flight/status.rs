@@ -18,6 +18,7 @@ use crate::query::QueryError;
 use crate::replica::ReplicaError;
 use crate::sync::{SourceError, SyncError};
 use crate::table_name::TableNameError;
+use crate::tools::artifacts::ArtifactError;
 
 /// Longest message sent to a client.
 const MAX_MESSAGE: usize = 2000;
@@ -156,8 +157,28 @@ pub(crate) fn action(error: ActionError) -> Status {
         ActionError::Sync(e) => sync(e),
         ActionError::Policy(e) => policy(e),
         ActionError::Query(e) => query(e),
+        ActionError::Artifact(e) => artifact(e),
         ActionError::Internal { .. } => status(Code::Internal, error.to_string()),
     }
+}
+
+/// Status for artifact errors. Every "not yours to see" is NOT_FOUND, the
+/// same as for what does not exist.
+pub(crate) fn artifact(error: ArtifactError) -> Status {
+    let code = match &error {
+        ArtifactError::BadName(_) | ArtifactError::BadRequest(_) | ArtifactError::Input(_) => {
+            Code::InvalidArgument
+        }
+        ArtifactError::NotFound(_) => Code::NotFound,
+        ArtifactError::NameTaken(_) | ArtifactError::Exists(_) => Code::AlreadyExists,
+        ArtifactError::TooLarge { .. } | ArtifactError::QuotaExceeded { .. } => {
+            Code::ResourceExhausted
+        }
+        ArtifactError::NotOwner(_) => Code::PermissionDenied,
+        ArtifactError::Store(_) | ArtifactError::Parquet(_) => Code::Internal,
+        ArtifactError::Meta(e) => return meta(e),
+    };
+    status(code, error.to_string())
 }
 
 /// Status for grant errors.

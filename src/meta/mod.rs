@@ -67,6 +67,8 @@ pub enum Collection {
     Jobs,
     /// Grants.
     Grants,
+    /// Artifacts (their versions and who may read them).
+    Artifacts,
 }
 
 impl Collection {
@@ -78,6 +80,7 @@ impl Collection {
             Collection::Tables => "tables",
             Collection::Jobs => "jobs",
             Collection::Grants => "grants",
+            Collection::Artifacts => "artifacts",
         }
     }
 }

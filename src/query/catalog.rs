@@ -17,6 +17,7 @@ use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::datasource::TableProvider;
 
 use super::information_schema::{INFORMATION_SCHEMA, InformationSchema};
+use crate::principal::Principal;
 use crate::table_name::TableName;
 
 /// The one catalog name airlock exposes.
@@ -29,6 +30,20 @@ pub(crate) struct VisibleTable {
     pub(crate) schema: SchemaRef,
     /// The only way to read it.
     pub(crate) provider: Arc<dyn TableProvider>,
+}
+
+/// Tables that other modules offer to queries (artifacts), each principal
+/// seeing its own share. `server` registers them; `query` never imports
+/// the modules behind them.
+pub trait ExtraTables: Send + Sync + std::fmt::Debug {
+    /// Grows whenever what any principal may read changes: sessions cached
+    /// before a change are not reused after it.
+    fn version(&self) -> u64;
+    /// The tables `principal` may read, with their schemas and providers.
+    fn tables_for(
+        &self,
+        principal: &Principal,
+    ) -> Vec<(TableName, SchemaRef, Arc<dyn TableProvider>)>;
 }
 
 /// The tables one principal may see, grouped by schema.

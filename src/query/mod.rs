@@ -39,7 +39,7 @@ use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
-pub use catalog::{CATALOG, VisibleTables};
+pub use catalog::{CATALOG, ExtraTables, VisibleTables};
 pub use error::QueryError;
 pub use planned::{Explained, PlannedQuery};
 pub use settings::{LimitDefaults, QueryConfig};
@@ -67,6 +67,7 @@ pub struct QueryEngine {
     admission: admission::Admission,
     /// Tables only unrestricted principals see (`airlock.audit`).
     system_tables: Vec<(TableName, crate::replica::TableInfo)>,
+    extra_tables: Vec<Arc<dyn ExtraTables>>,
     sessions: std::sync::Mutex<Vec<CachedSession>>,
 }
 
@@ -79,6 +80,7 @@ impl QueryEngine {
         config: QueryConfig,
         defaults: LimitDefaults,
         system_tables: Vec<(TableName, crate::replica::TableInfo)>,
+        extra_tables: Vec<Arc<dyn ExtraTables>>,
         spill_dir: &std::path::Path,
     ) -> Result<Self, QueryError> {
         let runtime = RuntimeEnvBuilder::new()
@@ -121,8 +123,15 @@ impl QueryEngine {
             defaults,
             admission: admission::Admission::default(),
             system_tables,
+            extra_tables,
             sessions: std::sync::Mutex::new(Vec::new()),
         })
+    }
+
+    /// Makes an object store readable by the tables planned over it
+    /// (artifacts are Parquet files in one), under `url`'s scheme and host.
+    pub fn register_object_store(&self, url: &url::Url, store: Arc<dyn object_store::ObjectStore>) {
+        self.base.runtime_env().register_object_store(url, store);
     }
 
     /// What `principal` may see, as it sees it.

@@ -40,6 +40,8 @@ const CACHED_SESSIONS: usize = 128;
 pub(super) struct CachedSession {
     snapshot: TableSnapshot,
     grants_version: u64,
+    /// Sum of the extra table sets' versions (each only grows).
+    extra_version: u64,
     /// Token id for restricted principals; `None` for admins, who all see
     /// the same.
     principal: Option<String>,
@@ -57,10 +59,12 @@ impl QueryEngine {
         let snapshot = self.replica.tables();
         let grants = self.grants.snapshot();
         let key = (!principal.is_admin()).then(|| principal.token_id.clone());
+        let extra_version: u64 = self.extra_tables.iter().map(|t| t.version()).sum();
         let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let hit = cache.iter().position(|c| {
             Arc::ptr_eq(&c.snapshot, &snapshot)
                 && c.grants_version == grants.version
+                && c.extra_version == extra_version
                 && c.principal == key
         });
         let cached = match hit {
@@ -81,6 +85,7 @@ impl QueryEngine {
                 CachedSession {
                     snapshot,
                     grants_version: grants.version,
+                    extra_version,
                     principal: key,
                     state,
                     visible,
@@ -155,6 +160,11 @@ impl QueryEngine {
                         provider: Arc::new(plain),
                     },
                 ));
+            }
+        }
+        for extra in &self.extra_tables {
+            for (name, schema, provider) in extra.tables_for(principal) {
+                tables.push((name, VisibleTable { schema, provider }));
             }
         }
         VisibleTables::new(tables)

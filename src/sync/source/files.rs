@@ -30,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{RowStream, Since, Source, SourceError, SourceSize};
+use crate::object_stores::StoreUrlError;
 use crate::redact;
 
 /// File formats airlock reads.
@@ -372,30 +373,16 @@ fn object_store_for(
     url: &Url,
     options: &BTreeMap<String, String>,
 ) -> Result<Arc<dyn ObjectStore>, SourceError> {
-    let env_prefixes = match url.scheme() {
-        "file" => return Ok(Arc::new(object_store::local::LocalFileSystem::new())),
-        "s3" | "s3a" => ["aws_"].as_slice(),
-        "gs" => ["google_"].as_slice(),
-        "az" | "adl" | "azure" | "abfs" | "abfss" => ["azure_"].as_slice(),
-        "http" | "https" => [].as_slice(),
-        other => return Err(SourceError::UnsupportedScheme(other.to_string())),
-    };
-    // Standard cloud variables first, config options on top.
-    let mut merged: BTreeMap<String, String> = std::env::vars()
-        .map(|(k, v)| (k.to_ascii_lowercase(), v))
-        .filter(|(k, _)| env_prefixes.iter().any(|p| k.starts_with(p)))
-        .collect();
-    merged.extend(
-        options
-            .iter()
-            .map(|(k, v)| (k.to_ascii_lowercase(), v.clone())),
-    );
-    let (store, _) =
-        object_store::parse_url_opts(url, merged).map_err(|e| SourceError::BadUrl {
+    match crate::object_stores::open(url, options) {
+        Ok((store, _)) => Ok(store),
+        Err(StoreUrlError::UnsupportedScheme(scheme)) => {
+            Err(SourceError::UnsupportedScheme(scheme))
+        }
+        Err(StoreUrlError::Invalid { reason }) => Err(SourceError::BadUrl {
             url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-    Ok(Arc::from(store))
+            reason,
+        }),
+    }
 }
 
 /// Format and full extension (with compression suffix) from a file name.
