@@ -13,7 +13,8 @@
 //!                      │              sources.list_tables
 //!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
-//!                      └─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
+//!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
+//!                      └─ tools.rs    table.sample (answers with a query)    → tools::sample
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
@@ -23,6 +24,7 @@ mod grants;
 mod sync;
 mod tables;
 mod tokens;
+mod tools;
 
 use std::sync::Arc;
 
@@ -36,6 +38,7 @@ use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::sync::{SyncError, SyncService};
 use crate::tools::artifacts::{ArtifactError, ArtifactService};
+use crate::tools::sample::SampleError;
 
 /// Action failures.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +69,9 @@ pub enum ActionError {
     /// Artifacts.
     #[error(transparent)]
     Artifact(#[from] ArtifactError),
+    /// Sampling.
+    #[error(transparent)]
+    Sample(#[from] SampleError),
     /// A response could not be turned into JSON: a bug in airlock.
     #[error("could not encode the response of {action} as JSON: {message}")]
     Internal {
@@ -136,11 +142,13 @@ pub enum Action {
     ArtifactDelete,
     /// Move an artifact's expiry.
     ArtifactExtend,
+    /// A sample of a table's rows, as a query to run.
+    TableSample,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 24] = [
+    pub const ALL: [Action; 25] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -165,6 +173,7 @@ impl Action {
         Action::ArtifactShare,
         Action::ArtifactDelete,
         Action::ArtifactExtend,
+        Action::TableSample,
     ];
 
     /// The wire name.
@@ -194,6 +203,7 @@ impl Action {
             Action::ArtifactShare => "artifact.share",
             Action::ArtifactDelete => "artifact.delete",
             Action::ArtifactExtend => "artifact.extend",
+            Action::TableSample => "table.sample",
         }
     }
 
@@ -289,6 +299,11 @@ impl Action {
             Action::ArtifactDelete => {
                 "Delete your artifact and all its versions. Body: {\"id\":\"…\"}."
             }
+            Action::TableSample => {
+                "A sample of the rows you may see. Body: {\"table\":\"sales.orders\",\"rows\":100} or \
+                 {\"table\":…,\"fraction\":0.01,\"method\":\"bernoulli|system\"}, optional \"seed\":N and (with rows) \
+                 \"stratify_by\":\"column\". Answers {\"table\",\"method\",\"seed\",\"sql\",\"ticket\"}: DoGet the ticket for the rows."
+            }
             Action::ArtifactExtend => {
                 "Set your artifact to expire ttl_seconds from now. Body: {\"id\":\"…\",\"ttl_seconds\":86400}."
             }
@@ -307,7 +322,8 @@ impl Action {
             | Action::ArtifactGet
             | Action::ArtifactShare
             | Action::ArtifactDelete
-            | Action::ArtifactExtend => Permission::Authenticated,
+            | Action::ArtifactExtend
+            | Action::TableSample => Permission::Authenticated,
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart
@@ -365,7 +381,7 @@ impl Actions {
         principal: &Principal,
         name: &str,
         body: &[u8],
-    ) -> Result<Value, ActionError> {
+    ) -> Result<Answer, ActionError> {
         let action =
             Action::from_name(name).ok_or_else(|| ActionError::Unknown(name.to_string()))?;
         match action.permission() {
@@ -374,7 +390,7 @@ impl Actions {
                 .map_err(AuthError::from)?,
             Permission::Authenticated => {}
         }
-        match action {
+        let json = match action {
             Action::TokenCreate => respond(action, self.token_create(principal, body).await?),
             Action::TokenRevoke => respond(action, self.token_revoke(principal, body).await?),
             Action::TokenList => respond(action, self.token_list(principal, body)?),
@@ -399,8 +415,31 @@ impl Actions {
             Action::ArtifactShare => respond(action, self.artifact_share(principal, body).await?),
             Action::ArtifactDelete => respond(action, self.artifact_delete(principal, body).await?),
             Action::ArtifactExtend => respond(action, self.artifact_extend(principal, body).await?),
-        }
+            Action::TableSample => {
+                let (sql, plan) = self.table_sample(principal, body)?;
+                return Ok(Answer::Query {
+                    sql,
+                    answer: respond(action, plan)?,
+                });
+            }
+        }?;
+        Ok(Answer::Json(json))
     }
+}
+
+/// What an action answers: JSON, or JSON about a query whose rows the
+/// caller fetches as it fetches any query's (Flight: a ticket for DoGet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The whole answer.
+    Json(Value),
+    /// A query to run as the caller, and what to say about it.
+    Query {
+        /// The SQL, generated by airlock and run through the caller's policy.
+        sql: String,
+        /// The rest of the answer.
+        answer: Value,
+    },
 }
 
 /// Parses an action's body; an empty body reads as `{}`.

@@ -5,8 +5,14 @@ use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{Action, ActionType};
 use tonic::{Request, Response, Status};
 
+use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
+use base64::Engine;
+use prost::Message;
+
 use super::cancel::CANCEL_FLIGHT_INFO;
+use super::ticket::StatementHandle;
 use super::{AirlockFlightSql, status};
+use crate::actions::Answer;
 
 impl AirlockFlightSql {
     pub(super) async fn action(
@@ -18,11 +24,25 @@ impl AirlockFlightSql {
         let body: Vec<u8> = if action.r#type == CANCEL_FLIGHT_INFO {
             self.cancel_flight_info(&principal, &action.body)?
         } else {
-            let value = self
+            let value = match self
                 .actions
                 .run(&principal, &action.r#type, &action.body)
                 .await
-                .map_err(status::action)?;
+                .map_err(status::action)?
+            {
+                Answer::Json(value) => value,
+                // Rows come the Flight way: a ticket the caller redeems
+                // with DoGet, exactly like a statement's.
+                Answer::Query { sql, mut answer } => {
+                    let ticket = TicketStatementQuery {
+                        statement_handle: StatementHandle::new(&sql).encode_to_vec().into(),
+                    };
+                    answer["ticket"] = base64::engine::general_purpose::STANDARD
+                        .encode(ticket.as_any().encode_to_vec())
+                        .into();
+                    answer
+                }
+            };
             serde_json::to_vec(&value).map_err(|e| status::internal(e.to_string()))?
         };
         let result = arrow_flight::Result { body: body.into() };

@@ -19,6 +19,7 @@ use crate::replica::ReplicaError;
 use crate::sync::{SourceError, SyncError};
 use crate::table_name::TableNameError;
 use crate::tools::artifacts::ArtifactError;
+use crate::tools::sample::SampleError;
 
 /// Longest message sent to a client.
 const MAX_MESSAGE: usize = 2000;
@@ -82,7 +83,8 @@ pub(crate) fn query(error: QueryError) -> Status {
         | QueryError::Empty
         | QueryError::Syntax(_)
         | QueryError::MultipleStatements(_)
-        | QueryError::Parameters(_) => Code::InvalidArgument,
+        | QueryError::Parameters(_)
+        | QueryError::Sample(_) => Code::InvalidArgument,
         QueryError::NotAQuery(_) | QueryError::TableFunction(_) => Code::PermissionDenied,
         QueryError::UnknownTable(_) | QueryError::NotRunning(_) => Code::NotFound,
         QueryError::Plan(e) | QueryError::Execution(e) => datafusion_code(e),
@@ -158,6 +160,10 @@ pub(crate) fn action(error: ActionError) -> Status {
         ActionError::Policy(e) => policy(e),
         ActionError::Query(e) => query(e),
         ActionError::Artifact(e) => artifact(e),
+        ActionError::Sample(e) => match e {
+            SampleError::BadRequest(_) => status(Code::InvalidArgument, e.to_string()),
+            SampleError::UnknownTable(_) => status(Code::NotFound, e.to_string()),
+        },
         ActionError::Internal { .. } => status(Code::Internal, error.to_string()),
     }
 }

@@ -34,6 +34,9 @@ pub enum QueryError {
     /// Parses, but is not a query.
     #[error("{0} is not allowed: airlock is read-only and runs only SELECT queries")]
     NotAQuery(String),
+    /// A `TABLESAMPLE` clause airlock does not support.
+    #[error("unsupported sample: {0}")]
+    Sample(String),
     /// A restricted principal called a table function.
     #[error("table function '{0}' is not available: agents read only the tables granted to them")]
     TableFunction(String),

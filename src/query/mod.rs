@@ -22,6 +22,7 @@ mod governed;
 mod guard;
 mod information_schema;
 mod planned;
+mod sample;
 mod session;
 mod settings;
 mod statement;
@@ -42,6 +43,7 @@ use datafusion::prelude::SessionConfig;
 pub use catalog::{CATALOG, ExtraTables, VisibleTables};
 pub use error::QueryError;
 pub use planned::{Explained, PlannedQuery};
+pub use sample::sample_key_sql;
 pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
 pub use stream::{QueryStream, RunningQueries};
@@ -109,6 +111,11 @@ impl QueryEngine {
                 max_bytes: config.max_batch_bytes.as_u64() as usize,
             }))
             .build();
+        datafusion::execution::FunctionRegistry::register_udf(
+            &mut base,
+            Arc::new(sample::SampleKey::udf()),
+        )
+        .map_err(|e| QueryError::Internal(format!("registering the sample key: {e}")))?;
         for udf in guard::capped_functions(&base) {
             datafusion::execution::FunctionRegistry::register_udf(&mut base, udf)
                 .map_err(|e| QueryError::Internal(format!("registering capped functions: {e}")))?;
@@ -267,7 +274,7 @@ impl QueryEngine {
         principal: &Principal,
         sql: &str,
     ) -> Result<PlannedQuery, QueryError> {
-        let statement = statement::parse_query(
+        let mut statement = statement::parse_query(
             sql,
             statement::StatementLimits {
                 max_length: self.config.max_sql_length,
@@ -286,6 +293,7 @@ impl QueryEngine {
             return Err(QueryError::TableFunction(name));
         }
 
+        sample::rewrite_samples(&mut statement, &visible)?;
         let references = state
             .resolve_table_references(&statement)
             .map_err(QueryError::Plan)?;

@@ -6,3 +6,4 @@
 //! below the front ends, which only translate protocol into these calls.
 
 pub mod artifacts;
+pub mod sample;
