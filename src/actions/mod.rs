@@ -14,7 +14,8 @@
 //!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
-//!                      └─ tools.rs    table.sample (answers with a query)    → tools::sample
+//!                      └─ tools.rs    table.sample (answers with a query),   → tools::sample,
+//!                                     table.profile                          → query
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
@@ -144,11 +145,13 @@ pub enum Action {
     ArtifactExtend,
     /// A sample of a table's rows, as a query to run.
     TableSample,
+    /// Column statistics of a table.
+    TableProfile,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 25] = [
+    pub const ALL: [Action; 26] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -174,6 +177,7 @@ impl Action {
         Action::ArtifactDelete,
         Action::ArtifactExtend,
         Action::TableSample,
+        Action::TableProfile,
     ];
 
     /// The wire name.
@@ -204,6 +208,7 @@ impl Action {
             Action::ArtifactDelete => "artifact.delete",
             Action::ArtifactExtend => "artifact.extend",
             Action::TableSample => "table.sample",
+            Action::TableProfile => "table.profile",
         }
     }
 
@@ -299,6 +304,12 @@ impl Action {
             Action::ArtifactDelete => {
                 "Delete your artifact and all its versions. Body: {\"id\":\"…\"}."
             }
+            Action::TableProfile => {
+                "Column statistics of a table as you see it (filtered rows, masked values). Body: \
+                 {\"table\":\"sales.orders\"}, optional \"columns\":[…] and \"sample\":N (rows). Per column: type, count, \
+                 nulls, approx_distinct, min, max, mean, stddev, quartiles, string lengths, top values, histogram. \
+                 In SQL: SELECT * FROM airlock.profile('sales.orders')."
+            }
             Action::TableSample => {
                 "A sample of the rows you may see. Body: {\"table\":\"sales.orders\",\"rows\":100} or \
                  {\"table\":…,\"fraction\":0.01,\"method\":\"bernoulli|system\"}, optional \"seed\":N and (with rows) \
@@ -323,7 +334,8 @@ impl Action {
             | Action::ArtifactShare
             | Action::ArtifactDelete
             | Action::ArtifactExtend
-            | Action::TableSample => Permission::Authenticated,
+            | Action::TableSample
+            | Action::TableProfile => Permission::Authenticated,
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart
@@ -415,6 +427,7 @@ impl Actions {
             Action::ArtifactShare => respond(action, self.artifact_share(principal, body).await?),
             Action::ArtifactDelete => respond(action, self.artifact_delete(principal, body).await?),
             Action::ArtifactExtend => respond(action, self.artifact_extend(principal, body).await?),
+            Action::TableProfile => respond(action, self.table_profile(principal, body).await?),
             Action::TableSample => {
                 let (sql, plan) = self.table_sample(principal, body)?;
                 return Ok(Answer::Query {

@@ -30,6 +30,10 @@ pub(crate) struct VisibleTable {
     pub(crate) schema: SchemaRef,
     /// The only way to read it.
     pub(crate) provider: Arc<dyn TableProvider>,
+    /// The compiled row filter and masks it reads through, as text (empty
+    /// when there are none): what a cached profile of it is keyed by, so
+    /// two principals with different filters never share one.
+    pub(crate) policy: Arc<str>,
 }
 
 /// Tables that other modules offer to queries (artifacts), each principal
@@ -79,6 +83,14 @@ impl VisibleTables {
                 .iter()
                 .map(move |(t, table)| (s.as_str(), t.as_str(), &table.schema))
         })
+    }
+
+    /// A visible table's compiled policy text (see [`VisibleTable::policy`]).
+    pub(crate) fn policy(&self, name: &TableName) -> Option<&Arc<str>> {
+        self.by_schema
+            .get(name.schema())?
+            .get(name.table())
+            .map(|t| &t.policy)
     }
 
     /// A visible table's schema as seen.

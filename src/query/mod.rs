@@ -22,13 +22,14 @@ mod governed;
 mod guard;
 mod information_schema;
 mod planned;
+mod profile;
 mod sample;
 mod session;
 mod settings;
 mod statement;
 mod stream;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,7 @@ use datafusion::prelude::SessionConfig;
 pub use catalog::{CATALOG, ExtraTables, VisibleTables};
 pub use error::QueryError;
 pub use planned::{Explained, PlannedQuery};
+pub use profile::{Bucket, ColumnProfile, ProfileRequest, Stat, TableProfile, TopValue};
 pub use sample::sample_key_sql;
 pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
@@ -71,6 +73,7 @@ pub struct QueryEngine {
     system_tables: Vec<(TableName, crate::replica::TableInfo)>,
     extra_tables: Vec<Arc<dyn ExtraTables>>,
     sessions: std::sync::Mutex<Vec<CachedSession>>,
+    profiles: profile::ProfileCache,
 }
 
 /// Construction, and what a principal sees and may do.
@@ -132,6 +135,7 @@ impl QueryEngine {
             system_tables,
             extra_tables,
             sessions: std::sync::Mutex::new(Vec::new()),
+            profiles: profile::ProfileCache::default(),
         })
     }
 
@@ -287,6 +291,25 @@ impl QueryEngine {
             limits,
             access,
         } = self.session(principal);
+        // `airlock.profile('t')` is the one table function everyone may
+        // call: it becomes the rows of t's profile before the check below.
+        let profiled = profile::profile_calls(&statement)?;
+        let mut tables = Vec::new();
+        if !profiled.is_empty() {
+            let mut rows = HashMap::new();
+            for table in profiled {
+                let request = ProfileRequest {
+                    table: table.clone(),
+                    ..ProfileRequest::default()
+                };
+                let profile = Box::pin(self.profile_here(principal, &request)).await?;
+                if let Ok(name) = TableName::parse(&profile.table) {
+                    tables.push(name);
+                }
+                rows.insert(table, profile::profile_values_sql(&profile));
+            }
+            profile::replace_profile_calls(&mut statement, &rows)?;
+        }
         if limits.is_some()
             && let Some(name) = statement::first_table_function(&statement)
         {
@@ -297,8 +320,7 @@ impl QueryEngine {
         let references = state
             .resolve_table_references(&statement)
             .map_err(QueryError::Plan)?;
-        let mut tables = Vec::new();
-        let mut seen = HashSet::new();
+        let mut seen: HashSet<TableName> = tables.iter().cloned().collect();
         for reference in references {
             if let Some(name) = resolve(&reference, &visible)?
                 && seen.insert(name.clone())

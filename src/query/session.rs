@@ -133,11 +133,16 @@ impl QueryEngine {
                 None => VisibleTable {
                     schema: Arc::clone(&info.schema),
                     provider: Arc::new(plain),
+                    policy: Arc::from(""),
                 },
                 Some(rules) => {
                     match policy::compile_table(&self.base, name, &info.schema, rules, principal) {
                         Ok(compiled) => VisibleTable {
                             schema: Arc::clone(&compiled.schema),
+                            policy: Arc::from(format!(
+                                "{:?} {:?}",
+                                compiled.row_filter, compiled.outputs
+                            )),
                             provider: Arc::new(GovernedTable::new(plain, compiled)),
                         },
                         Err(e) => {
@@ -158,13 +163,21 @@ impl QueryEngine {
                     VisibleTable {
                         schema: Arc::clone(&info.schema),
                         provider: Arc::new(plain),
+                        policy: Arc::from(""),
                     },
                 ));
             }
         }
         for extra in &self.extra_tables {
             for (name, schema, provider) in extra.tables_for(principal) {
-                tables.push((name, VisibleTable { schema, provider }));
+                tables.push((
+                    name,
+                    VisibleTable {
+                        schema,
+                        provider,
+                        policy: Arc::from(""),
+                    },
+                ));
             }
         }
         VisibleTables::new(tables)

@@ -1,0 +1,824 @@
+//! Table profiles: per visible column, its type, counts, nulls, distinct
+//! estimate, range, mean, spread, quartiles, string lengths, the most
+//! frequent values of low-cardinality columns and a histogram of numeric
+//! ones.
+//!
+//! A profile is computed by queries airlock writes over the caller's own
+//! catalog, planned and run exactly like the caller's queries: the row
+//! filter applies and masked columns are profiled as their masked values,
+//! so a profile never shows what the caller could not select. Profiles are
+//! cached per table, compiled policy (the filter and masks after
+//! substitution, so two agents with different filters never share one) and
+//! replica snapshot (any sync starts afresh).
+
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex, Weak};
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::compute::cast;
+use datafusion::arrow::datatypes::{DataType, Float64Type, Int64Type};
+use datafusion::sql::parser::{DFParser, Statement as DFStatement};
+use datafusion::sql::sqlparser::ast::{
+    Expr, FunctionArg, FunctionArgExpr, Ident, Query, Statement, TableAlias, TableFactor, Value,
+    Visit, VisitMut, Visitor, VisitorMut,
+};
+use datafusion::sql::sqlparser::dialect::GenericDialect;
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::QueryEngine;
+use super::error::QueryError;
+use crate::principal::Principal;
+use crate::table_name::{TableName, quote_ident};
+
+/// Columns with at most this many distinct values get their top values.
+const LOW_CARDINALITY: u64 = 100;
+/// Top values reported per column.
+const TOP_K: usize = 10;
+/// Buckets of a numeric histogram.
+const BUCKETS: u32 = 10;
+/// Profiles kept.
+const CACHED: usize = 64;
+
+/// What to profile.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProfileRequest {
+    /// `schema.table`.
+    pub table: String,
+    /// Only these columns (default: every visible column).
+    #[serde(default)]
+    pub columns: Option<Vec<String>>,
+    /// Profile a reservoir sample of this many rows instead of every row.
+    #[serde(default)]
+    pub sample: Option<u64>,
+}
+
+/// A statistic that is a number for numeric columns and a value rendered
+/// as text for others (dates, timestamps, strings).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Stat {
+    /// A number.
+    Number(f64),
+    /// A value as text.
+    Text(String),
+}
+
+impl Stat {
+    fn text(&self) -> String {
+        match self {
+            Stat::Number(n) => n.to_string(),
+            Stat::Text(t) => t.clone(),
+        }
+    }
+}
+
+/// One frequent value.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TopValue {
+    /// The value as text (null for NULL).
+    pub value: Option<String>,
+    /// Rows holding it.
+    pub count: u64,
+}
+
+/// One histogram bucket: `[lower, upper)` (the last one includes `upper`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Bucket {
+    /// Lower bound.
+    pub lower: f64,
+    /// Upper bound.
+    pub upper: f64,
+    /// Rows in it.
+    pub count: u64,
+}
+
+/// The profile of one column.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ColumnProfile {
+    /// Column name.
+    pub column: String,
+    /// Arrow type.
+    pub data_type: String,
+    /// Non-null values.
+    pub count: u64,
+    /// Null values.
+    pub null_count: u64,
+    /// `null_count / rows` (0 for an empty table).
+    pub null_fraction: f64,
+    /// Distinct non-null values, estimated (HyperLogLog).
+    pub approx_distinct: Option<u64>,
+    /// Smallest value.
+    pub min: Option<Stat>,
+    /// Largest value.
+    pub max: Option<Stat>,
+    /// Mean (numbers and times).
+    pub mean: Option<Stat>,
+    /// Standard deviation (numbers; seconds for times).
+    pub stddev: Option<f64>,
+    /// Quartiles, approximate (numbers and times).
+    pub p25: Option<Stat>,
+    /// Median, approximate.
+    pub p50: Option<Stat>,
+    /// Third quartile, approximate.
+    pub p75: Option<Stat>,
+    /// Shortest string, in characters.
+    pub min_length: Option<u64>,
+    /// Longest string, in characters.
+    pub max_length: Option<u64>,
+    /// Mean string length, in characters.
+    pub avg_length: Option<f64>,
+    /// Most frequent values, for columns with few distinct values.
+    pub top_values: Option<Vec<TopValue>>,
+    /// Equi-width histogram, for numeric columns.
+    pub histogram: Option<Vec<Bucket>>,
+}
+
+/// The profile of a table as one principal sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TableProfile {
+    /// The table.
+    pub table: String,
+    /// Rows profiled.
+    pub rows: u64,
+    /// Whether a sample was profiled rather than every row.
+    pub sampled: bool,
+    /// One entry per profiled column, in table order.
+    pub columns: Vec<ColumnProfile>,
+}
+
+/// How a column is profiled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Kind {
+    Number,
+    Time,
+    Text,
+    Orderable,
+    Other,
+}
+
+fn kind_of(data_type: &DataType) -> Kind {
+    match data_type {
+        t if t.is_numeric() => Kind::Number,
+        DataType::Date32 | DataType::Date64 | DataType::Timestamp(_, _) => Kind::Time,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => Kind::Text,
+        DataType::Boolean | DataType::Time32(_) | DataType::Time64(_) => Kind::Orderable,
+        _ => Kind::Other,
+    }
+}
+
+/// Cached profiles, newest first.
+#[derive(Debug, Default)]
+pub(super) struct ProfileCache {
+    entries: Mutex<Vec<CachedProfile>>,
+}
+
+#[derive(Debug)]
+struct CachedProfile {
+    request: ProfileRequest,
+    policy: Arc<str>,
+    // Weak: a cached profile must not keep an old replica version alive;
+    // the allocation it points to is not reused while it is held.
+    snapshot: Weak<std::collections::BTreeMap<TableName, crate::replica::TableInfo>>,
+    extra_version: u64,
+    profile: TableProfile,
+}
+
+impl QueryEngine {
+    /// Profiles a table as `principal` sees it (cached; see the module
+    /// doc), on the query executor.
+    pub async fn profile(
+        self: &Arc<Self>,
+        principal: &Principal,
+        request: &ProfileRequest,
+    ) -> Result<TableProfile, QueryError> {
+        let engine = Arc::clone(self);
+        let principal = principal.clone();
+        let request = request.clone();
+        self.executor
+            .run(async move { engine.profile_here(&principal, &request).await })
+            .await
+            .map_err(|e| QueryError::Internal(format!("profiling task failed: {e}")))?
+    }
+
+    /// [`QueryEngine::profile`], on the calling task.
+    pub(super) async fn profile_here(
+        &self,
+        principal: &Principal,
+        request: &ProfileRequest,
+    ) -> Result<TableProfile, QueryError> {
+        let name = TableName::parse(&request.table)
+            .map_err(|_| QueryError::UnknownTable(request.table.clone()))?;
+        let visible = self.visible_tables(principal);
+        let (Some(schema), Some(policy)) = (visible.get(&name), visible.policy(&name)) else {
+            return Err(QueryError::UnknownTable(request.table.clone()));
+        };
+        let snapshot = self.replica.tables();
+        let extra_version: u64 = self.extra_tables.iter().map(|t| t.version()).sum();
+        if let Some(hit) = self
+            .profiles
+            .lookup(request, policy, &snapshot, extra_version)
+        {
+            return Ok(hit);
+        }
+        let mut columns = Vec::new();
+        for field in schema.fields() {
+            let wanted = request
+                .columns
+                .as_ref()
+                .is_none_or(|only| only.iter().any(|c| c == field.name()));
+            if wanted {
+                columns.push((field.name().clone(), field.data_type().clone()));
+            }
+        }
+        if let Some(only) = &request.columns
+            && let Some(missing) = only.iter().find(|c| !columns.iter().any(|(n, _)| n == *c))
+        {
+            return Err(QueryError::Plan(datafusion::error::DataFusionError::Plan(
+                format!(
+                    "table '{}' has no column '{missing}' you may see",
+                    request.table
+                ),
+            )));
+        }
+        let mut source = format!(
+            "{}.{}",
+            quote_ident(name.schema()),
+            quote_ident(name.table())
+        );
+        if let Some(rows) = request.sample {
+            source = format!("{source} TABLESAMPLE ({rows} ROWS) REPEATABLE (0)");
+        }
+        let profile = self
+            .compute_profile(
+                principal,
+                &name,
+                &source,
+                &columns,
+                request.sample.is_some(),
+            )
+            .await?;
+        self.profiles.store(CachedProfile {
+            request: request.clone(),
+            policy: Arc::clone(policy),
+            snapshot: Arc::downgrade(&snapshot),
+            extra_version,
+            profile: profile.clone(),
+        });
+        Ok(profile)
+    }
+
+    async fn compute_profile(
+        &self,
+        principal: &Principal,
+        name: &TableName,
+        source: &str,
+        columns: &[(String, DataType)],
+        sampled: bool,
+    ) -> Result<TableProfile, QueryError> {
+        let mut select = vec!["count(*) AS total".to_string()];
+        for (i, (column, data_type)) in columns.iter().enumerate() {
+            select.extend(aggregates(i, &quote_ident(column), kind_of(data_type)));
+        }
+        let sql = format!("SELECT {} FROM {source}", select.join(", "));
+        let batch = self.single_row(principal, &sql).await?;
+        let total = int(&batch, "total").unwrap_or(0);
+        let mut profiles = Vec::new();
+        for (i, (column, data_type)) in columns.iter().enumerate() {
+            let kind = kind_of(data_type);
+            let count = int(&batch, &format!("n{i}")).unwrap_or(0);
+            let null_count = total.saturating_sub(count);
+            let is_date = matches!(data_type, DataType::Date32 | DataType::Date64);
+            let time = |key: &str| {
+                float(&batch, key).map(|nanos| {
+                    let rendered = render_time(nanos);
+                    // Dates stay dates: the day the instant falls on.
+                    Stat::Text(if is_date {
+                        rendered.chars().take(10).collect()
+                    } else {
+                        rendered
+                    })
+                })
+            };
+            let number = |key: &str| float(&batch, key).map(Stat::Number);
+            let (mean, p25, p50, p75) = match kind {
+                Kind::Number => (
+                    number(&format!("mean{i}")),
+                    number(&format!("q25_{i}")),
+                    number(&format!("q50_{i}")),
+                    number(&format!("q75_{i}")),
+                ),
+                Kind::Time => (
+                    time(&format!("mean{i}")),
+                    time(&format!("q25_{i}")),
+                    time(&format!("q50_{i}")),
+                    time(&format!("q75_{i}")),
+                ),
+                _ => (None, None, None, None),
+            };
+            let stddev = match kind {
+                Kind::Number => float(&batch, &format!("sd{i}")),
+                Kind::Time => float(&batch, &format!("sd{i}")).map(|nanos| nanos / 1e9),
+                _ => None,
+            };
+            let min = text(&batch, &format!("min{i}"));
+            let max = text(&batch, &format!("max{i}"));
+            let as_stat = |value: Option<String>| {
+                value.map(|v| match kind {
+                    Kind::Number => v.parse().map(Stat::Number).unwrap_or(Stat::Text(v)),
+                    _ => Stat::Text(v),
+                })
+            };
+            let approx_distinct = int(&batch, &format!("d{i}"));
+            let quoted = quote_ident(column);
+            let top_values = match approx_distinct {
+                Some(d) if d <= LOW_CARDINALITY && kind != Kind::Other => {
+                    Some(self.top_values(principal, source, &quoted).await?)
+                }
+                _ => None,
+            };
+            // The range comes from min and max as text: aggregating both
+            // `min(c)` and `min(CAST(c AS DOUBLE))` gives DataFusion two
+            // fields of one name.
+            let bound = |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<f64>().ok());
+            let histogram = match (kind, bound(&min), bound(&max)) {
+                (Kind::Number, Some(lo), Some(hi)) if lo.is_finite() && hi.is_finite() => {
+                    Some(self.histogram(principal, source, &quoted, lo, hi).await?)
+                }
+                _ => None,
+            };
+            profiles.push(ColumnProfile {
+                column: column.clone(),
+                data_type: data_type.to_string(),
+                count,
+                null_count,
+                null_fraction: if total == 0 {
+                    0.0
+                } else {
+                    null_count as f64 / total as f64
+                },
+                approx_distinct,
+                min: as_stat(min),
+                max: as_stat(max),
+                mean,
+                stddev,
+                p25,
+                p50,
+                p75,
+                min_length: int(&batch, &format!("lmin{i}")),
+                max_length: int(&batch, &format!("lmax{i}")),
+                avg_length: float(&batch, &format!("lavg{i}")),
+                top_values,
+                histogram,
+            });
+        }
+        Ok(TableProfile {
+            table: name.to_string(),
+            rows: total,
+            sampled,
+            columns: profiles,
+        })
+    }
+
+    async fn top_values(
+        &self,
+        principal: &Principal,
+        source: &str,
+        column: &str,
+    ) -> Result<Vec<TopValue>, QueryError> {
+        let sql = format!(
+            "SELECT CAST({column} AS VARCHAR) AS v, count(*) AS n FROM {source} \
+             GROUP BY {column} ORDER BY n DESC, v NULLS FIRST LIMIT {TOP_K}"
+        );
+        let batches = self.collect(principal, &sql).await?;
+        let mut values = Vec::new();
+        for batch in &batches {
+            let v = cast(batch.column(0), &DataType::Utf8).map_err(arrow_error)?;
+            let v = v.as_string::<i32>();
+            let n = cast(batch.column(1), &DataType::Int64).map_err(arrow_error)?;
+            let n = n.as_primitive::<Int64Type>();
+            for row in 0..batch.num_rows() {
+                values.push(TopValue {
+                    value: v.is_valid(row).then(|| v.value(row).to_string()),
+                    count: u64::try_from(n.value(row)).unwrap_or(0),
+                });
+            }
+        }
+        Ok(values)
+    }
+
+    async fn histogram(
+        &self,
+        principal: &Principal,
+        source: &str,
+        column: &str,
+        lo: f64,
+        hi: f64,
+    ) -> Result<Vec<Bucket>, QueryError> {
+        let width = if hi > lo {
+            (hi - lo) / f64::from(BUCKETS)
+        } else {
+            1.0
+        };
+        let last = BUCKETS - 1;
+        let sql = format!(
+            "SELECT least(CAST(floor((CAST({column} AS DOUBLE) - ({lo:e})) / ({width:e})) AS BIGINT), {last}) AS b, \
+             count(*) AS n FROM {source} WHERE {column} IS NOT NULL GROUP BY 1 ORDER BY 1"
+        );
+        let batches = self.collect(principal, &sql).await?;
+        let mut counts = vec![0u64; BUCKETS as usize];
+        for batch in &batches {
+            let b = cast(batch.column(0), &DataType::Int64).map_err(arrow_error)?;
+            let n = cast(batch.column(1), &DataType::Int64).map_err(arrow_error)?;
+            let (b, n) = (b.as_primitive::<Int64Type>(), n.as_primitive::<Int64Type>());
+            for row in 0..batch.num_rows() {
+                if let Some(slot) = usize::try_from(b.value(row))
+                    .ok()
+                    .and_then(|i| counts.get_mut(i))
+                {
+                    *slot += u64::try_from(n.value(row)).unwrap_or(0);
+                }
+            }
+        }
+        let buckets = if hi > lo { BUCKETS } else { 1 };
+        Ok((0..buckets)
+            .map(|i| Bucket {
+                lower: lo + width * f64::from(i),
+                upper: if i == buckets - 1 {
+                    hi
+                } else {
+                    lo + width * f64::from(i + 1)
+                },
+                count: counts[i as usize],
+            })
+            .collect())
+    }
+
+    /// Plans and runs `sql` as `principal`, collecting the result.
+    async fn collect(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<Vec<RecordBatch>, QueryError> {
+        let planned = Box::pin(self.plan_here(principal, sql)).await?;
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let stream = self.execute(planned, &query_id, principal).await?;
+        stream.try_collect().await
+    }
+
+    async fn single_row(
+        &self,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<RecordBatch, QueryError> {
+        let batches = self.collect(principal, sql).await?;
+        batches
+            .into_iter()
+            .find(|b| b.num_rows() > 0)
+            .ok_or_else(|| QueryError::Internal(format!("profile query returned no row: {sql}")))
+    }
+}
+
+impl ProfileCache {
+    fn lookup(
+        &self,
+        request: &ProfileRequest,
+        policy: &Arc<str>,
+        snapshot: &crate::replica::TableSnapshot,
+        extra_version: u64,
+    ) -> Option<TableProfile> {
+        let entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries
+            .iter()
+            .find(|e| {
+                &e.request == request
+                    && &e.policy == policy
+                    && e.extra_version == extra_version
+                    && Weak::ptr_eq(&e.snapshot, &Arc::downgrade(snapshot))
+            })
+            .map(|e| e.profile.clone())
+    }
+
+    fn store(&self, entry: CachedProfile) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.retain(|e| e.snapshot.strong_count() > 0);
+        entries.insert(0, entry);
+        entries.truncate(CACHED);
+    }
+}
+
+/// The aggregates of one column, named `<stat><i>`.
+fn aggregates(i: usize, column: &str, kind: Kind) -> Vec<String> {
+    let mut out = vec![format!("count({column}) AS n{i}")];
+    match kind {
+        Kind::Text => out.push(format!("approx_distinct({column}) AS d{i}")),
+        // approx_distinct does not take every type (decimals, booleans):
+        // distinct values have distinct texts.
+        Kind::Number | Kind::Time | Kind::Orderable => out.push(format!(
+            "approx_distinct(CAST({column} AS VARCHAR)) AS d{i}"
+        )),
+        Kind::Other => {}
+    }
+    if kind != Kind::Other {
+        out.push(format!("CAST(min({column}) AS VARCHAR) AS min{i}"));
+        out.push(format!("CAST(max({column}) AS VARCHAR) AS max{i}"));
+    }
+    let numeric = match kind {
+        Kind::Number => Some(format!("CAST({column} AS DOUBLE)")),
+        // Times as nanoseconds since the epoch, rendered back afterwards.
+        Kind::Time => Some(format!(
+            "CAST(CAST(CAST({column} AS TIMESTAMP) AS BIGINT) AS DOUBLE)"
+        )),
+        _ => None,
+    };
+    if let Some(value) = numeric {
+        out.push(format!("avg({value}) AS mean{i}"));
+        out.push(format!("stddev({value}) AS sd{i}"));
+        for (q, name) in [(0.25, "q25_"), (0.5, "q50_"), (0.75, "q75_")] {
+            out.push(format!(
+                "approx_percentile_cont({q}) WITHIN GROUP (ORDER BY {value}) AS {name}{i}"
+            ));
+        }
+    }
+    if kind == Kind::Text {
+        out.push(format!("min(character_length({column})) AS lmin{i}"));
+        out.push(format!("max(character_length({column})) AS lmax{i}"));
+        out.push(format!(
+            "avg(CAST(character_length({column}) AS DOUBLE)) AS lavg{i}"
+        ));
+    }
+    out
+}
+
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Arc<dyn Array>> {
+    batch.schema().index_of(name).ok().map(|i| batch.column(i))
+}
+
+fn int(batch: &RecordBatch, name: &str) -> Option<u64> {
+    let array = cast(column(batch, name)?, &DataType::Int64).ok()?;
+    let array = array.as_primitive::<Int64Type>();
+    array
+        .is_valid(0)
+        .then(|| u64::try_from(array.value(0)).unwrap_or(0))
+}
+
+fn float(batch: &RecordBatch, name: &str) -> Option<f64> {
+    let array = cast(column(batch, name)?, &DataType::Float64).ok()?;
+    let array = array.as_primitive::<Float64Type>();
+    array.is_valid(0).then(|| array.value(0))
+}
+
+fn text(batch: &RecordBatch, name: &str) -> Option<String> {
+    let array = cast(column(batch, name)?, &DataType::Utf8).ok()?;
+    let array = array.as_string::<i32>();
+    array.is_valid(0).then(|| array.value(0).to_string())
+}
+
+/// Nanoseconds since the epoch as an ISO 8601 timestamp.
+fn render_time(nanos: f64) -> String {
+    let nanos = nanos.round() as i64;
+    let array = datafusion::arrow::array::TimestampNanosecondArray::from(vec![nanos]);
+    cast(&array, &DataType::Utf8)
+        .ok()
+        .and_then(|a| {
+            let a = a.as_string::<i32>();
+            a.is_valid(0).then(|| a.value(0).to_string())
+        })
+        .unwrap_or_else(|| nanos.to_string())
+}
+
+fn arrow_error(e: datafusion::arrow::error::ArrowError) -> QueryError {
+    QueryError::Internal(format!("reading a profile: {e}"))
+}
+
+/// A profile as rows, one per column, for `airlock.profile('t')`.
+pub(crate) fn profile_values_sql(profile: &TableProfile) -> String {
+    let text = |v: Option<String>| match v {
+        Some(v) => format!("'{}'", v.replace('\'', "''")),
+        None => "NULL".to_string(),
+    };
+    let number = |v: Option<f64>| match v {
+        Some(v) if v.is_finite() => format!("{v:e}"),
+        _ => "NULL".to_string(),
+    };
+    let rows: Vec<String> = profile
+        .columns
+        .iter()
+        .map(|c| {
+            let fields = [
+                text(Some(c.column.clone())),
+                text(Some(c.data_type.clone())),
+                format!("CAST({} AS BIGINT)", profile.rows),
+                format!("CAST({} AS BIGINT)", c.count),
+                format!("CAST({} AS BIGINT)", c.null_count),
+                format!("CAST({} AS DOUBLE)", number(Some(c.null_fraction))),
+                format!(
+                    "CAST({} AS BIGINT)",
+                    c.approx_distinct.map_or("NULL".into(), |d| d.to_string())
+                ),
+                format!("CAST({} AS VARCHAR)", text(c.min.as_ref().map(Stat::text))),
+                format!("CAST({} AS VARCHAR)", text(c.max.as_ref().map(Stat::text))),
+                format!("CAST({} AS VARCHAR)", text(c.mean.as_ref().map(Stat::text))),
+                format!("CAST({} AS DOUBLE)", number(c.stddev)),
+                format!("CAST({} AS VARCHAR)", text(c.p25.as_ref().map(Stat::text))),
+                format!("CAST({} AS VARCHAR)", text(c.p50.as_ref().map(Stat::text))),
+                format!("CAST({} AS VARCHAR)", text(c.p75.as_ref().map(Stat::text))),
+                format!(
+                    "CAST({} AS BIGINT)",
+                    c.min_length.map_or("NULL".into(), |d| d.to_string())
+                ),
+                format!(
+                    "CAST({} AS BIGINT)",
+                    c.max_length.map_or("NULL".into(), |d| d.to_string())
+                ),
+                format!("CAST({} AS DOUBLE)", number(c.avg_length)),
+                format!(
+                    "CAST({} AS VARCHAR)",
+                    text(
+                        c.top_values
+                            .as_ref()
+                            .and_then(|v| serde_json::to_string(v).ok())
+                    )
+                ),
+                format!(
+                    "CAST({} AS VARCHAR)",
+                    text(
+                        c.histogram
+                            .as_ref()
+                            .and_then(|v| serde_json::to_string(v).ok())
+                    )
+                ),
+            ];
+            format!("({})", fields.join(", "))
+        })
+        .collect();
+    let names = "column_name, data_type, row_count, non_null_count, null_count, null_fraction, \
+                 approx_distinct, min, max, mean, stddev, p25, p50, p75, min_length, max_length, \
+                 avg_length, top_values, histogram";
+    if rows.is_empty() {
+        // No visible column: an empty table with the same columns.
+        return format!(
+            "SELECT * FROM (VALUES ({})) AS p({names}) WHERE FALSE",
+            ["CAST(NULL AS VARCHAR)"; 19].join(", ")
+        );
+    }
+    format!("SELECT * FROM (VALUES {}) AS p({names})", rows.join(", "))
+}
+
+/// The tables named by `airlock.profile('schema.table')` calls in a
+/// statement, in order. Any other use of that name is refused.
+pub(super) fn profile_calls(statement: &DFStatement) -> Result<Vec<String>, QueryError> {
+    struct Finder(Vec<String>);
+    impl Visitor for Finder {
+        type Break = QueryError;
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<QueryError> {
+            if let Some(call) = profile_call(factor) {
+                match call {
+                    Ok(table) => self.0.push(table),
+                    Err(e) => return ControlFlow::Break(e),
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(vec![]);
+    };
+    let mut finder = Finder(vec![]);
+    match inner.visit(&mut finder) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(finder.0),
+    }
+}
+
+/// Replaces each `airlock.profile('t')` with the rows of its profile
+/// (`values` holds the SQL of each, by table as written in the call).
+pub(super) fn replace_profile_calls(
+    statement: &mut DFStatement,
+    values: &std::collections::HashMap<String, String>,
+) -> Result<(), QueryError> {
+    struct Replacer<'a>(&'a std::collections::HashMap<String, String>);
+    impl VisitorMut for Replacer<'_> {
+        type Break = QueryError;
+        fn post_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<QueryError> {
+            let Some(Ok(table)) = profile_call(factor) else {
+                return ControlFlow::Continue(());
+            };
+            let alias = match factor {
+                TableFactor::Table { alias, .. } => alias.clone(),
+                _ => None,
+            };
+            let Some(sql) = self.0.get(&table) else {
+                return ControlFlow::Break(QueryError::Internal(format!("no profile of {table}")));
+            };
+            match parse_select(sql) {
+                Ok(subquery) => {
+                    *factor = TableFactor::Derived {
+                        lateral: false,
+                        subquery: Box::new(subquery),
+                        alias: Some(alias.unwrap_or_else(|| TableAlias {
+                            explicit: true,
+                            name: Ident::new("profile"),
+                            columns: vec![],
+                            at: None,
+                        })),
+                        sample: None,
+                    };
+                    ControlFlow::Continue(())
+                }
+                Err(e) => ControlFlow::Break(e),
+            }
+        }
+    }
+    let DFStatement::Statement(inner) = statement else {
+        return Ok(());
+    };
+    match inner.visit(&mut Replacer(values)) {
+        ControlFlow::Break(e) => Err(e),
+        ControlFlow::Continue(()) => Ok(()),
+    }
+}
+
+/// `Some` when a table factor calls `airlock.profile`: `Ok(table)` for the
+/// one accepted form, one string literal argument.
+fn profile_call(factor: &TableFactor) -> Option<Result<String, QueryError>> {
+    let TableFactor::Table {
+        name,
+        args: Some(args),
+        ..
+    } = factor
+    else {
+        return None;
+    };
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .filter_map(|p| p.as_ident().map(|i| i.value.to_ascii_lowercase()))
+        .collect();
+    if parts != ["airlock", "profile"] {
+        return None;
+    }
+    let usage = || {
+        QueryError::Plan(datafusion::error::DataFusionError::Plan(
+            "airlock.profile takes one table name as a string: airlock.profile('schema.table')"
+                .into(),
+        ))
+    };
+    Some(match args.args.as_slice() {
+        [FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))] => match &v.value {
+            Value::SingleQuotedString(table) => Ok(table.clone()),
+            _ => Err(usage()),
+        },
+        _ => Err(usage()),
+    })
+}
+
+fn parse_select(sql: &str) -> Result<Query, QueryError> {
+    let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
+        .map_err(|e| QueryError::Internal(format!("profile rows {sql}: {e}")))?;
+    match statements.pop_front() {
+        Some(DFStatement::Statement(statement)) => match *statement {
+            Statement::Query(query) => Ok(*query),
+            other => Err(QueryError::Internal(format!(
+                "profile rows parsed as {other}"
+            ))),
+        },
+        other => Err(QueryError::Internal(format!(
+            "profile rows parsed as {other:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_pick_the_statistics() {
+        assert_eq!(kind_of(&DataType::Int64), Kind::Number);
+        assert_eq!(kind_of(&DataType::Decimal128(12, 2)), Kind::Number);
+        use datafusion::arrow::datatypes::TimeUnit;
+        assert_eq!(
+            kind_of(&DataType::Timestamp(
+                TimeUnit::Microsecond,
+                Some("UTC".into())
+            )),
+            Kind::Time
+        );
+        assert_eq!(kind_of(&DataType::Utf8), Kind::Text);
+        let names: Vec<String> = aggregates(3, "\"x\"", Kind::Text);
+        assert!(names.iter().any(|a| a.ends_with("AS lmax3")), "{names:?}");
+        assert!(
+            !names
+                .iter()
+                .any(|a| a.contains("avg(CAST(\"x\" AS DOUBLE))"))
+        );
+    }
+
+    #[test]
+    fn times_render_as_iso_timestamps() {
+        assert_eq!(render_time(0.0), "1970-01-01T00:00:00");
+        assert_eq!(render_time(1_500_000_000.0), "1970-01-01T00:00:01.500");
+    }
+}
