@@ -31,6 +31,7 @@ use crate::sync::{SnowflakeConnections, Sources, SyncError, SyncService};
 use crate::tools::artifacts::{
     self, ArtifactError, ArtifactService, ArtifactSettings, ArtifactTables,
 };
+use crate::tools::jobs::{JobError, JobStore};
 
 /// Largest message a client may send (DoPut parameters, action bodies).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -67,6 +68,9 @@ pub enum ServerError {
     /// The artifact store.
     #[error(transparent)]
     Artifacts(#[from] ArtifactError),
+    /// The jobs of the data tools.
+    #[error(transparent)]
+    Jobs(#[from] JobError),
     /// TLS files.
     #[error("TLS: {0}")]
     Tls(String),
@@ -297,6 +301,7 @@ impl App {
         let store_url = url::Url::parse(artifacts::STORE_URL)
             .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
         query.register_object_store(&store_url, artifacts.store());
+        let tool_jobs = JobStore::open(meta.clone()).await?;
         let snowflake =
             SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
         let sync = SyncService::open(
@@ -313,6 +318,7 @@ impl App {
             Arc::clone(&query),
             Arc::clone(&grants),
             Arc::clone(&artifacts),
+            tool_jobs,
         ));
         Ok(Opened {
             app: Arc::new(App {

@@ -14,14 +14,16 @@
 //!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
-//!                      └─ tools.rs    table.sample (answers with a query),   → tools::sample,
-//!                                     table.profile                          → query
+//!                      ├─ tools.rs    table.sample (answers with a query),   → tools::sample,
+//!                      │              table.profile                          → query
+//!                      └─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
 
 mod artifacts;
 mod grants;
+mod jobs;
 mod sync;
 mod tables;
 mod tokens;
@@ -39,6 +41,8 @@ use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::sync::{SyncError, SyncService};
 use crate::tools::artifacts::{ArtifactError, ArtifactService};
+use crate::tools::export::{ExportError, Exporter};
+use crate::tools::jobs::{JobError, JobStore};
 use crate::tools::sample::SampleError;
 
 /// Action failures.
@@ -73,6 +77,12 @@ pub enum ActionError {
     /// Sampling.
     #[error(transparent)]
     Sample(#[from] SampleError),
+    /// Exports.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// Jobs.
+    #[error(transparent)]
+    Job(#[from] JobError),
     /// A response could not be turned into JSON: a bug in airlock.
     #[error("could not encode the response of {action} as JSON: {message}")]
     Internal {
@@ -147,11 +157,19 @@ pub enum Action {
     TableSample,
     /// Column statistics of a table.
     TableProfile,
+    /// Write a query's result as an artifact (a durable job).
+    QueryExport,
+    /// A job's state and progress.
+    JobGet,
+    /// List jobs.
+    JobList,
+    /// Cancel a job.
+    JobCancel,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 26] = [
+    pub const ALL: [Action; 30] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -178,6 +196,10 @@ impl Action {
         Action::ArtifactExtend,
         Action::TableSample,
         Action::TableProfile,
+        Action::QueryExport,
+        Action::JobGet,
+        Action::JobList,
+        Action::JobCancel,
     ];
 
     /// The wire name.
@@ -209,6 +231,10 @@ impl Action {
             Action::ArtifactExtend => "artifact.extend",
             Action::TableSample => "table.sample",
             Action::TableProfile => "table.profile",
+            Action::QueryExport => "query.export",
+            Action::JobGet => "job.get",
+            Action::JobList => "job.list",
+            Action::JobCancel => "job.cancel",
         }
     }
 
@@ -304,6 +330,21 @@ impl Action {
             Action::ArtifactDelete => {
                 "Delete your artifact and all its versions. Body: {\"id\":\"…\"}."
             }
+            Action::QueryExport => {
+                "Write a query's result as an artifact, as a job. Body: {\"sql\":\"SELECT …\",\"format\":\"parquet|csv|jsonl\",\
+                 \"name\":\"eu_orders\"}, optional \"visibility\", \"tags\", \"ttl_seconds\", \"wait\":true (answer when done). \
+                 Answers the job; its result names the artifact, rows and bytes."
+            }
+            Action::JobGet => {
+                "A job's state and progress (yours; admins: any, syncs too). Body: {\"job_id\":\"…\"}."
+            }
+            Action::JobList => {
+                "List jobs (yours; admins: all). Body (optional): {\"kind\":\"export|sync\",\"state\":\"running\",\
+                 \"limit\":50,\"page_token\":\"…\"}."
+            }
+            Action::JobCancel => {
+                "Cancel a running job; a cancelled export leaves no artifact. Body: {\"job_id\":\"…\"}."
+            }
             Action::TableProfile => {
                 "Column statistics of a table as you see it (filtered rows, masked values). Body: \
                  {\"table\":\"sales.orders\"}, optional \"columns\":[…] and \"sample\":N (rows). Per column: type, count, \
@@ -335,7 +376,11 @@ impl Action {
             | Action::ArtifactDelete
             | Action::ArtifactExtend
             | Action::TableSample
-            | Action::TableProfile => Permission::Authenticated,
+            | Action::TableProfile
+            | Action::QueryExport
+            | Action::JobGet
+            | Action::JobList
+            | Action::JobCancel => Permission::Authenticated,
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart
@@ -362,6 +407,8 @@ pub struct Actions {
     query: Arc<QueryEngine>,
     grants: Arc<GrantStore>,
     artifacts: Arc<ArtifactService>,
+    exporter: Arc<Exporter>,
+    jobs: Arc<JobStore>,
 }
 
 /// The body of actions that take none: empty, or `{}`.
@@ -377,13 +424,21 @@ impl Actions {
         query: Arc<QueryEngine>,
         grants: Arc<GrantStore>,
         artifacts: Arc<ArtifactService>,
+        jobs: Arc<JobStore>,
     ) -> Self {
+        let exporter = Arc::new(Exporter::new(
+            Arc::clone(&query),
+            Arc::clone(&artifacts),
+            Arc::clone(&jobs),
+        ));
         Self {
             auth,
             sync,
             query,
             grants,
             artifacts,
+            exporter,
+            jobs,
         }
     }
 
@@ -428,6 +483,10 @@ impl Actions {
             Action::ArtifactDelete => respond(action, self.artifact_delete(principal, body).await?),
             Action::ArtifactExtend => respond(action, self.artifact_extend(principal, body).await?),
             Action::TableProfile => respond(action, self.table_profile(principal, body).await?),
+            Action::QueryExport => respond(action, self.query_export(principal, body).await?),
+            Action::JobGet => respond(action, self.job_get(principal, body).await?),
+            Action::JobList => respond(action, self.job_list(principal, body).await?),
+            Action::JobCancel => respond(action, self.job_cancel(principal, body).await?),
             Action::TableSample => {
                 let (sql, plan) = self.table_sample(principal, body)?;
                 return Ok(Answer::Query {

@@ -19,6 +19,8 @@ use crate::replica::ReplicaError;
 use crate::sync::{SourceError, SyncError};
 use crate::table_name::TableNameError;
 use crate::tools::artifacts::ArtifactError;
+use crate::tools::export::ExportError;
+use crate::tools::jobs::JobError;
 use crate::tools::sample::SampleError;
 
 /// Longest message sent to a client.
@@ -160,12 +162,29 @@ pub(crate) fn action(error: ActionError) -> Status {
         ActionError::Policy(e) => policy(e),
         ActionError::Query(e) => query(e),
         ActionError::Artifact(e) => artifact(e),
+        ActionError::Export(e) => match e {
+            ExportError::Query(e) => query(e),
+            ExportError::Artifact(e) => artifact(e),
+            ExportError::Job(e) => job(e),
+        },
+        ActionError::Job(e) => job(e),
         ActionError::Sample(e) => match e {
             SampleError::BadRequest(_) => status(Code::InvalidArgument, e.to_string()),
             SampleError::UnknownTable(_) => status(Code::NotFound, e.to_string()),
         },
         ActionError::Internal { .. } => status(Code::Internal, error.to_string()),
     }
+}
+
+/// Status for job errors.
+pub(crate) fn job(error: JobError) -> Status {
+    let code = match &error {
+        JobError::NotFound(_) => Code::NotFound,
+        JobError::Ended { .. } => Code::FailedPrecondition,
+        JobError::BadRequest(_) => Code::InvalidArgument,
+        JobError::Meta(e) => return meta(e),
+    };
+    status(code, error.to_string())
 }
 
 /// Status for artifact errors. Every "not yours to see" is NOT_FOUND, the

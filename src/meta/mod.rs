@@ -69,6 +69,8 @@ pub enum Collection {
     Grants,
     /// Artifacts (their versions and who may read them).
     Artifacts,
+    /// Durable jobs of the data tools (exports, …).
+    ToolJobs,
 }
 
 impl Collection {
@@ -81,6 +83,7 @@ impl Collection {
             Collection::Jobs => "jobs",
             Collection::Grants => "grants",
             Collection::Artifacts => "artifacts",
+            Collection::ToolJobs => "tool_jobs",
         }
     }
 }

@@ -6,4 +6,6 @@
 //! below the front ends, which only translate protocol into these calls.
 
 pub mod artifacts;
+pub mod export;
+pub mod jobs;
 pub mod sample;

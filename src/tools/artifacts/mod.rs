@@ -562,6 +562,11 @@ fn require_owner(principal: &Principal, artifact: &Artifact) -> Result<(), Artif
     }
 }
 
+/// Checks an artifact name before any work is done for it.
+pub fn check_artifact_name(name: &str) -> Result<(), ArtifactError> {
+    check_name(name).map(|_| ())
+}
+
 /// Checks an artifact name: an SQL identifier, lower case.
 fn check_name(name: &str) -> Result<String, ArtifactError> {
     let lower = name.to_ascii_lowercase();

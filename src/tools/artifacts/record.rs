@@ -52,7 +52,8 @@ pub struct Owner {
 }
 
 impl Owner {
-    pub(super) fn of(principal: &Principal) -> Self {
+    /// The owner identity of a principal.
+    pub fn of(principal: &Principal) -> Self {
         Self {
             kind: principal.kind,
             name: principal.name.clone(),
@@ -60,7 +61,8 @@ impl Owner {
         }
     }
 
-    pub(super) fn is(&self, principal: &Principal) -> bool {
+    /// Whether `principal` is this owner.
+    pub fn is(&self, principal: &Principal) -> bool {
         self.kind == principal.kind && self.name == principal.name && self.swarm == principal.swarm
     }
 

@@ -39,7 +39,7 @@ pub const CHUNK_COLUMN: &str = "chunk";
 const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Options of an upload (JSON in the first batch's app_metadata).
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UploadOptions {
     /// `private` (default) or `swarm`.
@@ -58,6 +58,9 @@ pub struct UploadOptions {
     /// front end: ADBC ingest modes map to it; not a JSON option).
     #[serde(skip)]
     pub mode: UploadMode,
+    /// Bytes written so far, for a job's progress (not a JSON option).
+    #[serde(skip)]
+    pub progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 /// What an upload expects of the name it writes.
@@ -176,10 +179,11 @@ impl ArtifactService {
             scope.directory(),
             uuid::Uuid::new_v4()
         ));
-        let writer = LimitedWriter::new(
+        let mut writer = LimitedWriter::new(
             BufWriter::new(Arc::clone(&self.store), object.clone()),
             limit.bytes(),
         );
+        writer.progress = options.progress.clone();
         let written = match kind {
             ArtifactKind::Tabular => write_parquet(writer, &schema, batches).await,
             ArtifactKind::Bytes => write_bytes(writer, batches).await,
@@ -463,6 +467,7 @@ struct LimitedWriter {
     bytes: u64,
     hasher: Sha256,
     exceeded: bool,
+    progress: Option<Arc<std::sync::atomic::AtomicU64>>,
 }
 
 impl LimitedWriter {
@@ -473,6 +478,7 @@ impl LimitedWriter {
             bytes: 0,
             hasher: Sha256::new(),
             exceeded: false,
+            progress: None,
         }
     }
 
@@ -484,6 +490,9 @@ impl LimitedWriter {
         }
         self.hasher.update(&bytes);
         self.bytes = after;
+        if let Some(progress) = &self.progress {
+            progress.store(after, std::sync::atomic::Ordering::Release);
+        }
         self.inner.put(bytes).await?;
         Ok(())
     }
