@@ -82,7 +82,7 @@ def generate(data: Path, sf: str):
 
 
 class Airlock:
-    def __init__(self, binary, data_dir: Path, duckdb_memory_limit=None):
+    def __init__(self, binary, data_dir: Path, duckdb_memory_limit=None, extra_args=()):
         self.port = free_port()
         self.uri = f"grpc://127.0.0.1:{self.port}"
         env = dict(os.environ, AIRLOCK_ADMIN_PASSWORD=PASSWORD, AIRLOCK_LOG="warn")
@@ -90,7 +90,7 @@ class Airlock:
             env["AIRLOCK_DUCKDB_MEMORY_LIMIT"] = duckdb_memory_limit
         self.log = open(data_dir.parent / "airlock-bench.log", "wb")
         self.process = subprocess.Popen(
-            [binary, "serve", "--data-dir", str(data_dir), "--flight-addr", f"127.0.0.1:{self.port}"],
+            [binary, "serve", "--data-dir", str(data_dir), "--flight-addr", f"127.0.0.1:{self.port}", *extra_args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

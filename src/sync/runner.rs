@@ -28,7 +28,7 @@ impl SyncService {
         cancel: CancellationToken,
     ) {
         // Whatever happens below, even a panic, the table is free again after.
-        let _active = ActiveEntry {
+        let active = ActiveEntry {
             service: Arc::clone(&self),
             table: job.table.clone(),
         };
@@ -101,6 +101,10 @@ impl SyncService {
             job.rows = progress.rows.load(Ordering::Relaxed);
             job.bytes = progress.bytes.load(Ordering::Relaxed);
         }
+        // Free the table before the final state is visible: a client that
+        // sees "succeeded" and starts the next sync at once must get a new
+        // job, not this one back as "already running".
+        drop(active);
         self.record(&job).await;
     }
 

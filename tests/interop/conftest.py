@@ -5,6 +5,7 @@ built debug binary). Each test session gets its own data directory, a free
 port and the demo dataset.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -82,6 +83,13 @@ class Airlock:
         client = self.flight_client()
         header = client.authenticate_basic_token("admin", PASSWORD)
         return client, [header]
+
+
+def call(client, options, name, body=None):
+    """Runs a JSON action and returns its answer."""
+    payload = b"" if body is None else json.dumps(body).encode()
+    results = list(client.do_action(flight.Action(name, payload), options))
+    return json.loads(results[0].body.to_pybytes())
 
 
 @pytest.fixture(scope="session")

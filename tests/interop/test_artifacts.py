@@ -28,16 +28,12 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
 
-from conftest import Airlock
+from conftest import Airlock, call
 
 MAX_BYTES = 50_000_000
 QUOTA = 120_000_000
 CHUNK = 1_000_000
 
-
-def call(client, options, name, body):
-    results = list(client.do_action(flight.Action(name, json.dumps(body).encode()), options))
-    return json.loads(results[0].body.to_pybytes())
 
 
 class Principal:

@@ -11,14 +11,12 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
 
+from conftest import call
+
 
 # demo.customers as the sales swarm sees it: `region` denied, `email` masked.
 VISIBLE = ["customer_id", "name", "email", "signup_date", "lifetime_value"]
 
-
-def call(client, options, name, body):
-    results = list(client.do_action(flight.Action(name, json.dumps(body).encode()), options))
-    return json.loads(results[0].body.to_pybytes())
 
 
 @pytest.fixture(scope="module")

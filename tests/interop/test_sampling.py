@@ -12,10 +12,8 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
 
+from conftest import call
 
-def call(client, options, name, body):
-    results = list(client.do_action(flight.Action(name, json.dumps(body).encode()), options))
-    return json.loads(results[0].body.to_pybytes())
 
 
 @pytest.fixture(scope="module")

@@ -734,4 +734,61 @@ mod tests {
         assert_eq!(std::fs::read(object).unwrap(), b"kept");
         assert_eq!(service.get(&a1, "kept").unwrap().id, kept.artifact.id);
     }
+
+    #[tokio::test]
+    async fn expired_artifacts_are_unreadable_then_removed() {
+        use crate::meta::DuckDbMetaStore;
+        use futures::stream;
+
+        let dir = tempfile::tempdir().unwrap();
+        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
+        let service = ArtifactService::open(
+            meta,
+            dir.path(),
+            ArtifactSettings::default(),
+            &BTreeMap::new(),
+        )
+        .await
+        .unwrap();
+        let a1 = principal(TokenKind::Agent, "a1", Some("emea"));
+        let schema = read::chunk_schema();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(BinaryArray::from(vec![&b"old"[..]]))],
+        )
+        .unwrap();
+        let uploaded = service
+            .upload(
+                &a1,
+                "old",
+                UploadOptions::default(),
+                schema,
+                stream::iter([Ok(batch)]),
+            )
+            .await
+            .unwrap();
+        let object = dir.path().join("artifacts").join(&uploaded.version.object);
+        assert!(object.exists());
+        let mut expired = uploaded.artifact.clone();
+        expired.expires_at = Utc::now() - chrono::Duration::seconds(1);
+        {
+            let _turn = service.commit.lock().await;
+            service.store_record(expired).await.unwrap();
+        }
+        // Unreadable from the instant it expires…
+        assert!(matches!(
+            service.get(&a1, &uploaded.artifact.id),
+            Err(ArtifactError::NotFound(_))
+        ));
+        assert!(
+            service
+                .download(&a1, &uploaded.artifact.id, None)
+                .await
+                .is_err()
+        );
+        // …and gone, record and object, when housekeeping runs.
+        assert_eq!(service.remove_expired().await.unwrap(), 1);
+        assert!(!object.exists());
+        assert!(service.read_index().is_empty());
+    }
 }
