@@ -23,6 +23,7 @@ mod guard;
 mod information_schema;
 mod planned;
 mod profile;
+mod profile_sql;
 mod sample;
 mod session;
 mod settings;
@@ -293,7 +294,7 @@ impl QueryEngine {
         } = self.session(principal);
         // `airlock.profile('t')` is the one table function everyone may
         // call: it becomes the rows of t's profile before the check below.
-        let profiled = profile::profile_calls(&statement)?;
+        let profiled = profile_sql::profile_calls(&statement)?;
         let mut tables = Vec::new();
         if !profiled.is_empty() {
             let mut rows = HashMap::new();
@@ -306,9 +307,9 @@ impl QueryEngine {
                 if let Ok(name) = TableName::parse(&profile.table) {
                     tables.push(name);
                 }
-                rows.insert(table, profile::profile_values_sql(&profile));
+                rows.insert(table, profile_sql::profile_values_sql(&profile));
             }
-            profile::replace_profile_calls(&mut statement, &rows)?;
+            profile_sql::replace_profile_calls(&mut statement, &rows)?;
         }
         if limits.is_some()
             && let Some(name) = statement::first_table_function(&statement)

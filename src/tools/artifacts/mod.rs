@@ -14,11 +14,12 @@
 //! NOT_FOUND as for an id that never existed. An object becomes visible
 //! only when its record names it, so readers see a whole version or none.
 
+mod housekeeping;
 mod read;
 mod record;
 mod upload;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -26,7 +27,6 @@ use std::time::Duration;
 
 use bytesize::ByteSize;
 use chrono::{DateTime, Utc};
-use futures::TryStreamExt;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
@@ -411,22 +411,6 @@ impl ArtifactService {
         Ok(artifact)
     }
 
-    /// Removes artifacts past their expiry; returns how many.
-    pub async fn remove_expired(&self) -> Result<usize, ArtifactError> {
-        let _turn = self.commit.lock().await;
-        let now = Utc::now();
-        let expired: Vec<Artifact> = self
-            .read_index()
-            .values()
-            .filter(|i| i.artifact.expired(now))
-            .map(|i| i.artifact.clone())
-            .collect();
-        for artifact in &expired {
-            self.remove(artifact).await?;
-        }
-        Ok(expired.len())
-    }
-
     /// Applies `update` to an artifact the caller owns and stores it.
     async fn change(
         &self,
@@ -494,32 +478,6 @@ impl ArtifactService {
         }
     }
 
-    /// Deletes objects no record names, and a local store's staging files
-    /// (`<object>#<n>`, which object_store never lists).
-    async fn remove_orphans(&self) -> Result<(), ArtifactError> {
-        let named: BTreeSet<String> = self
-            .read_index()
-            .values()
-            .flat_map(|i| i.artifact.versions.iter().map(|v| v.object.clone()))
-            .collect();
-        let objects: Vec<Path> = self
-            .store
-            .list(None)
-            .map_ok(|meta| meta.location)
-            .try_collect()
-            .await?;
-        for object in objects {
-            if !named.contains(object.as_ref()) {
-                tracing::info!(object = %object, "removing an artifact object no record names");
-                self.delete_object(&object).await;
-            }
-        }
-        if let Some(root) = &self.local_root {
-            remove_staging_files(root);
-        }
-        Ok(())
-    }
-
     /// Bytes stored by a scope's artifacts (all versions).
     fn used_bytes(&self, scope: &Scope) -> u64 {
         self.read_index()
@@ -581,28 +539,6 @@ fn check_name(name: &str) -> Result<String, ArtifactError> {
         Ok(lower)
     } else {
         Err(ArtifactError::BadName(name.to_string()))
-    }
-}
-
-/// Removes `…#<digits>` files under a local store's root: multipart uploads
-/// a crash cut off.
-fn remove_staging_files(root: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(root) else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            remove_staging_files(&path);
-        } else if path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.rsplit_once('#'))
-            .is_some_and(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
-            && let Err(e) = std::fs::remove_file(&path)
-        {
-            tracing::warn!(file = %path.display(), error = %e, "could not remove a staging file");
-        }
     }
 }
 
@@ -671,19 +607,6 @@ mod tests {
         ] {
             assert!(check_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn staging_files_are_recognised() {
-        let dir = tempfile::tempdir().unwrap();
-        let sub = dir.path().join("swarm/emea");
-        std::fs::create_dir_all(&sub).unwrap();
-        std::fs::write(sub.join("x.parquet#3"), b"partial").unwrap();
-        std::fs::write(sub.join("x.parquet"), b"whole").unwrap();
-        std::fs::write(sub.join("y#z"), b"kept").unwrap();
-        remove_staging_files(dir.path());
-        assert!(!sub.join("x.parquet#3").exists());
-        assert!(sub.join("x.parquet").exists() && sub.join("y#z").exists());
     }
 
     #[tokio::test]
