@@ -1,6 +1,9 @@
 //! DoAction and ListActions: JSON actions go to `actions` (which decides
 //! who may run what); `CancelFlightInfo` goes to [`super::cancel`].
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{Action, ActionType};
 use tonic::{Request, Response, Status};
@@ -9,6 +12,7 @@ use arrow_flight::sql::{ProstMessageExt, TicketStatementQuery};
 use base64::Engine;
 use prost::Message;
 
+use super::audited::audit_of;
 use super::cancel::CANCEL_FLIGHT_INFO;
 use super::ticket::StatementHandle;
 use super::{AirlockFlightSql, status};
@@ -20,6 +24,7 @@ impl AirlockFlightSql {
         request: Request<Action>,
     ) -> Result<Response<<Self as FlightService>::DoActionStream>, Status> {
         let principal = self.principal(&request).await?;
+        let audit = audit_of(&request);
         let action = request.into_inner();
         let body: Vec<u8> = if action.r#type == CANCEL_FLIGHT_INFO {
             self.cancel_flight_info(&principal, &action.body)?
@@ -43,6 +48,15 @@ impl AirlockFlightSql {
                     answer
                 }
             };
+            // Answers that count rows (a profile, an export, a table
+            // artifact) put them in the audit record, as queries do.
+            if let (Some(audit), Some(rows)) = (&audit, value.get("rows").and_then(|r| r.as_u64()))
+            {
+                audit.track_result(
+                    Arc::new(AtomicU64::new(rows)),
+                    Arc::new(AtomicBool::new(false)),
+                );
+            }
             serde_json::to_vec(&value).map_err(|e| status::internal(e.to_string()))?
         };
         let result = arrow_flight::Result { body: body.into() };

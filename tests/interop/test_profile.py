@@ -96,6 +96,19 @@ def test_the_profile_matches_statistics_computed_independently(people):
     times = table.column("ordered_at")
     assert ordered["min"].startswith(pc.min(times).as_py().strftime("%Y-%m-%dT%H:%M:%S"))
     assert ordered["max"].startswith(pc.max(times).as_py().strftime("%Y-%m-%dT%H:%M:%S"))
+    # The audit records the rows profiled, as it does a query's rows.
+    import time
+
+    for _ in range(100):
+        audited = read(
+            conn,
+            "SELECT rows FROM airlock.audit WHERE request = 'DoAction table.profile' "
+            "AND statement LIKE '%demo.orders%' ORDER BY time DESC LIMIT 1",
+        ).to_pylist()
+        if audited:
+            break
+        time.sleep(0.1)
+    assert audited == [{"rows": 20_000}]
 
 
 def test_the_sql_form_gives_the_same_profile_as_a_table(people):
