@@ -57,19 +57,21 @@ impl ReplicaTable {
         }
     }
 
-    /// How many rowid ranges to split a scan into.
-    fn partitions(&self, filters: &[Expr], limit: Option<usize>, target: usize) -> u64 {
-        // A user column named rowid would shadow DuckDB's pseudo-column.
-        let shadowed = self
-            .schema
+    /// Whether a user column named rowid shadows DuckDB's pseudo-column.
+    fn rowid_shadowed(&self) -> bool {
+        self.schema
             .fields()
             .iter()
-            .any(|f| f.name().eq_ignore_ascii_case("rowid"));
+            .any(|f| f.name().eq_ignore_ascii_case("rowid"))
+    }
+
+    /// How many rowid ranges to split a scan into.
+    fn partitions(&self, filters: &[Expr], limit: Option<usize>, target: usize) -> u64 {
         // An equality on a column usually selects a handful of rows, which
         // DuckDB finds fastest with one query pruning by zone maps; a
         // second query would only add its start-up cost.
         let selective = filters.iter().any(is_point_predicate);
-        if limit.is_some() || shadowed || selective {
+        if limit.is_some() || self.rowid_shadowed() || selective {
             return 1;
         }
         (self.rows / MIN_ROWS_PER_PARTITION).clamp(1, target.max(1) as u64)
@@ -115,11 +117,20 @@ impl ReplicaTable {
                 .join(", ")
         };
         let mut sql = format!("SELECT {columns} FROM {}", self.physical.quoted());
-        let predicates: Vec<String> = filters
+        let mut predicates: Vec<String> = filters
             .iter()
             .filter_map(|f| filter_to_sql(f, &self.schema))
             .chain(range.iter().cloned())
             .collect();
+        // DuckDB plans a LIMIT of up to a million rows straight over a
+        // table as a row-id semi-join and sort, so that a parallel scan
+        // keeps insertion order (its "large limit" late materialization):
+        // twice the CPU of a streaming limit, for an order a scan does not
+        // promise. Any filter on the scan turns that off; this one holds
+        // for every row.
+        if limit.is_some() && predicates.is_empty() && !self.rowid_shadowed() {
+            predicates.push("rowid >= 0".to_string());
+        }
         if !predicates.is_empty() {
             sql.push_str(" WHERE ");
             sql.push_str(&predicates.join(" AND "));
@@ -290,5 +301,42 @@ mod tests {
             plan.downcast_ref::<DuckDbScanExec>().unwrap().sql().len(),
             1
         );
+    }
+
+    /// A pushed limit stays a streaming limit in DuckDB: without a filter,
+    /// DuckDB would plan it as a row-id semi-join and a sort.
+    #[tokio::test]
+    async fn a_pushed_limit_is_not_planned_as_a_join() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = create(
+            dir.path(),
+            replica(dir.path()),
+            "CREATE SCHEMA s; CREATE TABLE s.big AS SELECT range AS n FROM range(300000);",
+        );
+        let name = TableName::parse("s.big").unwrap();
+        let info = replica.tables()[&name].clone();
+        let table = ReplicaTable::new(Arc::clone(&replica), name, info);
+        let ctx = SessionContext::new();
+        let plan = table
+            .scan(&ctx.state(), None, &[], Some(1000))
+            .await
+            .unwrap();
+        let sql = plan.downcast_ref::<DuckDbScanExec>().unwrap().sql()[0].clone();
+        assert_eq!(
+            sql,
+            r#"SELECT "n" FROM "s"."big" WHERE rowid >= 0 LIMIT 1000"#
+        );
+        let explain = |sql: &str| -> String {
+            replica
+                .connect()
+                .unwrap()
+                .query_row(&format!("EXPLAIN {sql}"), [], |row| row.get(1))
+                .unwrap()
+        };
+        assert!(!explain(&sql).contains("HASH_JOIN"), "{}", explain(&sql));
+        // The plain form has the join: when a DuckDB upgrade drops it, this
+        // says the filter is no longer needed.
+        let plain = format!(r#"SELECT "n" FROM {} LIMIT 1000"#, table.physical.quoted());
+        assert!(explain(&plain).contains("HASH_JOIN"), "{}", explain(&plain));
     }
 }

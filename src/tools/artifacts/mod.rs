@@ -15,6 +15,7 @@
 //! only when its record names it, so readers see a whole version or none.
 
 mod housekeeping;
+mod parquet;
 mod read;
 mod record;
 mod upload;

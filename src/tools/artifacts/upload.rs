@@ -14,12 +14,7 @@ use chrono::Utc;
 use datafusion::arrow::array::{Array, BinaryArray, LargeBinaryArray, RecordBatch};
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::parquet::arrow::AsyncArrowWriter;
-use datafusion::parquet::arrow::async_writer::AsyncFileWriter;
-use datafusion::parquet::basic::Compression;
 use datafusion::parquet::errors::ParquetError;
-use datafusion::parquet::file::properties::WriterProperties;
-use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use object_store::buffered::BufWriter;
 use object_store::path::Path;
@@ -27,6 +22,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
+use super::parquet::ParquetEncoder;
 use super::record::{
     Artifact, ArtifactKind, ArtifactVersion, ColumnInfo, Owner, Scope, Visibility,
 };
@@ -35,9 +31,6 @@ use crate::principal::Principal;
 
 /// The column bytes artifacts travel in.
 pub const CHUNK_COLUMN: &str = "chunk";
-
-/// Rows per Parquet row group: bounds what the writer holds in memory.
-const ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// Options of an upload (JSON in the first batch's app_metadata).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -388,23 +381,17 @@ impl From<ArtifactError> for Failed {
 }
 
 async fn write_parquet<S>(
-    writer: LimitedWriter,
+    mut writer: LimitedWriter,
     schema: &SchemaRef,
     mut batches: S,
 ) -> Result<Written, Failed>
 where
     S: Stream<Item = Result<RecordBatch, ArtifactError>> + Send + Unpin,
 {
-    // Snappy, as DuckDB's COPY writes: several times smaller than plain
-    // pages, at little CPU, so more fits under the size limit.
-    let properties = WriterProperties::builder()
-        .set_max_row_group_row_count(Some(ROW_GROUP_ROWS))
-        .set_compression(Compression::SNAPPY)
-        .build();
-    let mut parquet = AsyncArrowWriter::try_new(writer, Arc::clone(schema), Some(properties))
-        .map_err(|e| ArtifactError::Parquet(e.to_string()))?;
+    let parquet_error = |e: ParquetError| ArtifactError::Parquet(e.to_string());
     let mut rows = 0u64;
     let outcome: Result<(), ArtifactError> = async {
+        let mut encoder = ParquetEncoder::try_new(schema).map_err(parquet_error)?;
         while let Some(batch) = batches.next().await {
             let batch = batch?;
             if batch.schema().fields() != schema.fields() {
@@ -413,19 +400,17 @@ where
                 ));
             }
             rows += batch.num_rows() as u64;
-            parquet
-                .write(&batch)
-                .await
-                .map_err(|e| ArtifactError::Parquet(e.to_string()))?;
+            let bytes = encoder.write(batch).await.map_err(parquet_error)?;
+            if !bytes.is_empty() {
+                writer.put(bytes).await?;
+            }
         }
-        parquet
-            .finish()
-            .await
-            .map_err(|e| ArtifactError::Parquet(e.to_string()))?;
-        Ok(())
+        writer
+            .put(encoder.finish().await.map_err(parquet_error)?)
+            .await?;
+        writer.finish().await
     }
     .await;
-    let writer = parquet.into_inner();
     match outcome {
         Ok(()) => Ok(writer.written(rows)),
         Err(error) => Err(writer.abort(error).await),
@@ -526,23 +511,5 @@ impl LimitedWriter {
             exceeded: self.exceeded,
             error,
         }
-    }
-}
-
-impl AsyncFileWriter for LimitedWriter {
-    fn write(&mut self, bs: Bytes) -> BoxFuture<'_, Result<(), ParquetError>> {
-        Box::pin(async move {
-            self.put(bs)
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
-    }
-
-    fn complete(&mut self) -> BoxFuture<'_, Result<(), ParquetError>> {
-        Box::pin(async move {
-            self.finish()
-                .await
-                .map_err(|e| ParquetError::External(Box::new(e)))
-        })
     }
 }
