@@ -50,6 +50,7 @@ pub use sample::sample_key_sql;
 pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
 pub use stream::{QueryStream, RunningQueries};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::policy::{self, Access, Grant, GrantStore, Limits, PolicyError, TablePattern};
 use crate::principal::Principal;
@@ -380,16 +381,39 @@ impl QueryEngine {
         query_id: &str,
         principal: &Principal,
     ) -> Result<QueryStream, QueryError> {
-        let limits = planned.limits.unwrap_or_default();
         // Admitted before any work; the permit lives as long as the stream.
-        let permit = match planned.limits {
-            Some(limits) => Some(self.admission.admit(
-                &principal.label(),
-                limits.max_concurrent.unwrap_or(u32::MAX >> 3),
-                limits.per_minute.unwrap_or(u32::MAX >> 3),
-            )?),
-            None => None,
-        };
+        let permit = self.admit(principal, planned.limits.as_ref())?;
+        self.start(planned, query_id, principal, permit).await
+    }
+
+    /// Counts one query of `principal` against its concurrency and rate
+    /// limits (nothing for unrestricted principals); the permit holds a
+    /// slot until dropped.
+    fn admit(
+        &self,
+        principal: &Principal,
+        limits: Option<&Limits>,
+    ) -> Result<Option<OwnedSemaphorePermit>, QueryError> {
+        limits
+            .map(|limits| {
+                self.admission.admit(
+                    &principal.label(),
+                    limits.max_concurrent.unwrap_or(u32::MAX >> 3),
+                    limits.per_minute.unwrap_or(u32::MAX >> 3),
+                )
+            })
+            .transpose()
+    }
+
+    /// Starts an admitted query (`permit` is held by the stream).
+    async fn start(
+        &self,
+        planned: PlannedQuery,
+        query_id: &str,
+        principal: &Principal,
+        permit: Option<OwnedSemaphorePermit>,
+    ) -> Result<QueryStream, QueryError> {
+        let limits = planned.limits.unwrap_or_default();
         let timeout = match limits.timeout_s {
             Some(seconds) => self.config.timeout.min(Duration::from_secs(seconds)),
             None => self.config.timeout,

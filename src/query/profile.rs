@@ -207,6 +207,10 @@ impl QueryEngine {
         let (Some(schema), Some(policy)) = (visible.get(&name), visible.policy(&name)) else {
             return Err(QueryError::UnknownTable(request.table.clone()));
         };
+        // A profile is one request against the caller's limits, cached or
+        // not, however many queries it runs: they go without admission of
+        // their own.
+        let _permit = self.admit(principal, self.session(principal).limits.as_ref())?;
         let snapshot = self.replica.tables();
         let extra_version: u64 = self.extra_tables.iter().map(|t| t.version()).sum();
         if let Some(hit) = self
@@ -448,7 +452,8 @@ impl QueryEngine {
             .collect())
     }
 
-    /// Plans and runs `sql` as `principal`, collecting the result.
+    /// Plans and runs `sql` as `principal` within the profile's admission,
+    /// collecting the result.
     async fn collect(
         &self,
         principal: &Principal,
@@ -456,7 +461,7 @@ impl QueryEngine {
     ) -> Result<Vec<RecordBatch>, QueryError> {
         let planned = Box::pin(self.plan_here(principal, sql)).await?;
         let query_id = uuid::Uuid::new_v4().to_string();
-        let stream = self.execute(planned, &query_id, principal).await?;
+        let stream = self.start(planned, &query_id, principal, None).await?;
         stream.try_collect().await
     }
 

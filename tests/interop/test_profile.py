@@ -170,3 +170,28 @@ def test_columns_and_samples_and_errors(people):
     with pytest.raises(Exception) as error:
         read(agent_conn, "SELECT * FROM range(10)")
     assert "not available" in str(error.value)
+
+
+def test_a_profile_counts_once_against_the_agents_rate_limit(server):
+    """A profile runs many queries inside, but is one request against the
+    caller's limits: with two queries a minute, two profiles of a
+    many-column table pass (their inner queries alone would not) and the third is
+    refused."""
+    client, headers = server.admin_headers()
+    admin = flight.FlightCallOptions(headers=headers)
+    call(client, admin, "grant.set", {"swarm": "rationed", "tables": {"demo.customers": {}}, "limits": {"per_minute": 2}})
+    try:
+        token = call(client, admin, "token.create", {"kind": "agent", "name": "rationed_1", "swarm": "rationed"})["token"]
+        options = flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+        agent = server.flight_client()
+        # Cached or not, each profile is one query against the limit.
+        first = call(agent, options, "table.profile", {"table": "demo.customers"})
+        assert len(first["columns"]) > 2
+        second = call(agent, options, "table.profile", {"table": "demo.customers", "columns": ["region"]})
+        assert [c["column"] for c in second["columns"]] == ["region"]
+        # pyarrow raises ArrowInvalid for RESOURCE_EXHAUSTED.
+        with pytest.raises(Exception) as error:
+            call(agent, options, "table.profile", {"table": "demo.customers", "columns": ["email"]})
+        assert "resource exhausted" in str(error.value) and "rate limit of 2 queries per minute" in str(error.value)
+    finally:
+        call(client, admin, "grant.delete", {"swarm": "rationed"})
