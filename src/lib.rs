@@ -8,8 +8,10 @@
 //!  flight    protocol only: decode, authenticate each call, encode
 //!    ├─► audit     one record per call, written to airlock.audit
 //!    ├─► auth      Basic → bearer JWT; token records, revocation
-//!    ├─► actions   JSON actions: tokens, tables, syncs, grants
-//!    │     └─► sync      sources (object_store files) → staging → swap
+//!    ├─► actions   JSON actions: tokens, tables, syncs, grants, tools, context
+//!    │     ├─► sync      sources (object_store files) → staging → swap
+//!    │     ├─► tools     artifacts, exports, sampling, profiling → query
+//!    │     └─► context   descriptions, rules, golden SQL, search → query
 //!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
 //!          ├─► policy    grants → per-principal catalog: filters, masks, limits
 //!          └─► replica   DuckDB: hardened; scans get generated SQL only
@@ -24,6 +26,7 @@ pub mod actions;
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod context;
 pub mod demo;
 mod duckdb_setup;
 mod duration_text;

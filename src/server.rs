@@ -22,6 +22,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::actions::Actions;
 use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
+use crate::context::{ContextError, ContextService};
 use crate::flight::{AirlockFlightSql, Audited};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
@@ -71,6 +72,9 @@ pub enum ServerError {
     /// The jobs of the data tools.
     #[error(transparent)]
     Jobs(#[from] JobError),
+    /// The context store could not be loaded.
+    #[error(transparent)]
+    Context(#[from] ContextError),
     /// TLS files.
     #[error("TLS: {0}")]
     Tls(String),
@@ -302,6 +306,7 @@ impl App {
             .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
         query.register_object_store(&store_url, artifacts.store());
         let tool_jobs = JobStore::open(meta.clone()).await?;
+        let meta_for_context = meta.clone();
         let snowflake =
             SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
         let sync = SyncService::open(
@@ -312,6 +317,7 @@ impl App {
             config.sync.clone(),
         )
         .await?;
+        let context = ContextService::open(meta_for_context, Arc::clone(&query)).await?;
         let actions = Arc::new(Actions::new(
             Arc::clone(&auth),
             Arc::clone(&sync),
@@ -319,6 +325,7 @@ impl App {
             Arc::clone(&grants),
             Arc::clone(&artifacts),
             tool_jobs,
+            context,
         ));
         Ok(Opened {
             app: Arc::new(App {

@@ -16,12 +16,16 @@
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
 //!                      ├─ tools.rs    table.sample (answers with a query),   → tools::sample,
 //!                      │              table.profile                          → query
-//!                      └─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
+//!                      ├─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
+//!                      └─ context.rs  context.describe/instruction.*/        → context
+//!                                     golden.*/search
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
 
 mod artifacts;
+mod catalog;
+mod context;
 mod grants;
 mod jobs;
 mod sync;
@@ -36,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::auth::{AuthError, Authenticator};
+use crate::context::{ContextError, ContextService};
 use crate::policy::{GrantStore, PolicyError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
@@ -44,6 +49,8 @@ use crate::tools::artifacts::{ArtifactError, ArtifactService};
 use crate::tools::export::{ExportError, Exporter};
 use crate::tools::jobs::{JobError, JobStore};
 use crate::tools::sample::SampleError;
+
+pub use catalog::{Action, Permission};
 
 /// Action failures.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +90,9 @@ pub enum ActionError {
     /// Jobs.
     #[error(transparent)]
     Job(#[from] JobError),
+    /// Agent context.
+    #[error(transparent)]
+    Context(#[from] ContextError),
     /// A response could not be turned into JSON: a bug in airlock.
     #[error("could not encode the response of {action} as JSON: {message}")]
     Internal {
@@ -91,312 +101,6 @@ pub enum ActionError {
         /// What serde_json said.
         message: String,
     },
-}
-
-/// Who may call an action.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Permission {
-    /// Admins only.
-    Admin,
-    /// Any authenticated principal (the handler may narrow further).
-    Authenticated,
-}
-
-/// Every action airlock offers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Mint a swarm or agent token.
-    TokenCreate,
-    /// Revoke a token (and the tokens it created).
-    TokenRevoke,
-    /// List tokens.
-    TokenList,
-    /// Describe the caller.
-    Whoami,
-    /// Register a table.
-    TableRegister,
-    /// List tables.
-    TableList,
-    /// Unregister a table and drop its replica.
-    TableRemove,
-    /// Start a sync.
-    SyncStart,
-    /// Job status.
-    SyncStatus,
-    /// List jobs.
-    SyncJobs,
-    /// Cancel a job.
-    SyncCancel,
-    /// Set or clear a table's schedule.
-    SyncSchedule,
-    /// Freshness and size of a table.
-    TableStatus,
-    /// List the tables of a Snowflake schema.
-    SourcesListTables,
-    /// Create or replace a grant.
-    GrantSet,
-    /// Read a grant.
-    GrantGet,
-    /// List grants.
-    GrantList,
-    /// Delete a grant.
-    GrantDelete,
-    /// Show the plan of a query as a principal would run it.
-    Explain,
-    /// List the artifacts the caller may read.
-    ArtifactList,
-    /// An artifact's metadata and a download ticket.
-    ArtifactGet,
-    /// Change who may read an artifact.
-    ArtifactShare,
-    /// Delete an artifact and all its versions.
-    ArtifactDelete,
-    /// Move an artifact's expiry.
-    ArtifactExtend,
-    /// A sample of a table's rows, as a query to run.
-    TableSample,
-    /// Column statistics of a table.
-    TableProfile,
-    /// Write a query's result as an artifact (a durable job).
-    QueryExport,
-    /// A job's state and progress.
-    JobGet,
-    /// List jobs.
-    JobList,
-    /// Cancel a job.
-    JobCancel,
-}
-
-impl Action {
-    /// All actions, in ListActions order.
-    pub const ALL: [Action; 30] = [
-        Action::TokenCreate,
-        Action::TokenRevoke,
-        Action::TokenList,
-        Action::Whoami,
-        Action::TableRegister,
-        Action::TableList,
-        Action::TableRemove,
-        Action::SyncStart,
-        Action::SyncStatus,
-        Action::SyncJobs,
-        Action::SyncCancel,
-        Action::SyncSchedule,
-        Action::TableStatus,
-        Action::SourcesListTables,
-        Action::GrantSet,
-        Action::GrantGet,
-        Action::GrantList,
-        Action::GrantDelete,
-        Action::Explain,
-        Action::ArtifactList,
-        Action::ArtifactGet,
-        Action::ArtifactShare,
-        Action::ArtifactDelete,
-        Action::ArtifactExtend,
-        Action::TableSample,
-        Action::TableProfile,
-        Action::QueryExport,
-        Action::JobGet,
-        Action::JobList,
-        Action::JobCancel,
-    ];
-
-    /// The wire name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Action::TokenCreate => "token.create",
-            Action::TokenRevoke => "token.revoke",
-            Action::TokenList => "token.list",
-            Action::Whoami => "whoami",
-            Action::TableRegister => "table.register",
-            Action::TableList => "table.list",
-            Action::TableRemove => "table.remove",
-            Action::SyncStart => "sync.start",
-            Action::SyncStatus => "sync.status",
-            Action::SyncJobs => "sync.jobs",
-            Action::SyncCancel => "sync.cancel",
-            Action::SyncSchedule => "sync.schedule",
-            Action::TableStatus => "table.status",
-            Action::SourcesListTables => "sources.list_tables",
-            Action::GrantSet => "grant.set",
-            Action::GrantGet => "grant.get",
-            Action::GrantList => "grant.list",
-            Action::GrantDelete => "grant.delete",
-            Action::Explain => "explain",
-            Action::ArtifactList => "artifact.list",
-            Action::ArtifactGet => "artifact.get",
-            Action::ArtifactShare => "artifact.share",
-            Action::ArtifactDelete => "artifact.delete",
-            Action::ArtifactExtend => "artifact.extend",
-            Action::TableSample => "table.sample",
-            Action::TableProfile => "table.profile",
-            Action::QueryExport => "query.export",
-            Action::JobGet => "job.get",
-            Action::JobList => "job.list",
-            Action::JobCancel => "job.cancel",
-        }
-    }
-
-    /// Looks an action up by name.
-    pub fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.name() == name)
-    }
-
-    /// What ListActions says about it.
-    pub fn description(self) -> &'static str {
-        match self {
-            Action::TokenCreate => {
-                "Mint a token. Body: {\"kind\":\"swarm\",\"name\":\"emea\",\"ttl_seconds\":86400} (admin) or \
-                 {\"kind\":\"agent\",\"name\":\"a1\",\"attributes\":{\"region\":\"EU\"}} (admin with \"swarm\", or a swarm token for its own swarm). \
-                 Returns {\"id\",\"token\",\"expires_at\"}; the token is shown only once."
-            }
-            Action::TokenRevoke => {
-                "Revoke a token and every token it created. Body: {\"id\":\"…\"}. Admins revoke any token, a swarm its agents."
-            }
-            Action::TokenList => {
-                "List the tokens you may manage (never their secrets). Body: empty or {}."
-            }
-            Action::Whoami => {
-                "Describe the calling principal: kind, name, swarm, token id, expiry. Body: empty."
-            }
-            Action::TableRegister => {
-                "Register a table (admin). Body: {\"name\":\"schema.table\",\"source\":\"file:///data/*.parquet\"} \
-                 plus optional \"format\" (parquet|csv|json), \"csv\" {\"has_header\",\"delimiter\"}, \"primary_key\" [columns], \
-                 \"strategy\" (full|incremental|append), \"cursor\" (column), \"overlap\" (\"10m\" or a number), \
-                 \"on_schema_change\" (fail|full_refresh), \"every\" (\"15m\") or \"cron\" (\"0 */2 * * *\", UTC). \
-                 The source is any object_store URL (file, s3, gs, az, https: one file, a directory ending in '/' or a glob) \
-                 or snowflake://CONNECTION/DATABASE.SCHEMA.TABLE. The source's columns are checked now."
-            }
-            Action::TableList => {
-                "List tables: registrations with replica status for admins, queryable tables for others."
-            }
-            Action::TableRemove => {
-                "Unregister a table and drop its replica (admin). Body: {\"name\":\"schema.table\"}."
-            }
-            Action::SyncStart => {
-                "Start a sync of a registered table with its strategy (admin). Body: {\"table\":\"schema.table\"}. Returns {\"job_id\"}; \
-                 if a sync of the table is already queued or running, returns that job with \"already_running\": true."
-            }
-            Action::SyncStatus => {
-                "Status of a sync job (admin): state, rows, bytes, watermark before/after, error, attempt, timings. Body: {\"job_id\":\"…\"}."
-            }
-            Action::SyncJobs => {
-                "List sync jobs, newest first (admin). Body: {} or {\"table\":\"schema.table\",\"state\":\"failed\",\"limit\":50,\
-                 \"page_token\":\"…\"}. Returns {\"jobs\":[…],\"next_page_token\"}."
-            }
-            Action::SyncCancel => {
-                "Cancel a queued or running sync job (admin); the replica keeps its previous version. Body: {\"job_id\":\"…\"}."
-            }
-            Action::SyncSchedule => {
-                "Set or clear a table's schedule (admin). Body: {\"table\":\"schema.table\",\"every\":\"15m\"}, \
-                 {\"table\":…,\"cron\":\"0 */2 * * *\"} (UTC) or {\"table\":…,\"clear\":true}. Returns the next run."
-            }
-            Action::TableStatus => {
-                "Freshness of a table (admin): rows and bytes on disk of the replica (bytes count once DuckDB checkpoints), last sync, last success, watermark, \
-                 schedule and next run. Body: {\"name\":\"schema.table\"}."
-            }
-            Action::SourcesListTables => {
-                "List the tables of a Snowflake schema with row counts and bytes (admin). \
-                 Body: {\"connection\":\"prod\",\"database\":\"DB\",\"schema\":\"PUBLIC\"}."
-            }
-            Action::GrantSet => {
-                "Create or replace a grant (admin). Body: {\"swarm\":\"emea\",\"agent\":null,\"tables\":{\"sales.orders\":\
-                 {\"row_filter\":\"region = agent_attr('region')\",\"columns\":{\"email\":{\"mask\":\"'***'\"},\"ssn\":\"deny\"}},\
-                 \"sales.*\":{}},\"limits\":{\"max_rows\":10000,\"timeout_s\":30,\"max_concurrent\":4,\"per_minute\":600}}. \
-                 Applies from the next query."
-            }
-            Action::GrantGet => {
-                "Read a grant (admin). Body: {\"swarm\":\"emea\"} or {\"swarm\":\"emea\",\"agent\":\"a1\"}."
-            }
-            Action::GrantList => "List all grants (admin). Body: empty or {}.",
-            Action::GrantDelete => {
-                "Delete a grant (admin). Body: {\"swarm\":\"emea\"} or {\"swarm\":\"emea\",\"agent\":\"a1\"}."
-            }
-            Action::Explain => {
-                "Show how a query runs for a principal, policies applied (admin). Body: {\"sql\":\"SELECT …\",\
-                 \"as\":{\"token_id\":\"…\"}} or \"as\":{\"kind\":\"agent\",\"swarm\":\"emea\",\"name\":\"a1\",\"attributes\":{}}; \
-                 without \"as\", for the caller. Returns the principal's access and the logical and physical plans."
-            }
-            Action::ArtifactList => {
-                "List the artifacts you may read. Body (all optional): {\"tag\":\"q3\",\"owner\":\"a1\",                 \"visibility\":\"private|swarm\",\"name_prefix\":\"eu_\",\"created_after\":\"2026-01-01T00:00:00Z\",                 \"created_before\":\"…\",\"limit\":100,\"page_token\":\"…\"}."
-            }
-            Action::ArtifactGet => {
-                "An artifact's metadata and a DoGet ticket (base64). Body: {\"id\":\"…\"} or {\"name\":\"eu_orders\"},                  optionally \"version\":N for an older version. Upload with DoPut, descriptor path [\"artifact\", name]."
-            }
-            Action::ArtifactShare => {
-                "Change who may read your artifact. Body: {\"id\":\"…\",\"visibility\":\"private|swarm\"}."
-            }
-            Action::ArtifactDelete => {
-                "Delete your artifact and all its versions. Body: {\"id\":\"…\"}."
-            }
-            Action::QueryExport => {
-                "Write a query's result as an artifact, as a job. Body: {\"sql\":\"SELECT …\",\"format\":\"parquet|csv|jsonl\",\
-                 \"name\":\"eu_orders\"}, optional \"visibility\", \"tags\", \"ttl_seconds\", \"wait\":true (answer when done). \
-                 Answers the job; its result names the artifact, rows and bytes."
-            }
-            Action::JobGet => {
-                "A job's state and progress (yours; admins: any, syncs too). Body: {\"job_id\":\"…\"}."
-            }
-            Action::JobList => {
-                "List jobs (yours; admins: all). Body (optional): {\"kind\":\"export|sync\",\"state\":\"running\",\
-                 \"limit\":50,\"page_token\":\"…\"}."
-            }
-            Action::JobCancel => {
-                "Cancel a running job; a cancelled export leaves no artifact. Body: {\"job_id\":\"…\"}."
-            }
-            Action::TableProfile => {
-                "Column statistics of a table as you see it (filtered rows, masked values). Body: \
-                 {\"table\":\"sales.orders\"}, optional \"columns\":[…] and \"sample\":N (rows). Per column: type, count, \
-                 nulls, approx_distinct, min, max, mean, stddev, quartiles, string lengths, top values, histogram. \
-                 In SQL: SELECT * FROM airlock.profile('sales.orders')."
-            }
-            Action::TableSample => {
-                "A sample of the rows you may see. Body: {\"table\":\"sales.orders\",\"rows\":100} or \
-                 {\"table\":…,\"fraction\":0.01,\"method\":\"bernoulli|system\"}, optional \"seed\":N and (with rows) \
-                 \"stratify_by\":\"column\". Answers {\"table\",\"method\",\"seed\",\"sql\",\"ticket\"}: DoGet the ticket for the rows."
-            }
-            Action::ArtifactExtend => {
-                "Set your artifact to expire ttl_seconds from now. Body: {\"id\":\"…\",\"ttl_seconds\":86400}."
-            }
-        }
-    }
-
-    /// Who may call it.
-    pub fn permission(self) -> Permission {
-        match self {
-            Action::TokenCreate
-            | Action::TokenRevoke
-            | Action::TokenList
-            | Action::Whoami
-            | Action::TableList
-            | Action::ArtifactList
-            | Action::ArtifactGet
-            | Action::ArtifactShare
-            | Action::ArtifactDelete
-            | Action::ArtifactExtend
-            | Action::TableSample
-            | Action::TableProfile
-            | Action::QueryExport
-            | Action::JobGet
-            | Action::JobList
-            | Action::JobCancel => Permission::Authenticated,
-            Action::TableRegister
-            | Action::TableRemove
-            | Action::SyncStart
-            | Action::SyncStatus
-            | Action::SyncJobs
-            | Action::SyncCancel
-            | Action::SyncSchedule
-            | Action::TableStatus
-            | Action::SourcesListTables
-            | Action::GrantSet
-            | Action::GrantGet
-            | Action::GrantList
-            | Action::GrantDelete
-            | Action::Explain => Permission::Admin,
-        }
-    }
 }
 
 /// Runs actions.
@@ -409,6 +113,7 @@ pub struct Actions {
     artifacts: Arc<ArtifactService>,
     exporter: Arc<Exporter>,
     jobs: Arc<JobStore>,
+    context: Arc<ContextService>,
 }
 
 /// The body of actions that take none: empty, or `{}`.
@@ -425,6 +130,7 @@ impl Actions {
         grants: Arc<GrantStore>,
         artifacts: Arc<ArtifactService>,
         jobs: Arc<JobStore>,
+        context: Arc<ContextService>,
     ) -> Self {
         let exporter = Arc::new(Exporter::new(
             Arc::clone(&query),
@@ -439,6 +145,7 @@ impl Actions {
             artifacts,
             exporter,
             jobs,
+            context,
         }
     }
 
@@ -487,6 +194,32 @@ impl Actions {
             Action::JobGet => respond(action, self.job_get(principal, body).await?),
             Action::JobList => respond(action, self.job_list(principal, body).await?),
             Action::JobCancel => respond(action, self.job_cancel(principal, body).await?),
+            Action::ContextDescribe => {
+                respond(action, self.context_describe(principal, body).await?)
+            }
+            Action::ContextInstructionAdd => {
+                respond(action, self.context_instruction_add(principal, body).await?)
+            }
+            Action::ContextInstructionList => {
+                respond(action, self.context_instruction_list(principal, body)?)
+            }
+            Action::ContextInstructionUpdate => respond(
+                action,
+                self.context_instruction_update(principal, body).await?,
+            ),
+            Action::ContextInstructionDelete => {
+                respond(action, self.context_instruction_delete(body).await?)
+            }
+            Action::ContextGoldenAdd => {
+                respond(action, self.context_golden_add(principal, body).await?)
+            }
+            Action::ContextGoldenList => {
+                respond(action, self.context_golden_list(principal, body)?)
+            }
+            Action::ContextGoldenDelete => {
+                respond(action, self.context_golden_delete(principal, body).await?)
+            }
+            Action::ContextSearch => respond(action, self.context_search(principal, body)?),
             Action::TableSample => {
                 let (sql, plan) = self.table_sample(principal, body)?;
                 return Ok(Answer::Query {

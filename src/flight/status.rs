@@ -12,6 +12,7 @@ use tonic::{Code, Status};
 
 use crate::actions::ActionError;
 use crate::auth::AuthError;
+use crate::context::ContextError;
 use crate::meta::MetaError;
 use crate::policy::PolicyError;
 use crate::query::QueryError;
@@ -168,12 +169,26 @@ pub(crate) fn action(error: ActionError) -> Status {
             ExportError::Job(e) => job(e),
         },
         ActionError::Job(e) => job(e),
+        ActionError::Context(e) => context(e),
         ActionError::Sample(e) => match e {
             SampleError::BadRequest(_) => status(Code::InvalidArgument, e.to_string()),
             SampleError::UnknownTable(_) => status(Code::NotFound, e.to_string()),
         },
         ActionError::Internal { .. } => status(Code::Internal, error.to_string()),
     }
+}
+
+/// Status for context errors. A record the caller may not see is
+/// NOT_FOUND, like one that does not exist.
+pub(crate) fn context(error: ContextError) -> Status {
+    let code = match error {
+        ContextError::Query(e) => return query(e),
+        ContextError::Meta(e) => return meta(&e),
+        ContextError::BadRequest(_) => Code::InvalidArgument,
+        ContextError::NotFound(_) => Code::NotFound,
+        ContextError::Forbidden(_) => Code::PermissionDenied,
+    };
+    status(code, error.to_string())
 }
 
 /// Status for job errors.

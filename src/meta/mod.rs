@@ -71,6 +71,12 @@ pub enum Collection {
     Artifacts,
     /// Durable jobs of the data tools (exports, …).
     ToolJobs,
+    /// Table and column descriptions (agent context).
+    ContextTables,
+    /// Business rules for writing SQL (agent context).
+    Instructions,
+    /// Questions with the SQL that answers them (agent context).
+    GoldenSql,
 }
 
 impl Collection {
@@ -84,6 +90,9 @@ impl Collection {
             Collection::Grants => "grants",
             Collection::Artifacts => "artifacts",
             Collection::ToolJobs => "tool_jobs",
+            Collection::ContextTables => "context_tables",
+            Collection::Instructions => "instructions",
+            Collection::GoldenSql => "golden_sql",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! [`columns_read`], which lists the replica columns a physical plan reads
 //! for the audit.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -101,6 +102,41 @@ impl PlannedQuery {
             .and_then(|b| b.build())
             .map_err(QueryError::Plan)?;
         Ok(Self { plan, ..self })
+    }
+
+    /// The columns the query reads from each table it names (selected,
+    /// filtered, joined on), subqueries included: what a caller must be
+    /// able to see for the query to be shown to them (golden SQL).
+    pub fn columns_by_table(&self) -> BTreeMap<TableName, BTreeSet<String>> {
+        use datafusion::common::tree_node::TreeNodeRecursion;
+        // Optimized, so scans list only the columns used (projection
+        // pushdown); the plan as written if the optimizer fails.
+        let plan = self
+            .state
+            .optimize(&self.plan)
+            .unwrap_or_else(|_| self.plan.clone());
+        let mut read: BTreeMap<TableName, BTreeSet<String>> = BTreeMap::new();
+        let _ = plan.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node
+                && let Some(name) = self.tables.iter().find(|t| {
+                    scan.table_name.table() == t.table()
+                        && scan.table_name.schema().is_none_or(|s| s == t.schema())
+                })
+            {
+                let columns = read.entry(name.clone()).or_default();
+                columns.extend(
+                    scan.projected_schema
+                        .fields()
+                        .iter()
+                        .map(|f| f.name().clone()),
+                );
+                for filter in &scan.filters {
+                    columns.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
+                }
+            }
+            Ok(TreeNodeRecursion::Continue)
+        });
+        read
     }
 
     /// The logical plan, for tests and EXPLAIN-style displays.

@@ -1,0 +1,144 @@
+//! Agent context: what an agent (or the model behind it) needs to know to
+//! write SQL against the warehouse — table and column descriptions,
+//! business rules (instructions), questions answered before (golden SQL) —
+//! and `context.search`, which ranks all of it for a question.
+//!
+//! Records live in `meta` ([`records`]); this service keeps them in memory
+//! too, since every search reads them all. Everything leaves through one
+//! filter, the caller's own catalog: a record about a table, a column or a
+//! value the caller could not read with SQL is not shown (see
+//! [`records`]), and search ranks only what is left ([`ranking`], [`search`]).
+
+mod ranking;
+pub mod records;
+mod search;
+mod store;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use crate::meta::{Collection, Meta, MetaError};
+use crate::principal::Principal;
+use crate::query::{QueryEngine, QueryError};
+use crate::table_name::{RESERVED_SCHEMAS, TableName};
+use records::{GoldenSql, Instruction, TableNotes, Visible};
+
+use ranking::IndexCache;
+pub use search::{ColumnContext, GoldenMatch, SearchAnswer, SearchRequest, TableContext};
+pub use store::{DescribeRequest, GoldenRequest, InstructionRequest};
+
+/// Longest description, rule or question accepted.
+const MAX_TEXT: usize = 4000;
+/// Most results of one kind a search returns.
+const MAX_K: usize = 50;
+
+/// Context failures.
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    /// The request is malformed or names something that does not exist.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such record, or not one the caller may see.
+    #[error("{0}")]
+    NotFound(String),
+    /// The caller may see the record but not change it.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Golden SQL that does not plan for its author.
+    #[error("the SQL does not plan: {0}")]
+    Query(#[from] QueryError),
+    /// The metadata store failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    notes: BTreeMap<String, TableNotes>,
+    instructions: BTreeMap<String, Instruction>,
+    golden: BTreeMap<String, GoldenSql>,
+}
+
+/// The context store and its search.
+#[derive(Debug)]
+pub struct ContextService {
+    meta: Meta,
+    query: Arc<QueryEngine>,
+    state: RwLock<State>,
+    /// Grows with every change (search indexes are keyed by it).
+    version: AtomicU64,
+    /// Serializes writes, so a read-modify-write never loses another's.
+    writing: tokio::sync::Mutex<()>,
+    indexes: IndexCache,
+}
+
+impl ContextService {
+    /// Loads the stored context.
+    pub async fn open(meta: Meta, query: Arc<QueryEngine>) -> Result<Arc<Self>, ContextError> {
+        let notes: Vec<TableNotes> = meta.list(Collection::ContextTables).await?;
+        let instructions: Vec<Instruction> = meta.list(Collection::Instructions).await?;
+        let golden: Vec<GoldenSql> = meta.list(Collection::GoldenSql).await?;
+        let state = State {
+            notes: notes.into_iter().map(|n| (n.table.clone(), n)).collect(),
+            instructions: instructions
+                .into_iter()
+                .map(|i| (i.id.clone(), i))
+                .collect(),
+            golden: golden.into_iter().map(|g| (g.id.clone(), g)).collect(),
+        };
+        Ok(Arc::new(Self {
+            meta,
+            query,
+            state: RwLock::new(state),
+            version: AtomicU64::new(1),
+            writing: tokio::sync::Mutex::new(()),
+            indexes: IndexCache::default(),
+        }))
+    }
+
+    /// The warehouse tables `principal` may query, with their columns as
+    /// it sees them (artifacts and airlock's own tables are not context).
+    pub fn visible(&self, principal: &Principal) -> Visible {
+        self.query
+            .visible_tables(principal)
+            .tables()
+            .filter(|(schema, _, _)| !RESERVED_SCHEMAS.contains(schema))
+            .filter_map(|(schema, table, arrow)| {
+                let name = TableName::from_parts(schema, table).ok()?;
+                let columns = arrow
+                    .fields()
+                    .iter()
+                    .map(|f| (f.name().clone(), f.data_type().to_string()))
+                    .collect();
+                Some((name, columns))
+            })
+            .collect()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self, change: impl FnOnce(&mut State)) {
+        change(&mut self.state.write().unwrap_or_else(|p| p.into_inner()));
+        self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+fn parse_table(table: &str) -> Result<TableName, ContextError> {
+    TableName::parse(table).map_err(|e| ContextError::BadRequest(e.to_string()))
+}
+
+fn check_text(what: &str, text: &str, may_be_empty: bool) -> Result<(), ContextError> {
+    if !may_be_empty && text.trim().is_empty() {
+        return Err(ContextError::BadRequest(format!("\"{what}\" is empty")));
+    }
+    if text.len() > MAX_TEXT {
+        return Err(ContextError::BadRequest(format!(
+            "\"{what}\" is {} bytes; at most {MAX_TEXT} are accepted",
+            text.len()
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,270 @@
+//! Ranking for `context.search`: BM25 over what one principal may see.
+//!
+//! Each principal's search runs over an index of exactly its own context:
+//! its visible tables (names, its visible columns, descriptions, the golden
+//! questions it may see that read them) and its visible golden questions.
+//! Building the index per catalog, rather than filtering one shared index,
+//! keeps hidden tables out of the term statistics too, so not even a score
+//! depends on something the caller cannot read. Indexes are cached by a
+//! fingerprint of their contents; a catalog of 1,000 tables builds in
+//! milliseconds.
+//!
+//! BM25 comes from the `bm25` crate (tokenizing, English stemming, stop
+//! words, the scorer): a light in-memory engine fits a corpus this small
+//! better than a persistent full-text index such as tantivy, which would be
+//! rebuilt for every catalog anyway.
+
+use std::collections::BTreeMap;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
+
+use bm25::{Document, Language, SearchEngine, SearchEngineBuilder};
+
+use super::records::{GoldenSql, TableNotes, Visible};
+use crate::table_name::TableName;
+
+/// Indexes kept (one per distinct catalog recently searched).
+const CACHED_INDEXES: usize = 64;
+
+/// What one principal's search ranks.
+#[derive(Debug)]
+pub(super) struct Corpus<'a> {
+    pub(super) visible: &'a Visible,
+    pub(super) notes: &'a BTreeMap<String, TableNotes>,
+    pub(super) golden: Vec<&'a GoldenSql>,
+}
+
+impl Corpus<'_> {
+    fn fingerprint(&self, context_version: u64) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        context_version.hash(&mut hasher);
+        self.visible.hash(&mut hasher);
+        for golden in &self.golden {
+            golden.id.hash(&mut hasher);
+        }
+        hasher.finish()
+    }
+}
+
+/// A built index: tables and golden questions, by position.
+pub(super) struct SearchIndex {
+    tables: Vec<TableName>,
+    table_engine: SearchEngine<usize>,
+    golden: Vec<String>,
+    golden_engine: SearchEngine<usize>,
+}
+
+impl std::fmt::Debug for SearchIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SearchIndex")
+            .field("tables", &self.tables.len())
+            .field("golden", &self.golden.len())
+            .finish()
+    }
+}
+
+impl SearchIndex {
+    fn build(corpus: &Corpus<'_>) -> Self {
+        let tables: Vec<TableName> = corpus.visible.keys().cloned().collect();
+        let documents = tables.iter().enumerate().map(|(i, name)| {
+            let mut text = words(&format!("{} {}", name.schema(), name.table()));
+            let notes = corpus.notes.get(&name.to_string());
+            if let Some(description) = notes.and_then(|n| n.description.as_deref()) {
+                text.push(' ');
+                text.push_str(description);
+            }
+            for (column, _) in corpus.visible.get(name).into_iter().flatten() {
+                text.push(' ');
+                text.push_str(&words(column));
+                if let Some(description) = notes.and_then(|n| n.columns.get(column)) {
+                    text.push(' ');
+                    text.push_str(description);
+                }
+            }
+            // A golden question names the table in the words people use.
+            for golden in &corpus.golden {
+                if golden.tables().any(|t| &t == name) {
+                    text.push(' ');
+                    text.push_str(&golden.question);
+                }
+            }
+            Document::new(i, text)
+        });
+        let table_engine = engine(documents.collect());
+        let golden: Vec<String> = corpus.golden.iter().map(|g| g.id.clone()).collect();
+        let golden_engine = engine(
+            corpus
+                .golden
+                .iter()
+                .enumerate()
+                .map(|(i, g)| Document::new(i, words(&g.question)))
+                .collect(),
+        );
+        Self {
+            tables,
+            table_engine,
+            golden,
+            golden_engine,
+        }
+    }
+
+    /// The `k` best tables for `question`, best first, with scores.
+    pub(super) fn tables(&self, question: &str, k: usize) -> Vec<(TableName, f32)> {
+        self.table_engine
+            .search(&words(question), k)
+            .into_iter()
+            .filter_map(|r| Some((self.tables.get(r.document.id)?.clone(), r.score)))
+            .collect()
+    }
+
+    /// The ids of the `k` golden questions most like `question`.
+    pub(super) fn golden(&self, question: &str, k: usize) -> Vec<(String, f32)> {
+        self.golden_engine
+            .search(&words(question), k)
+            .into_iter()
+            .filter_map(|r| Some((self.golden.get(r.document.id)?.clone(), r.score)))
+            .collect()
+    }
+}
+
+fn engine(documents: Vec<Document<usize>>) -> SearchEngine<usize> {
+    SearchEngineBuilder::<usize>::with_documents(Language::English, documents).build()
+}
+
+/// Recently built indexes, by fingerprint.
+#[derive(Debug, Default)]
+pub(super) struct IndexCache {
+    entries: Mutex<Vec<(u64, Arc<SearchIndex>)>>,
+}
+
+impl IndexCache {
+    /// The index of `corpus`, built if no cached one matches.
+    pub(super) fn index(&self, corpus: &Corpus<'_>, context_version: u64) -> Arc<SearchIndex> {
+        let key = corpus.fingerprint(context_version);
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(i) = entries.iter().position(|(k, _)| *k == key) {
+            let entry = entries.remove(i);
+            let index = Arc::clone(&entry.1);
+            entries.insert(0, entry);
+            return index;
+        }
+        drop(entries);
+        let index = Arc::new(SearchIndex::build(corpus));
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        entries.insert(0, (key, Arc::clone(&index)));
+        entries.truncate(CACHED_INDEXES);
+        index
+    }
+}
+
+/// Text with identifiers split into words: `l_shipdate` → `l shipdate`,
+/// `orderDate` → `order Date`, `sales.orders` → `sales orders`.
+pub(super) fn words(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut previous: Option<char> = None;
+    for c in text.chars() {
+        if c == '_' || c == '.' {
+            out.push(' ');
+        } else {
+            if c.is_uppercase() && previous.is_some_and(char::is_lowercase) {
+                out.push(' ');
+            }
+            out.push(c);
+        }
+        previous = Some(c);
+    }
+    out
+}
+
+/// Term counts, for tests of the tokenizer's effect.
+#[cfg(test)]
+fn tokens(text: &str) -> std::collections::HashMap<String, usize> {
+    use bm25::{DefaultTokenizer, Tokenizer};
+    let tokenizer = DefaultTokenizer::new(Language::English);
+    let mut counts = std::collections::HashMap::new();
+    for token in tokenizer.tokenize(&words(text)) {
+        *counts.entry(token).or_insert(0) += 1;
+    }
+    counts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+
+    #[test]
+    fn identifiers_split_into_words() {
+        assert_eq!(words("l_shipdate"), "l shipdate");
+        assert_eq!(words("orderDate"), "order Date");
+        assert_eq!(words("sales.orders"), "sales orders");
+        assert!(tokens("customer_orders").contains_key("order"));
+    }
+
+    fn visible(tables: &[(&str, &[&str])]) -> Visible {
+        tables
+            .iter()
+            .map(|(t, cols)| {
+                (
+                    TableName::parse(t).unwrap(),
+                    cols.iter()
+                        .map(|c| (c.to_string(), "Utf8".to_string()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn ranks_by_names_descriptions_and_golden_questions() {
+        let visible = visible(&[
+            (
+                "tpch.lineitem",
+                &["l_shipdate", "l_extendedprice", "l_discount"],
+            ),
+            ("tpch.nation", &["n_name", "n_regionkey"]),
+            ("demo.customers", &["id", "region", "lifetime_value"]),
+        ]);
+        let mut notes = BTreeMap::new();
+        notes.insert(
+            "tpch.nation".to_string(),
+            TableNotes {
+                table: "tpch.nation".into(),
+                description: Some("Countries of the world".into()),
+                updated_at: Utc::now(),
+                updated_by: "admin".into(),
+                ..TableNotes::default()
+            },
+        );
+        let golden = GoldenSql {
+            id: "g1".into(),
+            question: "What was the revenue from shipped items last year?".into(),
+            sql: "SELECT 1".into(),
+            reads: [("tpch.lineitem".to_string(), Default::default())].into(),
+            swarm: None,
+            created_at: Utc::now(),
+            created_by: "admin".into(),
+        };
+        let corpus = Corpus {
+            visible: &visible,
+            notes: &notes,
+            golden: vec![&golden],
+        };
+        let index = SearchIndex::build(&corpus);
+        assert_eq!(
+            index.tables("which countries", 1)[0].0.to_string(),
+            "tpch.nation"
+        );
+        assert_eq!(
+            index.tables("revenue by ship date", 1)[0].0.to_string(),
+            "tpch.lineitem"
+        );
+        assert_eq!(
+            index.tables("customers per region", 1)[0].0.to_string(),
+            "demo.customers"
+        );
+        assert_eq!(index.golden("revenue last year", 1)[0].0, "g1");
+        assert!(index.golden("countries", 1).is_empty());
+    }
+}

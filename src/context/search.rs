@@ -1,0 +1,166 @@
+//! `context.search`: a question in, the context most relevant to it out,
+//! ranked ([`super::ranking`]) over what the caller may query.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+
+use serde::{Deserialize, Serialize};
+
+use super::ranking::Corpus;
+use super::records::{GoldenSql, Instruction};
+use super::{ContextError, ContextService, MAX_K, check_text};
+use crate::principal::Principal;
+use crate::table_name::TableName;
+
+/// `context.search`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchRequest {
+    /// The question, in words.
+    pub question: String,
+    /// How many tables and golden pairs (default 5, at most 50).
+    #[serde(default)]
+    pub k: Option<usize>,
+}
+
+/// One column in a search answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ColumnContext {
+    /// Name.
+    pub name: String,
+    /// Arrow type as the caller sees it.
+    #[serde(rename = "type")]
+    pub data_type: String,
+    /// Its description, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// One table in a search answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableContext {
+    /// `schema.table`.
+    pub table: String,
+    /// BM25 score (higher is more relevant).
+    pub score: f32,
+    /// Its description, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// The columns the caller may see.
+    pub columns: Vec<ColumnContext>,
+}
+
+/// A golden pair in a search answer.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct GoldenMatch {
+    /// Its id.
+    pub id: String,
+    /// The question.
+    pub question: String,
+    /// The SQL.
+    pub sql: String,
+    /// BM25 score of the question against the asked one.
+    pub score: f32,
+}
+
+/// What `context.search` answers.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SearchAnswer {
+    /// The question asked.
+    pub question: String,
+    /// The most relevant tables, best first.
+    pub tables: Vec<TableContext>,
+    /// Rules that apply to those tables (and global ones).
+    pub instructions: Vec<Instruction>,
+    /// The most similar questions answered before.
+    pub golden_sql: Vec<GoldenMatch>,
+}
+
+impl ContextService {
+    /// The context most relevant to a question, from what `principal` may
+    /// see: tables with their visible columns and descriptions, the rules
+    /// that apply to them, and the most similar golden pairs.
+    pub fn search(
+        &self,
+        principal: &Principal,
+        request: &SearchRequest,
+    ) -> Result<SearchAnswer, ContextError> {
+        check_text("question", &request.question, false)?;
+        let k = request.k.unwrap_or(5);
+        if k == 0 || k > MAX_K {
+            return Err(ContextError::BadRequest(format!(
+                "k must be between 1 and {MAX_K}"
+            )));
+        }
+        let visible = self.visible(principal);
+        let state = self.read();
+        let golden: Vec<&GoldenSql> = state
+            .golden
+            .values()
+            .filter(|g| g.visible_to(principal, &visible))
+            .collect();
+        let corpus = Corpus {
+            visible: &visible,
+            notes: &state.notes,
+            golden,
+        };
+        let index = self
+            .indexes
+            .index(&corpus, self.version.load(Ordering::Acquire));
+        let tables: Vec<TableContext> = index
+            .tables(&request.question, k)
+            .into_iter()
+            .map(|(name, score)| {
+                let notes = state
+                    .notes
+                    .get(&name.to_string())
+                    .and_then(|n| n.seen_by(&visible));
+                let columns = visible
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .map(|(column, data_type)| ColumnContext {
+                        name: column.clone(),
+                        data_type: data_type.clone(),
+                        description: notes.as_ref().and_then(|n| n.columns.get(column).cloned()),
+                    })
+                    .collect();
+                TableContext {
+                    table: name.to_string(),
+                    score,
+                    description: notes.and_then(|n| n.description),
+                    columns,
+                }
+            })
+            .collect();
+        let chosen: BTreeSet<TableName> = tables
+            .iter()
+            .filter_map(|t| TableName::parse(&t.table).ok())
+            .collect();
+        let instructions = state
+            .instructions
+            .values()
+            .filter(|i| i.visible_to(&visible) && i.applies_to(&chosen))
+            .cloned()
+            .collect();
+        let golden_sql = index
+            .golden(&request.question, k)
+            .into_iter()
+            .filter_map(|(id, score)| {
+                let g = state.golden.get(&id)?;
+                Some(GoldenMatch {
+                    id,
+                    question: g.question.clone(),
+                    sql: g.sql.clone(),
+                    score,
+                })
+            })
+            .collect();
+        Ok(SearchAnswer {
+            question: request.question.clone(),
+            tables,
+            instructions,
+            golden_sql,
+        })
+    }
+}

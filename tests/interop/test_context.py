@@ -1,0 +1,180 @@
+"""Agent context through pyarrow.flight actions, as two swarms see it.
+
+`sales` may query demo.orders and demo.customers without the email
+column; `support` may query demo.customers only, with email masked.
+Descriptions, rules, golden SQL and search results never show either swarm
+a table or column it could not query, and survive a restart."""
+
+import tempfile
+from pathlib import Path
+
+import pyarrow.flight as flight
+import pytest
+
+from conftest import Airlock, call
+
+
+def bearer(token):
+    return flight.FlightCallOptions(headers=[(b"authorization", f"Bearer {token}".encode())])
+
+
+def setup_swarms(server):
+    client, headers = server.admin_headers()
+    admin = flight.FlightCallOptions(headers=headers)
+    call(client, admin, "grant.set", {"swarm": "sales", "tables": {"demo.orders": {}, "demo.customers": {"columns": {"email": "deny"}}}})
+    call(client, admin, "grant.set", {"swarm": "support", "tables": {"demo.customers": {"columns": {"email": {"mask": "'***'"}}}}})
+    agents = {}
+    for swarm in ("sales", "support"):
+        token = call(client, admin, "token.create", {"kind": "agent", "name": f"{swarm}_ctx", "swarm": swarm})["token"]
+        agents[swarm] = (server.flight_client(), bearer(token))
+    return client, admin, agents
+
+
+@pytest.fixture(scope="module")
+def ctx():
+    """A server of its own: the test restarts it."""
+    import os
+
+    binary = os.environ["AIRLOCK_BIN"]
+    with tempfile.TemporaryDirectory(prefix="airlock-context-") as tmp:
+        data = Path(tmp) / "data"
+        server = Airlock(binary, data)
+        client, admin, agents = setup_swarms(server)
+        state = {"server": server, "admin": (client, admin), "agents": agents, "binary": binary, "data": data}
+        yield state
+        state["server"].stop()
+
+
+def fails(client, options, name, body):
+    with pytest.raises(Exception) as error:
+        call(client, options, name, body)
+    return str(error.value)
+
+
+def test_descriptions_show_only_what_the_caller_may_query(ctx):
+    client, admin = ctx["admin"]
+    call(client, admin, "context.describe", {"table": "demo.orders", "description": "One row per order placed in the shop", "columns": {"amount": "Order total in EUR, refunds excluded"}})
+    notes = call(client, admin, "context.describe", {"table": "demo.customers", "description": "People who bought something", "columns": {"email": "Contact address, personal data", "region": "Sales region of the customer"}})
+    assert notes["columns"] == {"email": "Contact address, personal data", "region": "Sales region of the customer"}
+    # An empty text removes a description.
+    notes = call(client, admin, "context.describe", {"table": "demo.customers", "columns": {"region": ""}})
+    assert notes["columns"] == {"email": "Contact address, personal data"}
+    call(client, admin, "context.describe", {"table": "demo.customers", "columns": {"region": "Sales region of the customer"}})
+
+    assert "does not exist" in fails(client, admin, "context.describe", {"table": "demo.nope", "description": "x"})
+    assert "no column 'nope'" in fails(client, admin, "context.describe", {"table": "demo.orders", "columns": {"nope": "x"}})
+    sales_client, sales = ctx["agents"]["sales"]
+    assert "admin" in fails(sales_client, sales, "context.describe", {"table": "demo.orders", "description": "mine now"})
+
+    answer = call(sales_client, sales, "context.search", {"question": "order total amount in EUR", "k": 5})
+    tables = {t["table"]: t for t in answer["tables"]}
+    assert answer["tables"][0]["table"] == "demo.orders"
+    assert tables["demo.orders"]["description"] == "One row per order placed in the shop"
+    amount = next(c for c in tables["demo.orders"]["columns"] if c["name"] == "amount")
+    assert amount["description"] == "Order total in EUR, refunds excluded"
+    # Sales may not query customers.email: neither the column nor its description exists for it.
+    customers = call(sales_client, sales, "context.search", {"question": "customers region", "k": 5})["tables"]
+    customers = next(t for t in customers if t["table"] == "demo.customers")
+    assert "email" not in [c["name"] for c in customers["columns"]]
+    assert "personal data" not in str(customers)
+
+    support_client, support = ctx["agents"]["support"]
+    answer = call(support_client, support, "context.search", {"question": "orders placed in the shop amount", "k": 5})
+    assert [t["table"] for t in answer["tables"]] in ([], ["demo.customers"])
+    assert "One row per order" not in str(answer) and "demo.orders" not in str(answer)
+    # Support sees the masked email column, with its description.
+    customers = call(support_client, support, "context.search", {"question": "contact address of customers", "k": 5})["tables"][0]
+    email = next(c for c in customers["columns"] if c["name"] == "email")
+    assert customers["table"] == "demo.customers" and email["description"] == "Contact address, personal data"
+
+
+def test_rules_reach_only_who_sees_every_table_they_name(ctx):
+    client, admin = ctx["admin"]
+    everywhere = call(client, admin, "context.instruction.add", {"text": "Dates are in UTC"})
+    on_orders = call(client, admin, "context.instruction.add", {"text": "Revenue excludes cancelled orders", "tables": ["demo.orders"]})
+    on_both = call(client, admin, "context.instruction.add", {"text": "Join orders to customers on customer_id", "tables": ["demo.orders", "demo.customers"]})
+    on_customers = call(client, admin, "context.instruction.add", {"text": "Regions are EU, US, APAC, LATAM", "tables": ["demo.customers"]})
+    assert "does not exist" in fails(client, admin, "context.instruction.add", {"text": "x", "tables": ["demo.nope"]})
+    assert "empty" in fails(client, admin, "context.instruction.add", {"text": "  "})
+
+    def ids(c, o, body=None):
+        return {i["id"] for i in call(c, o, "context.instruction.list", body)["instructions"]}
+
+    sales_client, sales = ctx["agents"]["sales"]
+    support_client, support = ctx["agents"]["support"]
+    assert ids(sales_client, sales) >= {everywhere["id"], on_orders["id"], on_both["id"], on_customers["id"]}
+    assert ids(support_client, support) == {everywhere["id"], on_customers["id"]}
+    assert ids(sales_client, sales, {"table": "demo.customers"}) == {everywhere["id"], on_both["id"], on_customers["id"]}
+    assert "admin" in fails(support_client, support, "context.instruction.add", {"text": "mine"})
+
+    # Search brings the rules of the tables it returns, and global ones.
+    answer = call(sales_client, sales, "context.search", {"question": "revenue of orders", "k": 1})
+    assert [t["table"] for t in answer["tables"]] == ["demo.orders"]
+    assert {i["id"] for i in answer["instructions"]} == {everywhere["id"], on_orders["id"]}
+
+    updated = call(client, admin, "context.instruction.update", {"id": on_customers["id"], "text": "Regions: EU, US, APAC, LATAM"})
+    assert updated["text"] == "Regions: EU, US, APAC, LATAM" and updated["tables"] == ["demo.customers"]
+    call(client, admin, "context.instruction.delete", {"id": on_customers["id"]})
+    assert ids(support_client, support) == {everywhere["id"]}
+    assert "no instruction" in fails(client, admin, "context.instruction.delete", {"id": on_customers["id"]})
+
+
+def test_golden_sql_is_planned_scoped_and_never_crosses_grants(ctx):
+    client, admin = ctx["admin"]
+    sales_client, sales = ctx["agents"]["sales"]
+    support_client, support = ctx["agents"]["support"]
+    revenue = call(client, admin, "context.golden.add", {"question": "What is the revenue per region?", "sql": "SELECT region, sum(amount) FROM demo.orders WHERE status <> 'cancelled' GROUP BY region"})
+    assert set(revenue["reads"]["demo.orders"]) >= {"region", "amount", "status"}
+    emails = call(client, admin, "context.golden.add", {"question": "Which customers signed up in 2024 and how do we reach them?", "sql": "SELECT name, email FROM demo.customers WHERE signup_date >= DATE '2024-01-01'"})
+    regions = call(client, admin, "context.golden.add", {"question": "How many customers are in each region?", "sql": "SELECT region, count(*) FROM demo.customers GROUP BY region"})
+    mine = call(sales_client, sales, "context.golden.add", {"question": "Largest orders this month", "sql": "SELECT order_id, amount FROM demo.orders ORDER BY amount DESC LIMIT 10"})
+    assert mine["swarm"] == "sales"
+
+    def listed(c, o):
+        return {g["id"] for g in call(c, o, "context.golden.list")["golden_sql"]}
+
+    # Sales cannot read customers.email; support cannot read orders at all.
+    assert listed(sales_client, sales) == {revenue["id"], regions["id"], mine["id"]}
+    assert listed(support_client, support) == {emails["id"], regions["id"]}
+    assert listed(client, admin) >= {revenue["id"], emails["id"], regions["id"], mine["id"]}
+    answer = call(support_client, support, "context.search", {"question": "revenue per region of the largest orders", "k": 10})
+    assert {g["id"] for g in answer["golden_sql"]} <= {emails["id"], regions["id"]}
+    assert "demo.orders" not in str(answer)
+    answer = call(sales_client, sales, "context.search", {"question": "what is the revenue per region", "k": 1})
+    assert answer["golden_sql"][0]["id"] == revenue["id"]
+
+    # Planned as the author: what it cannot read does not exist for it.
+    assert "does not exist" in fails(support_client, support, "context.golden.add", {"question": "Orders?", "sql": "SELECT * FROM demo.orders"})
+    assert "email" in fails(sales_client, sales, "context.golden.add", {"question": "Emails?", "sql": "SELECT email FROM demo.customers"})
+    assert "reads no table" in fails(client, admin, "context.golden.add", {"question": "One?", "sql": "SELECT 1"})
+    assert "own swarm" in fails(sales_client, sales, "context.golden.add", {"question": "q", "sql": "SELECT 1 FROM demo.orders", "swarm": "support"})
+
+    # Deleting: one's own swarm's; other swarms' do not exist; global ones are the admins'.
+    assert "no golden SQL" in fails(support_client, support, "context.golden.delete", {"id": mine["id"]})
+    assert "only admins" in fails(sales_client, sales, "context.golden.delete", {"id": revenue["id"]})
+    call(sales_client, sales, "context.golden.delete", {"id": mine["id"]})
+    assert mine["id"] not in listed(client, admin)
+
+
+def test_context_survives_a_restart(ctx):
+    client, admin = ctx["admin"]
+    call(client, admin, "context.describe", {"table": "demo.orders", "description": "Kept across restarts"})
+    rule = call(client, admin, "context.instruction.add", {"text": "Kept rule"})
+    golden = call(client, admin, "context.golden.add", {"question": "Kept question?", "sql": "SELECT count(*) FROM demo.orders"})
+    ctx["server"].stop()
+    ctx["server"] = Airlock(ctx["binary"], ctx["data"])
+    client, headers = ctx["server"].admin_headers()
+    admin = flight.FlightCallOptions(headers=headers)
+    ctx["admin"] = (client, admin)
+    answer = call(client, admin, "context.search", {"question": "kept question orders", "k": 1})
+    assert answer["tables"][0]["description"] == "Kept across restarts"
+    assert rule["id"] in {i["id"] for i in answer["instructions"]}
+    assert answer["golden_sql"][0]["id"] == golden["id"]
+
+
+def test_bad_bodies_are_refused_by_name(ctx):
+    client, admin = ctx["admin"]
+    assert "unknown field" in fails(client, admin, "context.search", {"question": "x", "colour": "red"})
+    assert "between 1 and 50" in fails(client, admin, "context.search", {"question": "x", "k": 0})
+    assert "empty" in fails(client, admin, "context.search", {"question": ""})
+    assert "at most 4000" in fails(client, admin, "context.search", {"question": "x" * 5000})
