@@ -22,7 +22,7 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 use crate::actions::Actions;
 use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
-use crate::context::{ContextError, ContextService};
+use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
@@ -318,6 +318,7 @@ impl App {
         )
         .await?;
         let context = ContextService::open(meta_for_context, Arc::clone(&query)).await?;
+        query.add_extra_tables(Arc::new(ContextTables(Arc::downgrade(&context))));
         let actions = Arc::new(Actions::new(
             Arc::clone(&auth),
             Arc::clone(&sync),

@@ -19,10 +19,13 @@ pub const DEFAULT_SCHEMA: &str = "main";
 /// Registered names may not use it, so they can never collide.
 pub const RESERVED_PREFIX: &str = "__airlock";
 
-/// Schemas airlock itself serves (`airlock.audit`, the information schema,
-/// `artifacts.<name>`);
-/// no registered table may live in them.
-pub const RESERVED_SCHEMAS: [&str; 3] = ["airlock", "information_schema", "artifacts"];
+/// The schema of airlock's own tables (`airlock.audit`, the context tables,
+/// `airlock.profile(…)`).
+pub const AIRLOCK_SCHEMA: &str = "airlock";
+
+/// Schemas airlock itself serves (its own tables, the information schema,
+/// `artifacts.<name>`); no registered table may live in them.
+pub const RESERVED_SCHEMAS: [&str; 3] = [AIRLOCK_SCHEMA, "information_schema", "artifacts"];
 
 /// Whether a schema name is one airlock serves itself.
 pub fn is_reserved_schema(schema: &str) -> bool {

@@ -18,7 +18,7 @@ use crate::sync::{
     ColumnRecord, CsvOptions, FileFormat, OnSchemaChange, RegisterRequest, Schedule, SourceSpec,
     Strategy, SyncError, SyncJob, TableRegistration, TableStatus,
 };
-use crate::table_name::TableName;
+use crate::table_name::{AIRLOCK_SCHEMA, TableName};
 
 /// The body of `table.remove` and `table.status`.
 #[derive(Debug, Deserialize)]
@@ -207,8 +207,11 @@ impl Actions {
         let Empty {} = parse(Action::TableList, body)?;
         let visible = self.query.visible_tables(principal);
         if !principal.is_admin() {
+            // airlock's own tables are the same for everyone and documented
+            // apart; the list is of the data.
             let tables = visible
                 .tables()
+                .filter(|(schema, _, _)| *schema != AIRLOCK_SCHEMA)
                 .map(|(schema, table, arrow)| QueryableTableView {
                     name: format!("{schema}.{table}"),
                     columns: arrow.fields().iter().map(|f| f.name().clone()).collect(),

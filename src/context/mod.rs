@@ -12,6 +12,7 @@
 mod ranking;
 pub mod records;
 mod search;
+mod sql_tables;
 mod store;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,7 @@ use records::{GoldenSql, Instruction, TableNotes, Visible};
 
 use ranking::IndexCache;
 pub use search::{ColumnContext, GoldenMatch, SearchAnswer, SearchRequest, TableContext};
+pub use sql_tables::ContextTables;
 pub use store::{DescribeRequest, GoldenRequest, InstructionRequest};
 
 /// Longest description, rule or question accepted.

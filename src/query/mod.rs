@@ -73,7 +73,7 @@ pub struct QueryEngine {
     admission: admission::Admission,
     /// Tables only unrestricted principals see (`airlock.audit`).
     system_tables: Vec<(TableName, crate::replica::TableInfo)>,
-    extra_tables: Vec<Arc<dyn ExtraTables>>,
+    extra_tables: std::sync::RwLock<Vec<Arc<dyn ExtraTables>>>,
     sessions: std::sync::Mutex<Vec<CachedSession>>,
     profiles: profile::ProfileCache,
 }
@@ -135,7 +135,7 @@ impl QueryEngine {
             defaults,
             admission: admission::Admission::default(),
             system_tables,
-            extra_tables,
+            extra_tables: std::sync::RwLock::new(extra_tables),
             sessions: std::sync::Mutex::new(Vec::new()),
             profiles: profile::ProfileCache::default(),
         })
@@ -145,6 +145,27 @@ impl QueryEngine {
     /// (artifacts are Parquet files in one), under `url`'s scheme and host.
     pub fn register_object_store(&self, url: &url::Url, store: Arc<dyn object_store::ObjectStore>) {
         self.base.runtime_env().register_object_store(url, store);
+    }
+
+    /// Adds a set of extra tables after the engine is built (for services
+    /// that themselves query through the engine).
+    pub fn add_extra_tables(&self, tables: Arc<dyn ExtraTables>) {
+        self.extra_tables
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(tables);
+    }
+
+    /// The extra table sets, and the sum of their versions (each only
+    /// grows, so the sum changes whenever one does).
+    fn extra_tables(&self) -> (Vec<Arc<dyn ExtraTables>>, u64) {
+        let tables = self
+            .extra_tables
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let version = tables.iter().map(|t| t.version()).sum();
+        (tables, version)
     }
 
     /// What `principal` may see, as it sees it.

@@ -212,7 +212,7 @@ impl QueryEngine {
         // their own.
         let _permit = self.admit(principal, self.session(principal).limits.as_ref())?;
         let snapshot = self.replica.tables();
-        let extra_version: u64 = self.extra_tables.iter().map(|t| t.version()).sum();
+        let (_, extra_version) = self.extra_tables();
         if let Some(hit) = self
             .profiles
             .lookup(request, policy, &snapshot, extra_version)

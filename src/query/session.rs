@@ -59,7 +59,7 @@ impl QueryEngine {
         let snapshot = self.replica.tables();
         let grants = self.grants.snapshot();
         let key = (!principal.is_admin()).then(|| principal.token_id.clone());
-        let extra_version: u64 = self.extra_tables.iter().map(|t| t.version()).sum();
+        let (_, extra_version) = self.extra_tables();
         let mut cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         let hit = cache.iter().position(|c| {
             Arc::ptr_eq(&c.snapshot, &snapshot)
@@ -168,7 +168,7 @@ impl QueryEngine {
                 ));
             }
         }
-        for extra in &self.extra_tables {
+        for extra in &self.extra_tables().0 {
             for (name, schema, provider) in extra.tables_for(principal) {
                 tables.push((
                     name,

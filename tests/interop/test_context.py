@@ -8,10 +8,12 @@ a table or column it could not query, and survive a restart."""
 import tempfile
 from pathlib import Path
 
+import adbc_driver_flightsql.dbapi as flightsql
 import pyarrow.flight as flight
 import pytest
+from adbc_driver_flightsql import DatabaseOptions
 
-from conftest import Airlock, call
+from conftest import PASSWORD, Airlock, call
 
 
 def bearer(token):
@@ -27,6 +29,7 @@ def setup_swarms(server):
     for swarm in ("sales", "support"):
         token = call(client, admin, "token.create", {"kind": "agent", "name": f"{swarm}_ctx", "swarm": swarm})["token"]
         agents[swarm] = (server.flight_client(), bearer(token))
+        agents[swarm + "_token"] = token
     return client, admin, agents
 
 
@@ -154,6 +157,46 @@ def test_golden_sql_is_planned_scoped_and_never_crosses_grants(ctx):
     assert "only admins" in fails(sales_client, sales, "context.golden.delete", {"id": revenue["id"]})
     call(sales_client, sales, "context.golden.delete", {"id": mine["id"]})
     assert mine["id"] not in listed(client, admin)
+
+
+def sql(server, sql_text, token=None):
+    if token is None:
+        conn = flightsql.connect(server.uri, db_kwargs={"username": "admin", "password": PASSWORD}, autocommit=True)
+    else:
+        conn = flightsql.connect(server.uri, db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"}, autocommit=True)
+    with conn, conn.cursor() as cur:
+        cur.execute(sql_text)
+        return cur.fetch_arrow_table().to_pylist()
+
+
+def test_the_context_is_readable_in_sql_as_each_caller_may_see_it(ctx):
+    client, admin = ctx["admin"]
+    server = ctx["server"]
+    call(client, admin, "context.describe", {"table": "demo.customers", "description": "People who bought something", "columns": {"email": "Contact address, personal data"}})
+    call(client, admin, "context.instruction.add", {"text": "Only completed orders count as sales", "tables": ["demo.orders"]})
+    call(client, admin, "context.golden.add", {"question": "How many orders per status?", "sql": "SELECT status, count(*) FROM demo.orders GROUP BY status"})
+    sales, support = ctx["agents"]["sales_token"], ctx["agents"]["support_token"]
+
+    def tables(token):
+        return {(r["table_schema"], r["table_name"]) for r in sql(server, "SELECT table_schema, table_name FROM airlock.context_tables", token)}
+
+    assert tables(support) == {("demo", "customers")}
+    assert tables(sales) == {("demo", "customers"), ("demo", "orders")}
+    described = sql(server, "SELECT description FROM airlock.context_tables WHERE table_name = 'customers'", support)
+    assert described == [{"description": "People who bought something"}]
+    columns = sql(server, "SELECT column_name, description FROM airlock.context_columns WHERE table_name = 'customers'", sales)
+    assert "email" not in {c["column_name"] for c in columns} and "personal data" not in str(columns)
+    columns = sql(server, "SELECT column_name, description FROM airlock.context_columns WHERE column_name = 'email'", support)
+    assert columns == [{"column_name": "email", "description": "Contact address, personal data"}]
+
+    rules = sql(server, "SELECT text, tables FROM airlock.instructions", support)
+    assert "Only completed orders count as sales" not in str(rules)
+    assert {"text": "Only completed orders count as sales", "tables": ["demo.orders"]} in sql(server, "SELECT text, tables FROM airlock.instructions", sales)
+    golden = sql(server, "SELECT question, tables FROM airlock.golden_sql", sales)
+    assert {"question": "How many orders per status?", "tables": ["demo.orders"]} in golden
+    assert "How many orders per status?" not in str(sql(server, "SELECT question FROM airlock.golden_sql", support))
+    # Admins see every table, described or not.
+    assert ("demo", "orders") in {(r["table_schema"], r["table_name"]) for r in sql(server, "SELECT * FROM airlock.context_tables")}
 
 
 def test_context_survives_a_restart(ctx):
