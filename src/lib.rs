@@ -31,6 +31,7 @@ pub mod demo;
 mod duckdb_setup;
 mod duration_text;
 pub mod flight;
+pub mod jobs;
 pub mod meta;
 pub mod object_stores;
 pub mod policy;

@@ -126,6 +126,44 @@ pub fn check_name(what: &str, name: &str) -> Result<(), String> {
     }
 }
 
+/// A principal as the owner of something it made (an artifact, a job):
+/// its kind, name and swarm, without its token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Owner {
+    /// Admin, swarm or agent.
+    pub kind: TokenKind,
+    /// Its name.
+    pub name: String,
+    /// Its swarm (none for admins).
+    pub swarm: Option<String>,
+}
+
+impl Owner {
+    /// The owner identity of a principal.
+    pub fn of(principal: &Principal) -> Self {
+        Self {
+            kind: principal.kind,
+            name: principal.name.clone(),
+            swarm: principal.swarm.clone(),
+        }
+    }
+
+    /// Whether `principal` is this owner.
+    pub fn is(&self, principal: &Principal) -> bool {
+        self.kind == principal.kind && self.name == principal.name && self.swarm == principal.swarm
+    }
+
+    /// `agent:a1@emea`, as principals label themselves.
+    pub fn label(&self) -> String {
+        match &self.swarm {
+            Some(swarm) if self.kind == TokenKind::Agent => {
+                format!("{}:{}@{}", self.kind, self.name, swarm)
+            }
+            _ => format!("{}:{}", self.kind, self.name),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

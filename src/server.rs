@@ -24,6 +24,7 @@ use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
+use crate::jobs::{JobError, JobStore};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
@@ -32,7 +33,6 @@ use crate::sync::{SnowflakeConnections, Sources, SyncError, SyncService};
 use crate::tools::artifacts::{
     self, ArtifactError, ArtifactService, ArtifactSettings, ArtifactTables,
 };
-use crate::tools::jobs::{JobError, JobStore};
 
 /// Largest message a client may send (DoPut parameters, action bodies).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::sync::JobView as SyncJobView;
 use super::{Action, ActionError, Actions, parse};
+use crate::jobs::{JobError, JobFilter, JobKind, JobState, ToolJob};
 use crate::principal::Principal;
 use crate::sync::JobQuery;
 use crate::tools::export::ExportRequest;
-use crate::tools::jobs::{JobError, JobFilter, JobKind, JobState, ToolJob};
 
 /// The body of `job.get` and `job.cancel`.
 #[derive(Debug, Deserialize)]

@@ -41,13 +41,13 @@ use serde_json::Value;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::context::{ContextError, ContextService};
+use crate::jobs::{JobError, JobStore};
 use crate::policy::{GrantStore, PolicyError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::sync::{SyncError, SyncService};
 use crate::tools::artifacts::{ArtifactError, ArtifactService};
 use crate::tools::export::{ExportError, Exporter};
-use crate::tools::jobs::{JobError, JobStore};
 use crate::tools::sample::SampleError;
 
 pub use catalog::{Action, Permission};

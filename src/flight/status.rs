@@ -13,6 +13,7 @@ use tonic::{Code, Status};
 use crate::actions::ActionError;
 use crate::auth::AuthError;
 use crate::context::ContextError;
+use crate::jobs::JobError;
 use crate::meta::MetaError;
 use crate::policy::PolicyError;
 use crate::query::QueryError;
@@ -21,7 +22,6 @@ use crate::sync::{SourceError, SyncError};
 use crate::table_name::TableNameError;
 use crate::tools::artifacts::ArtifactError;
 use crate::tools::export::ExportError;
-use crate::tools::jobs::JobError;
 use crate::tools::sample::SampleError;
 
 /// Longest message sent to a client.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::artifacts::{
     ArtifactError, ArtifactService, UploadMode, UploadOptions, Visibility, chunk_schema,
 };
-use super::jobs::{JobError, JobKind, JobStore, Running, ToolJob};
+use crate::jobs::{JobError, JobKind, JobStore, Running, ToolJob};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 
@@ -237,7 +237,7 @@ async fn write(
     }))
 }
 
-fn query_rows(uploaded: &super::artifacts::Uploaded, progress: &super::jobs::Progress) -> u64 {
+fn query_rows(uploaded: &super::artifacts::Uploaded, progress: &crate::jobs::Progress) -> u64 {
     uploaded
         .version
         .rows

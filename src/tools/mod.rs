@@ -7,5 +7,4 @@
 
 pub mod artifacts;
 pub mod export;
-pub mod jobs;
 pub mod sample;

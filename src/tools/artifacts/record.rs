@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::meta::Labels;
-use crate::principal::{Principal, TokenKind};
+use crate::principal::Principal;
 
 /// Who may read an artifact besides its owner and admins.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,42 +40,7 @@ pub enum ArtifactKind {
     Bytes,
 }
 
-/// The principal that owns an artifact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Owner {
-    /// Admin, swarm or agent.
-    pub kind: TokenKind,
-    /// Its name.
-    pub name: String,
-    /// Its swarm (none for admins).
-    pub swarm: Option<String>,
-}
-
-impl Owner {
-    /// The owner identity of a principal.
-    pub fn of(principal: &Principal) -> Self {
-        Self {
-            kind: principal.kind,
-            name: principal.name.clone(),
-            swarm: principal.swarm.clone(),
-        }
-    }
-
-    /// Whether `principal` is this owner.
-    pub fn is(&self, principal: &Principal) -> bool {
-        self.kind == principal.kind && self.name == principal.name && self.swarm == principal.swarm
-    }
-
-    /// `agent:a1@emea`, as principals label themselves.
-    pub fn label(&self) -> String {
-        match &self.swarm {
-            Some(swarm) if self.kind == TokenKind::Agent => {
-                format!("{}:{}@{}", self.kind, self.name, swarm)
-            }
-            _ => format!("{}:{}", self.kind, self.name),
-        }
-    }
-}
+pub use crate::principal::Owner;
 
 /// One column of a tabular artifact, for listings.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,4 @@
-//! Durable jobs of the data tools (exports today; scans and fine-tunes
+//! Durable jobs beside syncs (exports, context scans; fine-tunes
 //! later): one record per job in `meta`, visible to the principal that
 //! started it and to admins, with live progress while it runs and a
 //! cancellation handle. A job a stopped server left queued or running is
@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::meta::{Collection, Expect, Labels, ListQuery, Meta, MetaError};
+use crate::principal::Owner;
 use crate::principal::Principal;
-use crate::tools::artifacts::Owner;
 
 /// Job failures.
 #[derive(Debug, thiserror::Error)]
