@@ -45,12 +45,15 @@ pub enum JobError {
 pub enum JobKind {
     /// `query.export`.
     Export,
+    /// `context.scan`.
+    Scan,
 }
 
 impl JobKind {
     fn as_str(self) -> &'static str {
         match self {
             JobKind::Export => "export",
+            JobKind::Scan => "scan",
         }
     }
 }

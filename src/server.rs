@@ -317,8 +317,11 @@ impl App {
             config.sync.clone(),
         )
         .await?;
-        let context = ContextService::open(meta_for_context, Arc::clone(&query)).await?;
+        let context =
+            ContextService::open(meta_for_context, Arc::clone(&query), Arc::clone(&tool_jobs))
+                .await?;
         query.add_extra_tables(Arc::new(ContextTables(Arc::downgrade(&context))));
+        context.rescan_stale();
         let actions = Arc::new(Actions::new(
             Arc::clone(&auth),
             Arc::clone(&sync),

@@ -92,11 +92,13 @@ pub enum Action {
     ContextGoldenDelete,
     /// The context most relevant to a question.
     ContextSearch,
+    /// Scan tables for categories, examples and key guesses (a job).
+    ContextScan,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 39] = [
+    pub const ALL: [Action; 40] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -136,6 +138,7 @@ impl Action {
         Action::ContextGoldenList,
         Action::ContextGoldenDelete,
         Action::ContextSearch,
+        Action::ContextScan,
     ];
 
     /// The wire name.
@@ -180,6 +183,7 @@ impl Action {
             Action::ContextGoldenList => "context.golden.list",
             Action::ContextGoldenDelete => "context.golden.delete",
             Action::ContextSearch => "context.search",
+            Action::ContextScan => "context.scan",
         }
     }
 
@@ -292,7 +296,7 @@ impl Action {
             }
             Action::TableProfile => {
                 "Column statistics of a table as you see it (filtered rows, masked values). Body: \
-                 {\"table\":\"sales.orders\"}, optional \"columns\":[…] and \"sample\":N (rows). Per column: type, count, \
+                 {\"table\":\"sales.orders\"}, optional \"columns\":[…], \"sample\":N (rows) and \"top_k\":N (≤ 100). Per column: type, count, \
                  nulls, approx_distinct, min, max, mean, stddev, quartiles, string lengths, top values, histogram. \
                  In SQL: SELECT * FROM airlock.profile('sales.orders')."
             }
@@ -331,6 +335,12 @@ impl Action {
             Action::ContextGoldenList => "List the golden SQL you may see. Body: empty or {}.",
             Action::ContextGoldenDelete => {
                 "Delete golden SQL: admins any, others their swarm's. Body: {\"id\":\"…\"}."
+            }
+            Action::ContextScan => {
+                "Scan tables (admin), as a job: per column the null fraction, distinct estimate, categories (every value \
+                 of a column with at most 100) and examples, and primary- and foreign-key guesses. Body: {} for every table \
+                 or {\"tables\":[\"demo.orders\"]}, optional \"wait\":true. Principals see categories and examples computed \
+                 from the rows and values they may read."
             }
             Action::ContextSearch => {
                 "The context most relevant to a question, from what you may query: tables with their columns and \
@@ -381,7 +391,8 @@ impl Action {
             | Action::ContextDescribe
             | Action::ContextInstructionAdd
             | Action::ContextInstructionUpdate
-            | Action::ContextInstructionDelete => Permission::Admin,
+            | Action::ContextInstructionDelete
+            | Action::ContextScan => Permission::Admin,
         }
     }
 }

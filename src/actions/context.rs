@@ -4,10 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::jobs::ToolJobView;
 use super::{Action, ActionError, Actions, parse};
 use crate::context::records::{GoldenSql, Instruction, TableNotes};
 use crate::context::{
-    DescribeRequest, GoldenRequest, InstructionRequest, SearchAnswer, SearchRequest,
+    DescribeRequest, GoldenRequest, InstructionRequest, ScanRequest, SearchAnswer, SearchRequest,
 };
 use crate::principal::Principal;
 
@@ -126,12 +127,21 @@ impl Actions {
         Ok(DeletedView { id, deleted: true })
     }
 
-    pub(super) fn context_search(
+    pub(super) async fn context_search(
         &self,
         principal: &Principal,
         body: &[u8],
     ) -> Result<SearchAnswer, ActionError> {
         let request: SearchRequest = parse(Action::ContextSearch, body)?;
-        Ok(self.context.search(principal, &request)?)
+        Ok(self.context.search(principal, &request).await?)
+    }
+
+    pub(super) async fn context_scan(
+        &self,
+        principal: &Principal,
+        body: &[u8],
+    ) -> Result<ToolJobView, ActionError> {
+        let request: ScanRequest = parse(Action::ContextScan, body)?;
+        Ok(self.context.scan(principal, request).await?.into())
     }
 }

@@ -219,7 +219,8 @@ impl Actions {
             Action::ContextGoldenDelete => {
                 respond(action, self.context_golden_delete(principal, body).await?)
             }
-            Action::ContextSearch => respond(action, self.context_search(principal, body)?),
+            Action::ContextSearch => respond(action, self.context_search(principal, body).await?),
+            Action::ContextScan => respond(action, self.context_scan(principal, body).await?),
             Action::TableSample => {
                 let (sql, plan) = self.table_sample(principal, body)?;
                 return Ok(Answer::Query {

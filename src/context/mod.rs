@@ -11,6 +11,7 @@
 
 mod ranking;
 pub mod records;
+mod scan;
 mod search;
 mod sql_tables;
 mod store;
@@ -19,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::jobs::{JobError, JobStore};
 use crate::meta::{Collection, Meta, MetaError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
@@ -26,6 +28,7 @@ use crate::table_name::{RESERVED_SCHEMAS, TableName};
 use records::{GoldenSql, Instruction, TableNotes, Visible};
 
 use ranking::IndexCache;
+pub use scan::{ColumnScan, ForeignKey, ScanRequest, TableScan};
 pub use search::{ColumnContext, GoldenMatch, SearchAnswer, SearchRequest, TableContext};
 pub use sql_tables::ContextTables;
 pub use store::{DescribeRequest, GoldenRequest, InstructionRequest};
@@ -53,6 +56,12 @@ pub enum ContextError {
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// Starting or recording a scan job failed.
+    #[error(transparent)]
+    Job(#[from] JobError),
+    /// A server-side failure (a task that died, a cancelled scan).
+    #[error("{0}")]
+    Internal(String),
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +69,7 @@ struct State {
     notes: BTreeMap<String, TableNotes>,
     instructions: BTreeMap<String, Instruction>,
     golden: BTreeMap<String, GoldenSql>,
+    scans: BTreeMap<String, TableScan>,
 }
 
 /// The context store and its search.
@@ -73,14 +83,20 @@ pub struct ContextService {
     /// Serializes writes, so a read-modify-write never loses another's.
     writing: tokio::sync::Mutex<()>,
     indexes: IndexCache,
+    jobs: Arc<JobStore>,
 }
 
 impl ContextService {
     /// Loads the stored context.
-    pub async fn open(meta: Meta, query: Arc<QueryEngine>) -> Result<Arc<Self>, ContextError> {
+    pub async fn open(
+        meta: Meta,
+        query: Arc<QueryEngine>,
+        jobs: Arc<JobStore>,
+    ) -> Result<Arc<Self>, ContextError> {
         let notes: Vec<TableNotes> = meta.list(Collection::ContextTables).await?;
         let instructions: Vec<Instruction> = meta.list(Collection::Instructions).await?;
         let golden: Vec<GoldenSql> = meta.list(Collection::GoldenSql).await?;
+        let scans: Vec<TableScan> = meta.list(Collection::ContextScans).await?;
         let state = State {
             notes: notes.into_iter().map(|n| (n.table.clone(), n)).collect(),
             instructions: instructions
@@ -88,6 +104,7 @@ impl ContextService {
                 .map(|i| (i.id.clone(), i))
                 .collect(),
             golden: golden.into_iter().map(|g| (g.id.clone(), g)).collect(),
+            scans: scans.into_iter().map(|s| (s.table.clone(), s)).collect(),
         };
         Ok(Arc::new(Self {
             meta,
@@ -96,6 +113,7 @@ impl ContextService {
             version: AtomicU64::new(1),
             writing: tokio::sync::Mutex::new(()),
             indexes: IndexCache::default(),
+            jobs,
         }))
     }
 

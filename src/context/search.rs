@@ -6,8 +6,11 @@ use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
+use std::sync::Arc;
+
 use super::ranking::Corpus;
 use super::records::{GoldenSql, Instruction};
+use super::scan::{ColumnScan, ForeignKey, profile_request};
 use super::{ContextError, ContextService, MAX_K, check_text};
 use crate::principal::Principal;
 use crate::table_name::TableName;
@@ -34,6 +37,13 @@ pub struct ColumnContext {
     /// Its description, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Every value it holds, for a scanned column with at most 100, as the
+    /// caller sees them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub categories: Option<Vec<String>>,
+    /// A few values of a scanned column, as the caller sees them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub examples: Vec<String>,
 }
 
 /// One table in a search answer.
@@ -48,6 +58,25 @@ pub struct TableContext {
     pub description: Option<String>,
     /// The columns the caller may see.
     pub columns: Vec<ColumnContext>,
+    /// The scan's primary-key guess, if the caller sees that column.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub primary_key: Option<String>,
+    /// The scan's foreign-key guesses between columns the caller sees.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub foreign_keys: Vec<ForeignKey>,
+    /// When the table was last scanned, and whether a sync replaced it
+    /// since (`context.scan` refreshes it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<ScanState>,
+}
+
+/// Whether a table's scan is current.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ScanState {
+    /// When it ran.
+    pub scanned_at: chrono::DateTime<chrono::Utc>,
+    /// Whether the table changed since.
+    pub stale: bool,
 }
 
 /// A golden pair in a search answer.
@@ -80,7 +109,20 @@ impl ContextService {
     /// The context most relevant to a question, from what `principal` may
     /// see: tables with their visible columns and descriptions, the rules
     /// that apply to them, and the most similar golden pairs.
-    pub fn search(
+    pub async fn search(
+        self: &Arc<Self>,
+        principal: &Principal,
+        request: &SearchRequest,
+    ) -> Result<SearchAnswer, ContextError> {
+        let mut answer = self.rank(principal, request)?;
+        for table in &mut answer.tables {
+            self.add_scan(principal, table).await?;
+        }
+        Ok(answer)
+    }
+
+    /// The ranked answer, without scans.
+    fn rank(
         &self,
         principal: &Principal,
         request: &SearchRequest,
@@ -123,6 +165,8 @@ impl ContextService {
                         name: column.clone(),
                         data_type: data_type.clone(),
                         description: notes.as_ref().and_then(|n| n.columns.get(column).cloned()),
+                        categories: None,
+                        examples: Vec::new(),
                     })
                     .collect();
                 TableContext {
@@ -130,6 +174,9 @@ impl ContextService {
                     score,
                     description: notes.and_then(|n| n.description),
                     columns,
+                    primary_key: None,
+                    foreign_keys: Vec::new(),
+                    scan: None,
                 }
             })
             .collect();
@@ -162,5 +209,63 @@ impl ContextService {
             instructions,
             golden_sql,
         })
+    }
+
+    /// Adds what the table's scan says, as `principal` sees it: admins the
+    /// stored scan; others categories and examples from their own profile
+    /// of the table (cached per compiled policy), so no value appears that
+    /// their row filter hides, and masked columns show masked values.
+    async fn add_scan(
+        self: &Arc<Self>,
+        principal: &Principal,
+        table: &mut TableContext,
+    ) -> Result<(), ContextError> {
+        let Some(stored) = self.read().scans.get(&table.table).cloned() else {
+            return Ok(());
+        };
+        let Ok(name) = TableName::parse(&table.table) else {
+            return Ok(());
+        };
+        let seen: Vec<ColumnScan> = if principal.is_admin() {
+            stored.columns.clone()
+        } else {
+            self.query
+                .profile_within(principal, &profile_request(&name))
+                .await?
+                .columns
+                .iter()
+                .map(ColumnScan::from_profile)
+                .collect()
+        };
+        for column in &mut table.columns {
+            if let Some(scan) = seen.iter().find(|s| s.name == column.name) {
+                column.categories = scan.categories.clone();
+                column.examples = scan.examples.clone();
+            }
+        }
+        let visible = self.visible(principal);
+        let sees = |t: &str, c: &str| {
+            TableName::parse(t)
+                .ok()
+                .and_then(|t| visible.get(&t))
+                .is_some_and(|cols| cols.iter().any(|(n, _)| n == c))
+        };
+        table.primary_key = stored
+            .primary_key
+            .clone()
+            .filter(|pk| sees(&table.table, pk));
+        table.foreign_keys = stored
+            .foreign_keys
+            .iter()
+            .filter(|fk| {
+                sees(&table.table, &fk.column) && sees(&fk.references_table, &fk.references_column)
+            })
+            .cloned()
+            .collect();
+        table.scan = Some(ScanState {
+            scanned_at: stored.scanned_at,
+            stale: self.query.table_version(&name).as_deref() != Some(stored.version.as_str()),
+        });
+        Ok(())
     }
 }

@@ -184,6 +184,8 @@ pub(crate) fn context(error: ContextError) -> Status {
     let code = match error {
         ContextError::Query(e) => return query(e),
         ContextError::Meta(e) => return meta(&e),
+        ContextError::Job(e) => return job(e),
+        ContextError::Internal(_) => Code::Internal,
         ContextError::BadRequest(_) => Code::InvalidArgument,
         ContextError::NotFound(_) => Code::NotFound,
         ContextError::Forbidden(_) => Code::PermissionDenied,

@@ -77,6 +77,8 @@ pub enum Collection {
     Instructions,
     /// Questions with the SQL that answers them (agent context).
     GoldenSql,
+    /// What tables' columns hold, per scan (agent context).
+    ContextScans,
 }
 
 impl Collection {
@@ -93,6 +95,7 @@ impl Collection {
             Collection::ContextTables => "context_tables",
             Collection::Instructions => "instructions",
             Collection::GoldenSql => "golden_sql",
+            Collection::ContextScans => "context_scans",
         }
     }
 }

@@ -168,6 +168,38 @@ impl QueryEngine {
         (tables, version)
     }
 
+    /// The version of a replica table that records describing it name
+    /// (its DuckDB table and row count); none for an unknown table.
+    pub fn table_version(&self, name: &TableName) -> Option<String> {
+        self.replica
+            .tables()
+            .get(name)
+            .map(|info| format!("{}:{}", info.physical.quoted(), info.rows))
+    }
+
+    /// Runs a query answering one boolean (a check such as "is this column
+    /// unique") as `principal`; false when it answers no row or NULL.
+    pub async fn check(
+        self: &Arc<Self>,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<bool, QueryError> {
+        use datafusion::arrow::array::{Array, BooleanArray};
+        use futures::TryStreamExt;
+        let planned = self.plan(principal, sql).await?;
+        let query_id = uuid::Uuid::new_v4().to_string();
+        let batches: Vec<datafusion::arrow::array::RecordBatch> = self
+            .execute(planned, &query_id, principal)
+            .await?
+            .try_collect()
+            .await?;
+        Ok(batches
+            .iter()
+            .find(|b| b.num_rows() > 0 && b.num_columns() > 0)
+            .and_then(|b| b.column(0).as_any().downcast_ref::<BooleanArray>().cloned())
+            .is_some_and(|v| v.is_valid(0) && v.value(0)))
+    }
+
     /// What `principal` may see, as it sees it.
     pub fn visible_tables(&self, principal: &Principal) -> VisibleTables {
         self.session(principal).visible
@@ -325,7 +357,8 @@ impl QueryEngine {
                     table: table.clone(),
                     ..ProfileRequest::default()
                 };
-                let profile = Box::pin(self.profile_here(principal, &request)).await?;
+                let profile =
+                    Box::pin(self.profile_here(principal, &request, profile::Admit::Yes)).await?;
                 if let Ok(name) = TableName::parse(&profile.table) {
                     tables.push(name);
                 }

@@ -26,7 +26,8 @@ use crate::table_name::{TableName, quote_ident};
 
 /// Columns with at most this many distinct values get their top values.
 const LOW_CARDINALITY: u64 = 100;
-/// Top values reported per column.
+/// Top values reported per column, unless the request asks for more (up
+/// to [`LOW_CARDINALITY`], which is every value of such a column).
 const TOP_K: usize = 10;
 /// Buckets of a numeric histogram.
 const BUCKETS: u32 = 10;
@@ -45,6 +46,10 @@ pub struct ProfileRequest {
     /// Profile a reservoir sample of this many rows instead of every row.
     #[serde(default)]
     pub sample: Option<u64>,
+    /// How many top values to report for low-cardinality columns (default
+    /// 10, at most 100: all of them).
+    #[serde(default)]
+    pub top_k: Option<usize>,
 }
 
 /// A statistic that is a number for numeric columns and a value rendered
@@ -59,7 +64,7 @@ pub enum Stat {
 }
 
 impl Stat {
-    pub(super) fn text(&self) -> String {
+    pub fn text(&self) -> String {
         match self {
             Stat::Number(n) => n.to_string(),
             Stat::Text(t) => t.clone(),
@@ -141,6 +146,15 @@ pub struct TableProfile {
     pub columns: Vec<ColumnProfile>,
 }
 
+/// Whether a profile counts against the caller's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Admit {
+    /// It is the caller's request (table.profile, airlock.profile()).
+    Yes,
+    /// It is part of another request.
+    No,
+}
+
 /// How a column is profiled.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
@@ -180,17 +194,40 @@ struct CachedProfile {
 
 impl QueryEngine {
     /// Profiles a table as `principal` sees it (cached; see the module
-    /// doc), on the query executor.
+    /// doc), on the query executor. Counts as one query against the
+    /// caller's limits.
     pub async fn profile(
         self: &Arc<Self>,
         principal: &Principal,
         request: &ProfileRequest,
     ) -> Result<TableProfile, QueryError> {
+        self.profile_on_executor(principal, request, Admit::Yes)
+            .await
+    }
+
+    /// [`QueryEngine::profile`] as part of a request that is not itself a
+    /// query (a context search reading categories): not counted against
+    /// the caller's limits, since the request that asked is the caller's.
+    pub async fn profile_within(
+        self: &Arc<Self>,
+        principal: &Principal,
+        request: &ProfileRequest,
+    ) -> Result<TableProfile, QueryError> {
+        self.profile_on_executor(principal, request, Admit::No)
+            .await
+    }
+
+    async fn profile_on_executor(
+        self: &Arc<Self>,
+        principal: &Principal,
+        request: &ProfileRequest,
+        admit: Admit,
+    ) -> Result<TableProfile, QueryError> {
         let engine = Arc::clone(self);
         let principal = principal.clone();
         let request = request.clone();
         self.executor
-            .run(async move { engine.profile_here(&principal, &request).await })
+            .run(async move { engine.profile_here(&principal, &request, admit).await })
             .await
             .map_err(|e| QueryError::Internal(format!("profiling task failed: {e}")))?
     }
@@ -200,9 +237,16 @@ impl QueryEngine {
         &self,
         principal: &Principal,
         request: &ProfileRequest,
+        admit: Admit,
     ) -> Result<TableProfile, QueryError> {
         let name = TableName::parse(&request.table)
             .map_err(|_| QueryError::UnknownTable(request.table.clone()))?;
+        let top_k = request.top_k.unwrap_or(TOP_K);
+        if top_k == 0 || top_k as u64 > LOW_CARDINALITY {
+            return Err(QueryError::Plan(datafusion::error::DataFusionError::Plan(
+                format!("top_k must be between 1 and {LOW_CARDINALITY}"),
+            )));
+        }
         let visible = self.visible_tables(principal);
         let (Some(schema), Some(policy)) = (visible.get(&name), visible.policy(&name)) else {
             return Err(QueryError::UnknownTable(request.table.clone()));
@@ -210,7 +254,10 @@ impl QueryEngine {
         // A profile is one request against the caller's limits, cached or
         // not, however many queries it runs: they go without admission of
         // their own.
-        let _permit = self.admit(principal, self.session(principal).limits.as_ref())?;
+        let _permit = match admit {
+            Admit::Yes => self.admit(principal, self.session(principal).limits.as_ref())?,
+            Admit::No => None,
+        };
         let snapshot = self.replica.tables();
         let (_, extra_version) = self.extra_tables();
         if let Some(hit) = self
@@ -254,6 +301,7 @@ impl QueryEngine {
                 &source,
                 &columns,
                 request.sample.is_some(),
+                top_k,
             )
             .await?;
         self.profiles.store(CachedProfile {
@@ -273,6 +321,7 @@ impl QueryEngine {
         source: &str,
         columns: &[(String, DataType)],
         sampled: bool,
+        top_k: usize,
     ) -> Result<TableProfile, QueryError> {
         let mut select = vec!["count(*) AS total".to_string()];
         for (i, (column, data_type)) in columns.iter().enumerate() {
@@ -331,7 +380,7 @@ impl QueryEngine {
             let quoted = quote_ident(column);
             let top_values = match approx_distinct {
                 Some(d) if d <= LOW_CARDINALITY && kind != Kind::Other => {
-                    Some(self.top_values(principal, source, &quoted).await?)
+                    Some(self.top_values(principal, source, &quoted, top_k).await?)
                 }
                 _ => None,
             };
@@ -383,10 +432,11 @@ impl QueryEngine {
         principal: &Principal,
         source: &str,
         column: &str,
+        top_k: usize,
     ) -> Result<Vec<TopValue>, QueryError> {
         let sql = format!(
             "SELECT CAST({column} AS VARCHAR) AS v, count(*) AS n FROM {source} \
-             GROUP BY {column} ORDER BY n DESC, v NULLS FIRST LIMIT {TOP_K}"
+             GROUP BY {column} ORDER BY n DESC, v NULLS FIRST LIMIT {top_k}"
         );
         let batches = self.collect(principal, &sql).await?;
         let mut values = Vec::new();

@@ -199,6 +199,62 @@ def test_the_context_is_readable_in_sql_as_each_caller_may_see_it(ctx):
     assert ("demo", "orders") in {(r["table_schema"], r["table_name"]) for r in sql(server, "SELECT * FROM airlock.context_tables")}
 
 
+def test_a_scan_shows_each_caller_only_values_it_may_read(ctx):
+    client, admin = ctx["admin"]
+    server = ctx["server"]
+    call(client, admin, "grant.set", {"swarm": "eu_only", "tables": {
+        "demo.customers": {"row_filter": "region = 'EU'", "columns": {"email": {"mask": "'***'"}}},
+        "demo.orders": {"row_filter": "region = 'EU'"}}})
+    token = call(client, admin, "token.create", {"kind": "agent", "name": "eu_ctx", "swarm": "eu_only"})["token"]
+    agent = (server.flight_client(), bearer(token))
+
+    job = call(client, admin, "context.scan", {"tables": ["demo.customers", "demo.orders"], "wait": True})
+    assert (job["kind"], job["state"], job["result"]["tables"]) == ("scan", "succeeded", 2), job
+    assert call(client, admin, "job.get", {"job_id": job["job_id"]})["state"] == "succeeded"
+    assert "admin" in fails(agent[0], agent[1], "context.scan", {})
+
+    def scanned(c, o, table):
+        answer = call(c, o, "context.search", {"question": f"{table} region status", "k": 5})
+        found = next(t for t in answer["tables"] if t["table"] == table)
+        return found, {col["name"]: col for col in found["columns"]}
+
+    customers, columns = scanned(client, admin, "demo.customers")
+    regions = {r["region"] for r in sql(server, "SELECT DISTINCT region FROM demo.customers")}
+    assert len(regions) > 1 and set(columns["region"]["categories"]) == regions
+    assert customers["primary_key"] == "customer_id" and customers["scan"]["stale"] is False
+    assert "categories" not in columns["email"]  # 1,000 distinct values
+    orders, columns = scanned(client, admin, "demo.orders")
+    assert orders["primary_key"] == "order_id"
+    assert {"column": "customer_id", "references_table": "demo.customers", "references_column": "customer_id"} in orders["foreign_keys"]
+    statuses = {r["status"] for r in sql(server, "SELECT DISTINCT status FROM demo.orders")}
+    assert set(columns["status"]["categories"]) == statuses
+
+    # The EU agent: only values of rows it may read, masked values masked.
+    customers, columns = scanned(*agent, "demo.customers")
+    assert columns["region"]["categories"] == ["EU"]
+    assert set(columns["email"]["examples"]) == {"***"}
+    assert not (regions - {"EU"}) & set(str(customers).split("'"))
+    orders, columns = scanned(*agent, "demo.orders")
+    eu_statuses = {r["status"] for r in sql(server, "SELECT DISTINCT status FROM demo.orders", token)}
+    assert set(columns["status"]["categories"]) == eu_statuses
+    assert set(columns["region"]["categories"]) == {"EU"}
+    # Sales cannot read customers.email: no examples of it, no key guess through it.
+    sales_client, sales = ctx["agents"]["sales"]
+    customers, columns = scanned(sales_client, sales, "demo.customers")
+    assert "email" not in columns and "@example.com" not in str(customers)
+
+    # A sync replaces the table: its scan is stale until scanned again.
+    import time
+    started = call(client, admin, "sync.start", {"table": "demo.orders"})["job_id"]
+    while call(client, admin, "sync.status", {"job_id": started})["state"] not in ("succeeded", "failed"):
+        time.sleep(0.1)
+    orders, _ = scanned(client, admin, "demo.orders")
+    assert orders["scan"]["stale"] is True
+    call(client, admin, "context.scan", {"tables": ["demo.orders"], "wait": True})
+    orders, _ = scanned(client, admin, "demo.orders")
+    assert orders["scan"]["stale"] is False
+
+
 def test_context_survives_a_restart(ctx):
     client, admin = ctx["admin"]
     call(client, admin, "context.describe", {"table": "demo.orders", "description": "Kept across restarts"})
