@@ -136,6 +136,20 @@ impl ContextService {
             .collect()
     }
 
+    /// The visible warehouse tables `principal` reads with no row filter
+    /// or mask: it sees their values as an admin does.
+    fn plain_tables(&self, principal: &Principal) -> std::collections::BTreeSet<TableName> {
+        let visible = self.query.visible_tables(principal);
+        visible
+            .tables()
+            .filter_map(|(schema, table, _)| TableName::from_parts(schema, table).ok())
+            .filter(|name| {
+                !RESERVED_SCHEMAS.contains(&name.schema())
+                    && visible.policy(name).is_some_and(|p| p.is_empty())
+            })
+            .collect()
+    }
+
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
         self.state.read().unwrap_or_else(|p| p.into_inner())
     }

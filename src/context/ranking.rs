@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use bm25::{Document, Language, SearchEngine, SearchEngineBuilder};
 
 use super::records::{GoldenSql, TableNotes, Visible};
+use super::scan::TableScan;
 use crate::table_name::TableName;
 
 /// Indexes kept (one per distinct catalog recently searched).
@@ -33,6 +34,10 @@ pub(super) struct Corpus<'a> {
     pub(super) visible: &'a Visible,
     pub(super) notes: &'a BTreeMap<String, TableNotes>,
     pub(super) golden: Vec<&'a GoldenSql>,
+    /// Scans whose categories the caller reads exactly as stored: those of
+    /// tables it reads with no row filter or mask. (A governed table's
+    /// categories differ per caller and are not ranked on.)
+    pub(super) scans: BTreeMap<&'a TableName, &'a TableScan>,
 }
 
 impl Corpus<'_> {
@@ -42,6 +47,9 @@ impl Corpus<'_> {
         self.visible.hash(&mut hasher);
         for golden in &self.golden {
             golden.id.hash(&mut hasher);
+        }
+        for table in self.scans.keys() {
+            table.hash(&mut hasher);
         }
         hasher.finish()
     }
@@ -74,12 +82,20 @@ impl SearchIndex {
                 text.push(' ');
                 text.push_str(description);
             }
+            let scan = corpus.scans.get(name);
             for (column, _) in corpus.visible.get(name).into_iter().flatten() {
                 text.push(' ');
                 text.push_str(&words(column));
                 if let Some(description) = notes.and_then(|n| n.columns.get(column)) {
                     text.push(' ');
                     text.push_str(description);
+                }
+                let categories = scan
+                    .and_then(|s| s.columns.iter().find(|c| &c.name == column))
+                    .and_then(|c| c.categories.as_ref());
+                for category in categories.into_iter().flatten() {
+                    text.push(' ');
+                    text.push_str(&words(category));
                 }
             }
             // A golden question names the table in the words people use.
@@ -246,10 +262,28 @@ mod tests {
             created_at: Utc::now(),
             created_by: "admin".into(),
         };
+        let nations = TableName::parse("tpch.nation").unwrap();
+        let scan = TableScan {
+            table: "tpch.nation".into(),
+            version: "v".into(),
+            scanned_at: Utc::now(),
+            rows: 25,
+            columns: vec![crate::context::ColumnScan {
+                name: "n_name".into(),
+                data_type: "Utf8".into(),
+                null_fraction: 0.0,
+                approx_distinct: Some(25),
+                categories: Some(vec!["GERMANY".into(), "FRANCE".into()]),
+                examples: vec![],
+            }],
+            primary_key: None,
+            foreign_keys: vec![],
+        };
         let corpus = Corpus {
             visible: &visible,
             notes: &notes,
             golden: vec![&golden],
+            scans: [(&nations, &scan)].into(),
         };
         let index = SearchIndex::build(&corpus);
         assert_eq!(

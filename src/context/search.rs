@@ -141,10 +141,21 @@ impl ContextService {
             .values()
             .filter(|g| g.visible_to(principal, &visible))
             .collect();
+        let plain = self.plain_tables(principal);
+        let scans = state
+            .scans
+            .values()
+            .filter_map(|scan| {
+                let name = TableName::parse(&scan.table).ok()?;
+                let (name, _) = visible.get_key_value(&name)?;
+                plain.contains(name).then_some((name, scan))
+            })
+            .collect();
         let corpus = Corpus {
             visible: &visible,
             notes: &state.notes,
             golden,
+            scans,
         };
         let index = self
             .indexes

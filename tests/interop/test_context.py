@@ -228,6 +228,8 @@ def test_a_scan_shows_each_caller_only_values_it_may_read(ctx):
     assert {"column": "customer_id", "references_table": "demo.customers", "references_column": "customer_id"} in orders["foreign_keys"]
     statuses = {r["status"] for r in sql(server, "SELECT DISTINCT status FROM demo.orders")}
     assert set(columns["status"]["categories"]) == statuses
+    # Categories rank too: a value names its table.
+    assert call(client, admin, "context.search", {"question": "anything delivered?", "k": 1})["tables"][0]["table"] == "demo.orders"
 
     # The EU agent: only values of rows it may read, masked values masked.
     customers, columns = scanned(*agent, "demo.customers")
