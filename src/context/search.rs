@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::ranking::Corpus;
 use super::records::{GoldenSql, Instruction};
-use super::scan::{ColumnScan, ForeignKey, profile_request};
+use super::scan::{ColumnScan, ForeignKey, TableScan, profile_request};
 use super::{ContextError, ContextService, MAX_K, check_text};
 use crate::principal::Principal;
 use crate::table_name::TableName;
@@ -231,22 +231,11 @@ impl ContextService {
         principal: &Principal,
         table: &mut TableContext,
     ) -> Result<(), ContextError> {
-        let Some(stored) = self.read().scans.get(&table.table).cloned() else {
-            return Ok(());
-        };
         let Ok(name) = TableName::parse(&table.table) else {
             return Ok(());
         };
-        let seen: Vec<ColumnScan> = if principal.is_admin() {
-            stored.columns.clone()
-        } else {
-            self.query
-                .profile_within(principal, &profile_request(&name))
-                .await?
-                .columns
-                .iter()
-                .map(ColumnScan::from_profile)
-                .collect()
+        let Some((stored, seen)) = self.scan_seen_by(principal, &name).await? else {
+            return Ok(());
         };
         for column in &mut table.columns {
             if let Some(scan) = seen.iter().find(|s| s.name == column.name) {
@@ -278,5 +267,30 @@ impl ContextService {
             stale: self.query.table_version(&name).as_deref() != Some(stored.version.as_str()),
         });
         Ok(())
+    }
+
+    /// A table's stored scan and its columns as `principal` sees them:
+    /// admins the stored values; others categories and examples from their
+    /// own profile of the table. None for a table never scanned.
+    pub(super) async fn scan_seen_by(
+        self: &Arc<Self>,
+        principal: &Principal,
+        name: &TableName,
+    ) -> Result<Option<(TableScan, Vec<ColumnScan>)>, ContextError> {
+        let Some(stored) = self.read().scans.get(&name.to_string()).cloned() else {
+            return Ok(None);
+        };
+        let seen = if principal.is_admin() {
+            stored.columns.clone()
+        } else {
+            self.query
+                .profile_within(principal, &profile_request(name))
+                .await?
+                .columns
+                .iter()
+                .map(ColumnScan::from_profile)
+                .collect()
+        };
+        Ok(Some((stored, seen)))
     }
 }

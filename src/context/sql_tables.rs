@@ -8,6 +8,7 @@
 //! The providers hold the service weakly: the query engine they are
 //! registered with is one of the service's own handles.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
@@ -61,13 +62,15 @@ impl Kind {
                 true,
             )
         };
-        let list = |name: &str| {
+        let list_of = |name: &str, nullable: bool| {
             Field::new(
                 name,
                 DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-                false,
+                nullable,
             )
         };
+        let list = |name: &str| list_of(name, false);
+        let nullable_list = |name: &str| list_of(name, true);
         Arc::new(Schema::new(match self {
             Kind::Tables => vec![
                 text("table_schema", false),
@@ -81,6 +84,8 @@ impl Kind {
                 text("column_name", false),
                 text("data_type", false),
                 text("description", true),
+                nullable_list("categories"),
+                nullable_list("examples"),
             ],
             Kind::Instructions => vec![
                 text("id", false),
@@ -102,7 +107,11 @@ impl Kind {
     }
 
     /// The rows `principal` may see, now.
-    fn rows(self, service: &ContextService, principal: &Principal) -> DfResult<RecordBatch> {
+    async fn rows(
+        self,
+        service: &Arc<ContextService>,
+        principal: &Principal,
+    ) -> DfResult<RecordBatch> {
         let schema = self.schema();
         let columns: Vec<ArrayRef> = match self {
             Kind::Tables => {
@@ -128,21 +137,43 @@ impl Kind {
             Kind::Columns => {
                 let visible = service.visible(principal);
                 let notes = service.descriptions(principal, None);
-                let mut rows: Vec<(&TableName, &str, &str, Option<&str>)> = Vec::new();
+                let mut scanned = BTreeMap::new();
+                for table in visible.keys() {
+                    let seen = service
+                        .scan_seen_by(principal, table)
+                        .await
+                        .map_err(|e| DataFusionError::External(Box::new(e)))?;
+                    if let Some((_, columns)) = seen {
+                        scanned.insert(table.clone(), columns);
+                    }
+                }
+                let mut rows: Vec<ColumnRow<'_>> = Vec::new();
                 for (table, columns) in &visible {
                     let note = notes.iter().find(|n| n.table == table.to_string());
                     for (column, data_type) in columns {
-                        let description =
-                            note.and_then(|n| n.columns.get(column)).map(String::as_str);
-                        rows.push((table, column, data_type, description));
+                        let scan = scanned
+                            .get(table)
+                            .and_then(|cols| cols.iter().find(|c| &c.name == column));
+                        rows.push(ColumnRow {
+                            table,
+                            column,
+                            data_type,
+                            description: note
+                                .and_then(|n| n.columns.get(column))
+                                .map(String::as_str),
+                            categories: scan.and_then(|s| s.categories.clone()),
+                            examples: scan.map(|s| s.examples.clone()),
+                        });
                     }
                 }
                 vec![
-                    strings(rows.iter().map(|r| Some(r.0.schema()))),
-                    strings(rows.iter().map(|r| Some(r.0.table()))),
-                    strings(rows.iter().map(|r| Some(r.1))),
-                    strings(rows.iter().map(|r| Some(r.2))),
-                    strings(rows.iter().map(|r| r.3)),
+                    strings(rows.iter().map(|r| Some(r.table.schema()))),
+                    strings(rows.iter().map(|r| Some(r.table.table()))),
+                    strings(rows.iter().map(|r| Some(r.column.as_str()))),
+                    strings(rows.iter().map(|r| Some(r.data_type.as_str()))),
+                    strings(rows.iter().map(|r| r.description)),
+                    nullable_lists(rows.iter().map(|r| r.categories.clone())),
+                    nullable_lists(rows.iter().map(|r| r.examples.clone())),
                 ]
             }
             Kind::Instructions => {
@@ -174,6 +205,32 @@ impl Kind {
     }
 }
 
+/// One row of `airlock.context_columns`.
+struct ColumnRow<'a> {
+    table: &'a TableName,
+    column: &'a String,
+    data_type: &'a String,
+    description: Option<&'a str>,
+    categories: Option<Vec<String>>,
+    examples: Option<Vec<String>>,
+}
+
+fn nullable_lists(values: impl Iterator<Item = Option<Vec<String>>>) -> ArrayRef {
+    let mut builder = ListBuilder::new(StringBuilder::new());
+    for list in values {
+        match list {
+            Some(list) => {
+                for value in list {
+                    builder.values().append_value(value);
+                }
+                builder.append(true);
+            }
+            None => builder.append(false),
+        }
+    }
+    Arc::new(builder.finish())
+}
+
 fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(values.collect::<StringArray>())
 }
@@ -187,14 +244,7 @@ fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
 }
 
 fn lists(values: impl Iterator<Item = Vec<String>>) -> ArrayRef {
-    let mut builder = ListBuilder::new(StringBuilder::new());
-    for list in values {
-        for value in list {
-            builder.values().append_value(value);
-        }
-        builder.append(true);
-    }
-    Arc::new(builder.finish())
+    nullable_lists(values.map(Some))
 }
 
 /// Registers the context tables in every principal's catalog.
@@ -254,7 +304,7 @@ impl TableProvider for ContextTable {
         let service = self.service.upgrade().ok_or_else(|| {
             DataFusionError::Execution("the context store is shutting down".into())
         })?;
-        let batch = self.kind.rows(&service, &self.principal)?;
+        let batch = self.kind.rows(&service, &self.principal).await?;
         MemTable::try_new(self.kind.schema(), vec![vec![batch]])?
             .scan(state, projection, filters, limit)
             .await

@@ -236,6 +236,12 @@ def test_a_scan_shows_each_caller_only_values_it_may_read(ctx):
     assert columns["region"]["categories"] == ["EU"]
     assert set(columns["email"]["examples"]) == {"***"}
     assert not (regions - {"EU"}) & set(str(customers).split("'"))
+    # The same in SQL.
+    in_sql = sql(server, "SELECT column_name, categories, examples FROM airlock.context_columns WHERE table_name = 'customers'", token)
+    in_sql = {r["column_name"]: r for r in in_sql}
+    assert in_sql["region"]["categories"] == ["EU"] and set(in_sql["email"]["examples"]) == {"***"}
+    assert in_sql["email"]["categories"] == ["***"]  # masked: one value
+    assert in_sql["customer_id"]["categories"] is None  # too many values
     orders, columns = scanned(*agent, "demo.orders")
     eu_statuses = {r["status"] for r in sql(server, "SELECT DISTINCT status FROM demo.orders", token)}
     assert set(columns["status"]["categories"]) == eu_statuses
