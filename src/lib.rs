@@ -15,6 +15,7 @@
 //!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
 //!          ├─► policy    grants → per-principal catalog: filters, masks, limits
 //!          └─► replica   DuckDB: hardened; scans get generated SQL only
+//!  jobs      durable jobs beside syncs (exports, context scans)
 //!  meta      durable documents: tokens, registrations, jobs, settings
 //! ```
 //!
