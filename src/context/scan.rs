@@ -205,22 +205,9 @@ impl ContextService {
         principal: &Principal,
         request: ScanRequest,
     ) -> Result<ToolJob, ContextError> {
-        let visible = self.visible(principal);
-        let tables: Vec<TableName> = match &request.tables {
-            Some(names) => {
-                let mut tables = Vec::new();
-                for name in names {
-                    let table = super::parse_table(name)?;
-                    if !visible.contains_key(&table) {
-                        return Err(ContextError::NotFound(format!(
-                            "table '{table}' does not exist; table.list shows the tables"
-                        )));
-                    }
-                    tables.push(table);
-                }
-                tables
-            }
-            None => visible.keys().cloned().collect(),
+        let tables = match &request.tables {
+            Some(names) => self.existing_tables(principal, names)?,
+            None => self.visible(principal).into_keys().collect(),
         };
         let recorded = serde_json::json!({
             "tables": tables.iter().map(ToString::to_string).collect::<Vec<_>>(),

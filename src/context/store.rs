@@ -11,6 +11,7 @@ use super::records::{GoldenSql, Instruction, TableNotes};
 use super::{ContextError, ContextService, check_text, parse_table};
 use crate::meta::{Collection, Expect, Labels};
 use crate::principal::Principal;
+use crate::table_name::TableName;
 
 /// `context.describe`: set (or, with an empty text, clear) a table's
 /// description and its columns' descriptions.
@@ -147,7 +148,11 @@ impl ContextService {
             ContextError::BadRequest("missing \"text\": the rule, in words".into())
         })?;
         check_text("text", &text, false)?;
-        let tables = self.existing_tables(principal, request.tables.unwrap_or_default())?;
+        let tables = self
+            .existing_tables(principal, &request.tables.unwrap_or_default())?
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         let now = Utc::now();
         let instruction = Instruction {
             id: uuid::Uuid::new_v4().to_string(),
@@ -172,7 +177,12 @@ impl ContextService {
             .id
             .ok_or_else(|| ContextError::BadRequest("missing \"id\" of the instruction".into()))?;
         let tables = match request.tables {
-            Some(tables) => Some(self.existing_tables(principal, tables)?),
+            Some(tables) => Some(
+                self.existing_tables(principal, &tables)?
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+            ),
             None => None,
         };
         if let Some(text) = &request.text {
@@ -346,22 +356,22 @@ impl ContextService {
 
     /// Table names that exist for `principal` (an admin: every table),
     /// normalized; an unknown one is refused.
-    fn existing_tables(
+    pub(super) fn existing_tables(
         &self,
         principal: &Principal,
-        tables: Vec<String>,
-    ) -> Result<Vec<String>, ContextError> {
+        tables: &[String],
+    ) -> Result<Vec<TableName>, ContextError> {
         let visible = self.visible(principal);
         let mut out = Vec::new();
         for table in tables {
-            let name = parse_table(&table)?;
+            let name = parse_table(table)?;
             if !visible.contains_key(&name) {
                 return Err(ContextError::NotFound(format!(
                     "table '{name}' does not exist; table.list shows the tables"
                 )));
             }
-            if !out.contains(&name.to_string()) {
-                out.push(name.to_string());
+            if !out.contains(&name) {
+                out.push(name);
             }
         }
         Ok(out)
