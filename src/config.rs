@@ -10,7 +10,7 @@
 //! (`auth::AuthConfig`, `replica::DuckDbConfig`, `query::QueryConfig`,
 //! `sync::SyncSettings`, …), `server::Settings` gathers them, and this module
 //! fills them in. Nothing in the library imports it.
-//! Secrets are not settings: `AIRLOCK_ADMIN_PASSWORD` and
+//! Secrets are not settings: `AIRLOCK_ADMIN_PASSWORD`, `AIRLOCK_SECRETS_KEY` and
 //! `AIRLOCK_JWT_SECRET` are read from the environment only, so they never
 //! appear in a config dump, a process list or a log.
 

@@ -9,7 +9,7 @@
 //!    ├─► audit     one record per call, written to airlock.audit
 //!    ├─► auth      Basic → bearer JWT; token records, revocation
 //!    ├─► actions   JSON actions: tokens, tables, syncs, grants, tools, context
-//!    │     ├─► sync      sources (object_store files) → staging → swap
+//!    │     ├─► sync      connections, sources (files, Snowflake) → staging → swap
 //!    │     ├─► tools     artifacts, exports, sampling, profiling → query
 //!    │     └─► context   descriptions, rules, golden SQL, search → query
 //!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
@@ -17,6 +17,7 @@
 //!          └─► replica   DuckDB: hardened; scans get generated SQL only
 //!  jobs      durable jobs beside syncs (exports, context scans)
 //!  meta      durable documents: tokens, registrations, jobs, settings
+//!  secrets   keys beside the metadata; connection secrets sealed at rest
 //! ```
 //!
 //! Agent SQL is parsed and planned by DataFusion; DuckDB only ever sees SQL
@@ -40,6 +41,7 @@ pub mod principal;
 pub mod query;
 pub mod redact;
 pub mod replica;
+pub mod secrets;
 pub mod server;
 pub mod sync;
 pub mod table_name;

@@ -58,3 +58,42 @@ pub fn open(
         })?;
     Ok((Arc::from(store), path))
 }
+
+/// The first of `options` that the store `url` names does not know (a
+/// typo there would otherwise be ignored silently).
+pub fn unknown_option<'a>(
+    url: &Url,
+    mut options: impl Iterator<Item = &'a String>,
+) -> Option<String> {
+    use std::str::FromStr;
+
+    use object_store::ClientConfigKey;
+    use object_store::aws::AmazonS3ConfigKey;
+    use object_store::azure::AzureConfigKey;
+    use object_store::gcp::GoogleConfigKey;
+
+    let known = |key: &str| match url.scheme() {
+        "s3" | "s3a" => AmazonS3ConfigKey::from_str(key).is_ok(),
+        "gs" => GoogleConfigKey::from_str(key).is_ok(),
+        "az" | "adl" | "azure" | "abfs" | "abfss" => AzureConfigKey::from_str(key).is_ok(),
+        "http" | "https" => ClientConfigKey::from_str(key).is_ok(),
+        _ => false,
+    };
+    options.find(|key| !known(key)).cloned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_are_checked_against_the_store_kind() {
+        let s3 = Url::parse("s3://bucket/").unwrap();
+        let keys = ["aws_region".to_string(), "allow_http".to_string()];
+        assert_eq!(unknown_option(&s3, keys.iter()), None);
+        let typo = ["aws_regoin".to_string()];
+        assert_eq!(unknown_option(&s3, typo.iter()), Some("aws_regoin".into()));
+        let gs = Url::parse("gs://bucket/").unwrap();
+        assert!(unknown_option(&gs, keys[..1].iter()).is_some());
+    }
+}

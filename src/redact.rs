@@ -21,6 +21,15 @@ pub fn url(source: &str) -> String {
     }
 }
 
+/// Whether a setting or JSON key of this name may hold a secret
+/// (`password`, `aws_secret_access_key`, `private_key`, `token`, …).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "secret", "token", "key", "credential"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
 /// An action's JSON body for the audit: values of keys that may hold
 /// secrets are replaced, and source URLs lose their credentials.
 pub fn json_body(body: &[u8]) -> Option<String> {
@@ -28,11 +37,7 @@ pub fn json_body(body: &[u8]) -> Option<String> {
         match value {
             serde_json::Value::Object(map) => {
                 for (key, value) in map.iter_mut() {
-                    let key = key.to_ascii_lowercase();
-                    if ["password", "secret", "token", "key", "credential"]
-                        .iter()
-                        .any(|s| key.contains(s))
-                    {
+                    if is_secret_key(key) {
                         *value = serde_json::Value::String("[redacted]".into());
                     } else if let serde_json::Value::String(text) = value
                         && text.contains("://")

@@ -29,7 +29,8 @@ use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
-use crate::sync::{SnowflakeConnections, Sources, SyncError, SyncService};
+use crate::secrets::SecretBox;
+use crate::sync::{Connections, SnowflakeConnections, Sources, SyncError, SyncService};
 use crate::tools::artifacts::{
     self, ArtifactError, ArtifactService, ArtifactSettings, ArtifactTables,
 };
@@ -93,6 +94,9 @@ pub struct Secrets {
     pub admin_password: Option<String>,
     /// `AIRLOCK_JWT_SECRET`.
     pub jwt_secret: Option<String>,
+    /// `AIRLOCK_SECRETS_KEY`: seals connection secrets in the metadata
+    /// (default: `<data_dir>/secrets/connections.key`).
+    pub secrets_key: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -102,11 +106,13 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads `AIRLOCK_ADMIN_PASSWORD` and `AIRLOCK_JWT_SECRET`.
+    /// Reads `AIRLOCK_ADMIN_PASSWORD`, `AIRLOCK_JWT_SECRET` and
+    /// `AIRLOCK_SECRETS_KEY`.
     pub fn from_env() -> Self {
         Self {
             admin_password: std::env::var("AIRLOCK_ADMIN_PASSWORD").ok(),
             jwt_secret: std::env::var("AIRLOCK_JWT_SECRET").ok(),
+            secrets_key: std::env::var("AIRLOCK_SECRETS_KEY").ok(),
         }
     }
 }
@@ -309,11 +315,16 @@ impl App {
         let meta_for_context = meta.clone();
         let snowflake =
             SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
+        let sealing = SecretBox::open(&data_dir.join("secrets"), secrets.secrets_key.as_deref())
+            .map_err(|e| ServerError::Config(e.to_string()))?;
+        let connections = Connections::open(meta.clone(), sealing, snowflake)
+            .await
+            .map_err(SyncError::from)?;
         let sync = SyncService::open(
             meta,
             data_dir.clone(),
             Arc::clone(&replica),
-            Sources::new(config.object_store.clone(), snowflake),
+            Sources::new(config.object_store.clone(), connections),
             config.sync.clone(),
         )
         .await?;

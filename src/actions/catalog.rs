@@ -42,6 +42,18 @@ pub enum Action {
     TableStatus,
     /// List the tables of a Snowflake schema.
     SourcesListTables,
+    /// Create a runtime connection.
+    SourcesCreate,
+    /// List connections.
+    SourcesList,
+    /// Read a connection.
+    SourcesGet,
+    /// Change a runtime connection.
+    SourcesUpdate,
+    /// Delete a runtime connection.
+    SourcesDelete,
+    /// Try a connection.
+    SourcesTest,
     /// Create or replace a grant.
     GrantSet,
     /// Read a grant.
@@ -98,7 +110,7 @@ pub enum Action {
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 40] = [
+    pub const ALL: [Action; 46] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -113,6 +125,12 @@ impl Action {
         Action::SyncSchedule,
         Action::TableStatus,
         Action::SourcesListTables,
+        Action::SourcesCreate,
+        Action::SourcesList,
+        Action::SourcesGet,
+        Action::SourcesUpdate,
+        Action::SourcesDelete,
+        Action::SourcesTest,
         Action::GrantSet,
         Action::GrantGet,
         Action::GrantList,
@@ -158,6 +176,12 @@ impl Action {
             Action::SyncSchedule => "sync.schedule",
             Action::TableStatus => "table.status",
             Action::SourcesListTables => "sources.list_tables",
+            Action::SourcesCreate => "sources.create",
+            Action::SourcesList => "sources.list",
+            Action::SourcesGet => "sources.get",
+            Action::SourcesUpdate => "sources.update",
+            Action::SourcesDelete => "sources.delete",
+            Action::SourcesTest => "sources.test",
             Action::GrantSet => "grant.set",
             Action::GrantGet => "grant.get",
             Action::GrantList => "grant.list",
@@ -215,7 +239,8 @@ impl Action {
                  \"strategy\" (full|incremental|append), \"cursor\" (column), \"overlap\" (\"10m\" or a number), \
                  \"on_schema_change\" (fail|full_refresh), \"every\" (\"15m\") or \"cron\" (\"0 */2 * * *\", UTC). \
                  The source is any object_store URL (file, s3, gs, az, https: one file, a directory ending in '/' or a glob) \
-                 or snowflake://CONNECTION/DATABASE.SCHEMA.TABLE. The source's columns are checked now."
+                 or snowflake://CONNECTION/DATABASE.SCHEMA.TABLE; a file source may add \"connection\" (a runtime object-store \
+                 connection from sources.create). The source's columns are checked now."
             }
             Action::TableList => {
                 "List tables: registrations with replica status for admins, queryable tables for others."
@@ -248,6 +273,32 @@ impl Action {
             Action::SourcesListTables => {
                 "List the tables of a Snowflake schema with row counts and bytes (admin). \
                  Body: {\"connection\":\"prod\",\"database\":\"DB\",\"schema\":\"PUBLIC\"}."
+            }
+            Action::SourcesCreate => {
+                "Create a connection at run time (admin); secrets are encrypted at rest and never shown again. Body: \
+                 {\"name\":\"wh\",\"type\":\"snowflake\",\"account\":\"myorg-acct\",\"user\":\"LOADER\",\"password\":\"…\"} \
+                 (or \"private_key\": PEM; optional role, warehouse, database, url) or \
+                 {\"name\":\"lake\",\"type\":\"object_store\",\"url\":\"s3://bucket/\",\"options\":{\"aws_region\":\"eu-west-1\",\
+                 \"aws_access_key_id\":\"…\",\"aws_secret_access_key\":\"…\"}}. Use it in table.register: \
+                 snowflake://wh/DB.SCHEMA.TABLE, or a file source under its url with \"connection\":\"lake\"."
+            }
+            Action::SourcesList => {
+                "List connections (admin): the config file's (read-only) and runtime ones, with their settings and which \
+                 secrets are set, never their values. Body: empty or {}."
+            }
+            Action::SourcesGet => "Read one connection (admin). Body: {\"name\":\"wh\"}.",
+            Action::SourcesUpdate => {
+                "Change a runtime connection (admin): given fields replace stored ones; for options, \"\" removes a key. \
+                 Body: {\"name\":\"wh\",\"password\":\"…\"}."
+            }
+            Action::SourcesDelete => {
+                "Delete a runtime connection no registered table uses (admin). Body: {\"name\":\"wh\"}."
+            }
+            Action::SourcesTest => {
+                "Try a connection (admin): logs in to Snowflake or lists the object store. Body: {\"name\":\"wh\"}, or \
+                 unsaved settings as for sources.create. Answers {\"ok\",\"code\",\"message\",\"elapsed_ms\"}; codes: ok, \
+                 invalid_uri, invalid_config, auth_failed, permission_denied, not_found, unreachable, secrets_unavailable, \
+                 unexpected_response."
             }
             Action::GrantSet => {
                 "Create or replace a grant (admin). Body: {\"swarm\":\"emea\",\"agent\":null,\"tables\":{\"sales.orders\":\
@@ -383,6 +434,12 @@ impl Action {
             | Action::SyncSchedule
             | Action::TableStatus
             | Action::SourcesListTables
+            | Action::SourcesCreate
+            | Action::SourcesList
+            | Action::SourcesGet
+            | Action::SourcesUpdate
+            | Action::SourcesDelete
+            | Action::SourcesTest
             | Action::GrantSet
             | Action::GrantGet
             | Action::GrantList

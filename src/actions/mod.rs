@@ -9,8 +9,9 @@
 //!
 //! ```text
 //!  run ── permission ──┬─ tokens.rs   token.create/revoke/list, whoami      → auth
-//!                      ├─ tables.rs   table.register/list/remove/status,    → sync
-//!                      │              sources.list_tables
+//!                      ├─ tables.rs   table.register/list/remove/status     → sync
+//!                      ├─ sources.rs  sources.create/list/get/update/       → sync::connections
+//!                      │              delete/test/list_tables
 //!                      ├─ sync.rs     sync.start/status/jobs/cancel/schedule → sync
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
@@ -28,6 +29,7 @@ mod catalog;
 mod context;
 mod grants;
 mod jobs;
+mod sources;
 mod sync;
 mod tables;
 mod tokens;
@@ -179,6 +181,12 @@ impl Actions {
             Action::SyncSchedule => respond(action, self.sync_schedule(body).await?),
             Action::TableStatus => respond(action, self.table_status(body).await?),
             Action::SourcesListTables => respond(action, self.sources_list_tables(body).await?),
+            Action::SourcesCreate => respond(action, self.sources_create(principal, body).await?),
+            Action::SourcesList => respond(action, self.sources_list(body).await?),
+            Action::SourcesGet => respond(action, self.sources_get(body).await?),
+            Action::SourcesUpdate => respond(action, self.sources_update(body).await?),
+            Action::SourcesDelete => respond(action, self.sources_delete(body).await?),
+            Action::SourcesTest => respond(action, self.sources_test(body).await?),
             Action::GrantSet => respond(action, self.grant_set(body).await?),
             Action::GrantGet => respond(action, self.grant_get(body)?),
             Action::GrantList => respond(action, self.grant_list(body)?),

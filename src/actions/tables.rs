@@ -1,5 +1,5 @@
 //! Table actions: `table.register`, `table.list`, `table.remove`,
-//! `table.status` and `sources.list_tables`, and the primary keys metadata
+//! `table.status`, and the primary keys metadata
 //! answers report.
 //!
 //! Registrations and replicas belong to `sync`, what a principal may see to
@@ -13,7 +13,6 @@ use serde::{Deserialize, Serialize};
 use super::sync::JobView;
 use super::{Action, ActionError, Actions, Empty, parse};
 use crate::principal::Principal;
-use crate::sync::snowflake::SourceTable;
 use crate::sync::{
     ColumnRecord, CsvOptions, FileFormat, OnSchemaChange, RegisterRequest, Schedule, SourceSpec,
     Strategy, SyncError, SyncJob, TableRegistration, TableStatus,
@@ -25,15 +24,6 @@ use crate::table_name::{AIRLOCK_SCHEMA, TableName};
 #[serde(deny_unknown_fields)]
 struct NameRequest {
     name: String,
-}
-
-/// The body of `sources.list_tables`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListTablesRequest {
-    connection: String,
-    database: String,
-    schema: String,
 }
 
 /// A registration as `table.register` and `table.list` show it.
@@ -63,6 +53,8 @@ pub(super) struct RegistrationView {
 struct FileOptionsView {
     format: Option<FileFormat>,
     csv: CsvOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connection: Option<String>,
 }
 
 impl RegistrationView {
@@ -72,6 +64,7 @@ impl RegistrationView {
             SourceSpec::Files(files) => Some(FileOptionsView {
                 format: files.format,
                 csv: files.csv,
+                connection: files.connection,
             }),
             SourceSpec::Snowflake(_) => None,
         };
@@ -167,12 +160,6 @@ impl From<TableStatus> for TableStatusView {
     }
 }
 
-/// `sources.list_tables`.
-#[derive(Debug, Serialize)]
-pub(super) struct SourceTablesView {
-    tables: Vec<SourceTable>,
-}
-
 impl Actions {
     /// The declared primary key of a table the principal can see (empty
     /// for tables it cannot see, so metadata never confirms they exist).
@@ -253,19 +240,6 @@ impl Actions {
         let name = TableName::parse(&name).map_err(SyncError::from)?;
         Ok(self.sync.table_status(&name).await?.into())
     }
-
-    /// `sources.list_tables`: the tables of a Snowflake schema.
-    pub(super) async fn sources_list_tables(
-        &self,
-        body: &[u8],
-    ) -> Result<SourceTablesView, ActionError> {
-        let request: ListTablesRequest = parse(Action::SourcesListTables, body)?;
-        let tables = self
-            .sync
-            .list_source_tables(&request.connection, &request.database, &request.schema)
-            .await?;
-        Ok(SourceTablesView { tables })
-    }
 }
 
 #[cfg(test)]
@@ -299,6 +273,7 @@ mod tests {
             url: "file:///data/orders.csv".into(),
             format: None,
             csv: CsvOptions::default(),
+            connection: None,
         })
     }
 

@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
@@ -290,50 +289,14 @@ impl TokenService {
 }
 
 fn load_or_create_secret(dir: &Path) -> Result<Vec<u8>, AuthError> {
-    let path = dir.join(SECRET_FILE);
-    let io = |e: std::io::Error| AuthError::Internal(format!("{}: {e}", path.display()));
-    if path.exists() {
-        let hex = std::fs::read_to_string(&path).map_err(io)?;
-        return decode_hex(hex.trim())
-            .filter(|s| s.len() >= MIN_SECRET_LEN)
-            .ok_or_else(|| {
-                AuthError::Internal(format!(
-                    "{} is not a valid secret; delete it to generate a new one (all tokens become invalid)",
-                    path.display()
-                ))
-            });
-    }
-    std::fs::create_dir_all(dir).map_err(io)?;
-    let mut secret = [0u8; 32];
-    rand::rng().fill(&mut secret);
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    write_private(&path, hex.as_bytes()).map_err(io)?;
-    Ok(secret.to_vec())
-}
-
-/// Writes a file readable by the owner only.
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if !hex.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
+    crate::secrets::load_or_create_hex(&dir.join(SECRET_FILE), MIN_SECRET_LEN).map_err(|e| {
+        AuthError::Internal(match e {
+            crate::secrets::SecretsError::BadKey(path) => format!(
+                "{path} is not a valid secret; delete it to generate a new one (all tokens become invalid)"
+            ),
+            other => other.to_string(),
+        })
+    })
 }
 
 #[cfg(test)]

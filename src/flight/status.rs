@@ -18,7 +18,7 @@ use crate::meta::MetaError;
 use crate::policy::PolicyError;
 use crate::query::QueryError;
 use crate::replica::ReplicaError;
-use crate::sync::{SourceError, SyncError};
+use crate::sync::{ConnectionError, SourceError, SyncError};
 use crate::table_name::TableNameError;
 use crate::tools::artifacts::ArtifactError;
 use crate::tools::export::ExportError;
@@ -246,10 +246,24 @@ pub(crate) fn sync(error: SyncError) -> Status {
         SyncError::SchemaChanged { .. } => Code::FailedPrecondition,
         SyncError::Cancelled => Code::Cancelled,
         SyncError::Replica(e) => replica_code(e),
+        SyncError::Connection(ConnectionError::Meta(e)) => return meta(e),
+        SyncError::Connection(e) => connection_code(e),
         SyncError::Meta(e) => return meta(e),
         SyncError::Task(_) => Code::Internal,
     };
     status(code, error.to_string())
+}
+
+fn connection_code(error: &ConnectionError) -> Code {
+    match error {
+        ConnectionError::Invalid(_) => Code::InvalidArgument,
+        ConnectionError::NotFound(_) => Code::NotFound,
+        ConnectionError::Exists(_) => Code::AlreadyExists,
+        ConnectionError::ReadOnly(_) | ConnectionError::InUse { .. } => Code::FailedPrecondition,
+        // The key changed under stored secrets: the admin must act.
+        ConnectionError::Secrets(_) => Code::FailedPrecondition,
+        ConnectionError::Meta(_) => Code::Internal, // mapped by `meta` before
+    }
 }
 
 fn name(error: &TableNameError) -> Status {
@@ -270,7 +284,7 @@ fn source_code(error: &SourceError) -> Code {
         | SourceError::UnsupportedFormat(_)
         | SourceError::UnknownFormat(_) => Code::InvalidArgument,
         SourceError::NoFiles { .. } | SourceError::NoTable(_) => Code::NotFound,
-        SourceError::UnknownConnection(_) => Code::InvalidArgument,
+        SourceError::UnknownConnection(_) | SourceError::Connection(_) => Code::InvalidArgument,
         SourceError::Protected(_) => Code::PermissionDenied,
         SourceError::UnsupportedColumn { .. } => Code::InvalidArgument,
         SourceError::Unavailable { .. } => Code::Unavailable,

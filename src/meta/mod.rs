@@ -79,6 +79,8 @@ pub enum Collection {
     GoldenSql,
     /// What tables' columns hold, per scan (agent context).
     ContextScans,
+    /// Snowflake and object-store connections made at run time.
+    Connections,
 }
 
 impl Collection {
@@ -96,6 +98,7 @@ impl Collection {
             Collection::Instructions => "instructions",
             Collection::GoldenSql => "golden_sql",
             Collection::ContextScans => "context_scans",
+            Collection::Connections => "connections",
         }
     }
 }

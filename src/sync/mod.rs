@@ -11,11 +11,14 @@
 //!
 //! Where things live: [`SyncService`] and [`SyncError`] here; `settings`
 //! (the `[sync]` section), `registry` (registering, removing and
-//! scheduling tables, `table.status`), `jobs` (starting, cancelling and
+//! scheduling tables, `table.status`), `connections` (Snowflake accounts
+//! and object stores of the config file and of `sources.create`, secrets
+//! sealed), `jobs` (starting, cancelling and
 //! listing jobs, live counters), `runner` (one job's attempts, retries and
 //! a single sync), `pipeline` (the writer side of a load and its commit)
 //! and `scheduler` (due syncs and purging old jobs).
 
+pub mod connections;
 mod job;
 mod jobs;
 mod pipeline;
@@ -36,6 +39,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use tokio::sync::Semaphore;
 
+pub use connections::{
+    ConnectionError, ConnectionKind, ConnectionRequest, ConnectionView, Connections, TestOutcome,
+};
 pub use job::{JobQuery, JobState, SyncJob, Trigger};
 pub use jobs::JobPage;
 pub use registration::{
@@ -116,6 +122,9 @@ pub enum SyncError {
     /// The replica failed.
     #[error(transparent)]
     Replica(#[from] ReplicaError),
+    /// Managing connections.
+    #[error(transparent)]
+    Connection(#[from] ConnectionError),
     /// Storage failed.
     #[error(transparent)]
     Meta(#[from] MetaError),

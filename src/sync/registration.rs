@@ -176,6 +176,10 @@ pub struct RegisterRequest {
     #[serde(default)]
     pub csv: CsvOptions,
     /// Primary key columns.
+    /// For file sources: the runtime object-store connection to read
+    /// them through (`sources.create`).
+    #[serde(default)]
+    pub connection: Option<String>,
     #[serde(default)]
     pub primary_key: Vec<String>,
     /// `full` (default), `incremental` or `append`.
@@ -207,6 +211,7 @@ impl RegisterRequest {
             source: source.into(),
             format: None,
             csv: CsvOptions::default(),
+            connection: None,
             primary_key: Vec::new(),
             strategy: Strategy::Full,
             cursor: None,

@@ -9,8 +9,8 @@ use chrono::{DateTime, Utc};
 use super::registration::{check_strategy, columns_of, overlap_text, schedule_of};
 use super::watermark::SyncState;
 use super::{
-    FileSource, RegisterRequest, Schedule, SourceError, SourceSpec, SyncError, SyncJob,
-    SyncService, TableRegistration, snowflake,
+    RegisterRequest, Schedule, SourceError, SourceSpec, SyncError, SyncJob, SyncService,
+    TableRegistration, snowflake,
 };
 use crate::meta::Collection;
 use crate::table_name::{TableName, is_reserved_schema};
@@ -51,11 +51,14 @@ impl SyncService {
         }
         let schedule = schedule_of(request.every, request.cron).map_err(SyncError::BadSettings)?;
         let overlap = overlap_text(request.overlap).map_err(SyncError::BadSettings)?;
-        let mut spec = self
-            .sources
-            .parse(&request.source, request.format, request.csv)?;
+        let mut spec = self.sources.parse(
+            &request.source,
+            request.format,
+            request.csv,
+            request.connection,
+        )?;
         if let SourceSpec::Files(files) = &mut spec {
-            let source = FileSource::resolve(files, self.sources.object_store_options())?;
+            let source = self.sources.files(files)?;
             if let Some(path) = source.local_path() {
                 let path = std::fs::canonicalize(&path).unwrap_or(path);
                 if path.starts_with(&self.data_dir) && !path.starts_with(self.data_dir.join("demo"))
@@ -218,10 +221,22 @@ impl SyncService {
         database: &str,
         schema: &str,
     ) -> Result<Vec<snowflake::SourceTable>, SyncError> {
-        Ok(self
-            .sources
-            .snowflake()
-            .list_tables(connection, database, schema)
-            .await?)
+        let client = self.sources.connections().snowflake(connection)?;
+        Ok(snowflake::list_tables(&client, connection, database, schema).await?)
+    }
+
+    /// Removes a runtime connection no registered table reads through.
+    pub async fn delete_connection(&self, name: &str) -> Result<(), SyncError> {
+        // Holding the registration lock: no table can start using the
+        // connection between the check and the removal.
+        let _changes = self.changes.lock().await;
+        let users: Vec<String> = self
+            .registrations()
+            .await?
+            .into_iter()
+            .filter(|r| r.source.connection() == Some(name))
+            .map(|r| r.name.to_string())
+            .collect();
+        Ok(self.sources.connections().delete(name, &users).await?)
     }
 }

@@ -63,7 +63,7 @@ impl TestServer {
         tweak(&mut config);
         let secrets = Secrets {
             admin_password: Some(PASSWORD.into()),
-            jwt_secret: None,
+            ..Secrets::default()
         };
         let opened = App::open(config, secrets).await.unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,7 +13,9 @@ that adds what real Snowflake does and fakesnow does not:
   plus chunks downloaded from presigned-style URLs that demand the `chunkHeaders` headers;
   every other chunk is gzipped without saying so, as Snowflake's are;
 * transient failures on demand: `POST /_control/fail?n=K&status=503` makes the next K
-  query requests fail with that HTTP status.
+  query requests fail with that HTTP status;
+* a refused login (`--reject-password P`): logging in with password P gets Snowflake's
+  390100 "Incorrect username or password" answer (fakesnow accepts any password).
 
 Prints FAKESNOW_PORT=<port> on stdout once it accepts connections.
 """
@@ -90,8 +92,9 @@ def _ipc(batches: list[pa.RecordBatch], schema: pa.Schema) -> bytes:
 
 
 class Shim:
-    def __init__(self, app, base: str, chunk_rows: int, pending_polls: int):
+    def __init__(self, app, base: str, chunk_rows: int, pending_polls: int, reject_password=None):
         self.app = app
+        self.reject_password = reject_password
         self.base = base
         self.chunk_rows = chunk_rows
         self.pending_polls = pending_polls
@@ -159,6 +162,29 @@ class Shim:
                 return await self._reply(send, 200, self._in_progress(qid))
             del self.pending[qid]
             return await self._reply(send, 200, entry[1])
+        if path.endswith("/session/v1/login-request") and self.reject_password:
+            body = b""
+            while True:
+                msg = await receive()
+                body += msg.get("body", b"")
+                if not msg.get("more_body"):
+                    break
+            try:
+                password = json.loads(body)["data"].get("PASSWORD")
+            except (ValueError, KeyError, AttributeError):
+                password = None
+            if password == self.reject_password:
+                return await self._reply(send, 200, json.dumps({
+                    "data": {"nextAction": "RETRY_LOGIN"}, "code": "390100", "success": False,
+                    "message": "Incorrect username or password was specified."}).encode())
+            sent = False
+
+            async def receive():  # noqa: F811  (replays the body read above)
+                nonlocal sent
+                if sent:
+                    return {"type": "http.disconnect"}
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
         if path.endswith("/queries/v1/query-request") and self.fail_next > 0:
             self.fail_next -= 1
             self.stats["failed"] += 1
@@ -205,13 +231,14 @@ def main() -> int:
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--chunk-rows", type=int, default=0)
     p.add_argument("--pending-polls", type=int, default=0)
+    p.add_argument("--reject-password", default=None)
     a = p.parse_args()
     port = a.port
     if not port:
         with socket.socket() as s:
             s.bind((a.host, 0))
             port = s.getsockname()[1]
-    app = Shim(fakesnow.server.app, f"http://{a.host}:{port}", a.chunk_rows, a.pending_polls)
+    app = Shim(fakesnow.server.app, f"http://{a.host}:{port}", a.chunk_rows, a.pending_polls, a.reject_password)
     server = uvicorn.Server(uvicorn.Config(app, host=a.host, port=port, log_level="warning"))
     orig_startup = server.startup
 

@@ -24,6 +24,7 @@ import snowflake.connector
 from conftest import PASSWORD, Airlock
 
 SHIM = Path(__file__).with_name("fakesnow_shim.py")
+REJECTED_PASSWORD = "wrong-password"
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +32,8 @@ def emulator(tmp_path_factory):
     out = tmp_path_factory.mktemp("fakesnow") / "port.txt"
     with open(out, "w") as stdout:
         process = subprocess.Popen(
-            [sys.executable, str(SHIM), "--chunk-rows", "500", "--pending-polls", "2"],
+            [sys.executable, str(SHIM), "--chunk-rows", "500", "--pending-polls", "2",
+             "--reject-password", REJECTED_PASSWORD],
             stdout=stdout, stderr=subprocess.STDOUT,
         )
     port = None
@@ -243,4 +245,4 @@ def test_sources_list_tables_shows_counts(airlock, snow):
     assert "bytes" in by_name["AIRDB.PUB.LISTED"]
     with pytest.raises((flight.FlightError, pa.ArrowException)) as refused:
         admin.call("sources.list_tables", {"connection": "nope", "database": "AIRDB", "schema": "PUB"})
-    assert "no Snowflake connection named 'nope'" in str(refused.value)
+    assert "no connection named 'nope'" in str(refused.value)

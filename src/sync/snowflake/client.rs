@@ -48,8 +48,13 @@ pub enum ClientError {
     #[error("{0}")]
     Unavailable(String),
     /// Snowflake refused the login.
-    #[error("login refused: {0}")]
-    Login(String),
+    #[error("login refused: {message}")]
+    Login {
+        /// Snowflake's code, e.g. `390100` (incorrect user or password).
+        code: Option<String>,
+        /// What Snowflake said.
+        message: String,
+    },
     /// A statement failed; `code` is Snowflake's error code.
     #[error("{message} (Snowflake error {code})")]
     Query {
@@ -299,7 +304,10 @@ impl Client {
             .send(|| self.http.post(&url).query(&query).json(&body))
             .await?;
         if !envelope.success {
-            return Err(ClientError::Login(describe(&envelope)));
+            return Err(ClientError::Login {
+                code: envelope.code.clone(),
+                message: describe(&envelope),
+            });
         }
         envelope
             .data

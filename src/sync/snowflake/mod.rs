@@ -58,6 +58,38 @@ pub struct SnowflakeConfig {
 }
 
 impl SnowflakeConfig {
+    /// A client for this connection with `credentials`; checks the
+    /// settings but connects to nothing yet.
+    pub(crate) fn client(&self, name: &str, credentials: Credentials) -> Result<Client, String> {
+        if self.account.trim().is_empty() || self.user.trim().is_empty() {
+            return Err(format!("[snowflake.{name}]: account and user are required"));
+        }
+        let base_url = self
+            .url
+            .clone()
+            .unwrap_or_else(|| format!("https://{}.snowflakecomputing.com", self.account));
+        match url::Url::parse(&base_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "[snowflake.{name}]: '{base_url}' is not an http(s) URL; check account and url"
+                ));
+            }
+        }
+        let config = ClientConfig {
+            account: self.account.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            warehouse: self.warehouse.clone(),
+            database: self.database.clone(),
+            credentials,
+            base_url,
+            prefetch: self.prefetch.unwrap_or(4).max(1),
+            request_timeout: Duration::from_secs(120),
+        };
+        Client::new(config).map_err(|e| format!("[snowflake.{name}]: {e}"))
+    }
+
     fn credentials(&self, name: &str) -> Result<Credentials, String> {
         let from_env = |var: &String| {
             std::env::var(var)
@@ -90,6 +122,7 @@ impl SnowflakeConfig {
 #[derive(Debug, Clone, Default)]
 pub struct SnowflakeConnections {
     clients: BTreeMap<String, Arc<Client>>,
+    sections: BTreeMap<String, SnowflakeConfig>,
 }
 
 impl SnowflakeConnections {
@@ -98,26 +131,13 @@ impl SnowflakeConnections {
     pub fn from_config(sections: &BTreeMap<String, SnowflakeConfig>) -> Result<Self, String> {
         let mut clients = BTreeMap::new();
         for (name, section) in sections {
-            if section.account.is_empty() || section.user.is_empty() {
-                return Err(format!("[snowflake.{name}]: account and user are required"));
-            }
-            let config = ClientConfig {
-                account: section.account.clone(),
-                user: section.user.clone(),
-                role: section.role.clone(),
-                warehouse: section.warehouse.clone(),
-                database: section.database.clone(),
-                credentials: section.credentials(name)?,
-                base_url: section.url.clone().unwrap_or_else(|| {
-                    format!("https://{}.snowflakecomputing.com", section.account)
-                }),
-                prefetch: section.prefetch.unwrap_or(4),
-                request_timeout: Duration::from_secs(120),
-            };
-            let client = Client::new(config).map_err(|e| format!("[snowflake.{name}]: {e}"))?;
+            let client = section.client(name, section.credentials(name)?)?;
             clients.insert(name.clone(), Arc::new(client));
         }
-        Ok(Self { clients })
+        Ok(Self {
+            clients,
+            sections: sections.clone(),
+        })
     }
 
     /// The client of a connection.
@@ -131,6 +151,13 @@ impl SnowflakeConnections {
     /// Names of the configured connections.
     pub fn names(&self) -> Vec<String> {
         self.clients.keys().cloned().collect()
+    }
+
+    /// The config sections (which name secrets, never hold them).
+    pub fn sections(&self) -> impl Iterator<Item = (&str, &SnowflakeConfig)> {
+        self.sections
+            .iter()
+            .map(|(name, section)| (name.as_str(), section))
     }
 }
 
@@ -231,63 +258,61 @@ pub struct SourceTable {
     pub bytes: Option<u64>,
 }
 
-impl SnowflakeConnections {
-    /// The tables and views of `database.schema` through connection `name`.
-    pub async fn list_tables(
-        &self,
-        name: &str,
-        database: &str,
-        schema: &str,
-    ) -> Result<Vec<SourceTable>, SourceError> {
-        let client = self.get(name)?;
-        let source_name = format!("snowflake://{name}/{database}.{schema}");
-        let single = |part: &str| -> Result<String, SourceError> {
-            match split_identifier(part) {
-                Ok(parts) if parts.len() == 1 => Ok(parts[0].clone()),
-                _ => Err(SourceError::BadUrl {
-                    url: source_name.clone(),
-                    reason: format!("'{part}' is not one identifier"),
-                }),
-            }
-        };
-        let database = single(database)?;
-        let schema = single(schema)?;
-        let sql = format!(
-            "SELECT TABLE_NAME AS TABLE_NAME, TABLE_TYPE AS TABLE_TYPE, ROW_COUNT AS ROW_COUNT, \
+/// The tables and views of `database.schema` through `client`, the
+/// client of connection `name`.
+pub async fn list_tables(
+    client: &Client,
+    name: &str,
+    database: &str,
+    schema: &str,
+) -> Result<Vec<SourceTable>, SourceError> {
+    let source_name = format!("snowflake://{name}/{database}.{schema}");
+    let single = |part: &str| -> Result<String, SourceError> {
+        match split_identifier(part) {
+            Ok(parts) if parts.len() == 1 => Ok(parts[0].clone()),
+            _ => Err(SourceError::BadUrl {
+                url: source_name.clone(),
+                reason: format!("'{part}' is not one identifier"),
+            }),
+        }
+    };
+    let database = single(database)?;
+    let schema = single(schema)?;
+    let sql = format!(
+        "SELECT TABLE_NAME AS TABLE_NAME, TABLE_TYPE AS TABLE_TYPE, ROW_COUNT AS ROW_COUNT, \
              BYTES AS BYTES FROM {database}.INFORMATION_SCHEMA.TABLES \
              WHERE TABLE_SCHEMA = {} ORDER BY TABLE_NAME",
-            name_literal(&schema)
-        );
-        let (_, rows) = client
-            .query_strings(&sql)
-            .await
-            .map_err(|e| source_error(&source_name, e))?;
-        let number = |v: Option<&Option<String>>| {
-            v.and_then(|v| v.as_deref())
-                .and_then(|v| v.parse::<u64>().ok())
-        };
-        let part = |name: &str| {
-            if split_identifier(name).is_ok_and(|p| p.len() == 1 && p[0] == name)
-                && name == name.to_ascii_uppercase()
-            {
-                name.to_string()
-            } else {
-                format!("\"{name}\"")
-            }
-        };
-        Ok(rows
-            .iter()
-            .filter_map(|row| {
-                let table = row.first()?.as_deref()?;
-                Some(SourceTable {
-                    table: format!("{database}.{schema}.{}", part(table)),
-                    kind: row.get(1).cloned().flatten(),
-                    rows: number(row.get(2)),
-                    bytes: number(row.get(3)),
-                })
+        name_literal(&schema)
+    );
+    let (_, rows) = client
+        .query_strings(&sql)
+        .await
+        .map_err(|e| source_error(&source_name, e))?;
+    let number = |v: Option<&Option<String>>| {
+        v.and_then(|v| v.as_deref())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    let part = |name: &str| {
+        if split_identifier(name).is_ok_and(|p| p.len() == 1 && p[0] == name)
+            && name == name.to_ascii_uppercase()
+        {
+            name.to_string()
+        } else {
+            format!("\"{name}\"")
+        }
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|row| {
+            let table = row.first()?.as_deref()?;
+            Some(SourceTable {
+                table: format!("{database}.{schema}.{}", part(table)),
+                kind: row.get(1).cloned().flatten(),
+                rows: number(row.get(2)),
+                bytes: number(row.get(3)),
             })
-            .collect())
-    }
+        })
+        .collect())
 }
 
 /// A column name as a quoted Snowflake identifier.
@@ -362,7 +387,7 @@ pub(crate) fn source_error(name: &str, e: ClientError) -> SourceError {
             source_name: name.to_string(),
             message,
         },
-        ClientError::Login(message) | ClientError::Key(message) => SourceError::Refused {
+        ClientError::Login { message, .. } | ClientError::Key(message) => SourceError::Refused {
             source_name: name.to_string(),
             message,
         },

@@ -84,6 +84,10 @@ pub struct FileSpec {
     /// CSV options.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// The runtime object-store connection to read through
+    /// (`sources.create`); none: the config's `[object_store]` options.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<String>,
 }
 
 /// A resolved, readable file source.
@@ -478,6 +482,7 @@ mod tests {
             url: "https://user:hunter2@host/x.xlsx".into(),
             format: None,
             csv: CsvOptions::default(),
+            connection: None,
         };
         let err = FileSource::resolve(&spec, &BTreeMap::new()).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
@@ -489,6 +494,7 @@ mod tests {
             url: "ftp://host/x.csv".into(),
             format: None,
             csv: CsvOptions::default(),
+            connection: None,
         };
         let err = FileSource::resolve(&spec, &BTreeMap::new()).unwrap_err();
         assert!(

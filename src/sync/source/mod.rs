@@ -22,7 +22,8 @@ use serde::{Deserialize, Serialize};
 
 pub use files::{CsvOptions, FileFormat, FileSource, FileSpec};
 
-use super::snowflake::{SnowflakeConnections, SnowflakeSource, SnowflakeSpec};
+use super::connections::Connections;
+use super::snowflake::{SnowflakeSource, SnowflakeSpec};
 
 /// Why a source cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -67,11 +68,15 @@ pub enum SourceError {
         /// The expected format.
         format: FileFormat,
     },
-    /// The named Snowflake connection is not configured.
+    /// No connection has this name.
     #[error(
-        "no Snowflake connection named '{0}' is configured; add [snowflake.{0}] to the config file"
+        "no connection named '{0}'; sources.list shows the connections, sources.create adds one \
+         (or add [snowflake.{0}] to the config file)"
     )]
     UnknownConnection(String),
+    /// The connection does not fit the source, or cannot be used.
+    #[error("{0}")]
+    Connection(String),
     /// The source table does not exist or is not visible to the role.
     #[error("source table {0} does not exist or the configured role cannot see it")]
     NoTable(String),
@@ -137,6 +142,14 @@ pub enum SourceSpec {
 }
 
 impl SourceSpec {
+    /// The connection it is read through, if named.
+    pub fn connection(&self) -> Option<&str> {
+        match self {
+            SourceSpec::Snowflake(spec) => Some(&spec.connection),
+            SourceSpec::Files(spec) => spec.connection.as_deref(),
+        }
+    }
+
     /// The source as shown to users: credentials removed.
     pub fn display(&self) -> String {
         match self {
@@ -194,39 +207,47 @@ pub trait Source: Send + Sync + fmt::Debug {
 }
 
 /// Opens sources from their specs: holds the configured object store
-/// options and Snowflake connections.
-#[derive(Debug, Clone, Default)]
+/// options and the connections (config file and runtime).
+#[derive(Debug, Clone)]
 pub struct Sources {
     object_store_options: BTreeMap<String, String>,
-    snowflake: SnowflakeConnections,
+    connections: Arc<Connections>,
 }
 
 impl Sources {
     /// Sources with these settings.
     pub fn new(
         object_store_options: BTreeMap<String, String>,
-        snowflake: SnowflakeConnections,
+        connections: Arc<Connections>,
     ) -> Self {
         Self {
             object_store_options,
-            snowflake,
+            connections,
         }
     }
 
     /// Parses what `table.register` names: `snowflake://CONNECTION/DB.SCHEMA.TABLE`,
-    /// or a file URL or absolute path with its format options.
+    /// or a file URL or absolute path with its format options and,
+    /// optionally, the object-store connection to read it through.
     pub fn parse(
         &self,
         source: &str,
         format: Option<FileFormat>,
         csv: CsvOptions,
+        connection: Option<String>,
     ) -> Result<SourceSpec, SourceError> {
         match source.strip_prefix("snowflake://") {
+            Some(_) if connection.is_some() => Err(SourceError::Connection(
+                "\"connection\" names the object store of a file source; a Snowflake source \
+                 names its connection in the URL: snowflake://CONNECTION/DB.SCHEMA.TABLE"
+                    .into(),
+            )),
             Some(rest) => Ok(SourceSpec::Snowflake(SnowflakeSpec::parse(rest)?)),
             None => Ok(SourceSpec::Files(FileSpec {
                 url: source.to_string(),
                 format,
                 csv,
+                connection,
             })),
         }
     }
@@ -234,23 +255,26 @@ impl Sources {
     /// A readable source for `spec`.
     pub fn open(&self, spec: &SourceSpec) -> Result<Arc<dyn Source>, SourceError> {
         Ok(match spec {
-            SourceSpec::Files(spec) => {
-                Arc::new(FileSource::resolve(spec, &self.object_store_options)?)
-            }
+            SourceSpec::Files(spec) => Arc::new(self.files(spec)?),
             SourceSpec::Snowflake(spec) => Arc::new(SnowflakeSource::new(
-                self.snowflake.get(&spec.connection)?,
+                self.connections.snowflake(&spec.connection)?,
                 spec,
             )),
         })
     }
 
-    /// Options for object stores (from config).
-    pub fn object_store_options(&self) -> &BTreeMap<String, String> {
-        &self.object_store_options
+    /// A file source, read with the config's object store options and, on
+    /// top, those of its connection.
+    pub fn files(&self, spec: &FileSpec) -> Result<FileSource, SourceError> {
+        let mut options = self.object_store_options.clone();
+        if let Some(name) = &spec.connection {
+            options.extend(self.connections.object_store_options(name, &spec.url)?);
+        }
+        FileSource::resolve(spec, &options)
     }
 
-    /// The Snowflake connections.
-    pub fn snowflake(&self) -> &SnowflakeConnections {
-        &self.snowflake
+    /// The connections.
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 }

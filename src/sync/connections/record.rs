@@ -1,0 +1,326 @@
+//! The stored form of a runtime connection, made from a request with its
+//! secrets sealed, and opened back into a usable [`Live`] connection.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use super::{ConnectionError, ConnectionKind};
+use crate::secrets::SecretBox;
+use crate::sync::snowflake::SnowflakeConfig;
+use crate::sync::snowflake::client::{Client, Credentials};
+
+/// The body of `sources.create`, `sources.update` and (without a name,
+/// to try settings before saving them) `sources.test`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectionRequest {
+    /// The connection's name: letters, digits, `_` and `-`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `snowflake` or `object_store` (create and test only).
+    #[serde(default, rename = "type")]
+    pub kind: Option<ConnectionKind>,
+    /// Snowflake: account identifier.
+    #[serde(default)]
+    pub account: Option<String>,
+    /// Snowflake: login name.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Snowflake: role ("" clears it on update).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// Snowflake: warehouse ("" clears it on update).
+    #[serde(default)]
+    pub warehouse: Option<String>,
+    /// Snowflake: default database ("" clears it on update).
+    #[serde(default)]
+    pub database: Option<String>,
+    /// Snowflake: base URL (private links, emulators); object store: the
+    /// store root the connection serves, e.g. `s3://bucket/` (required).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Snowflake: password.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// Snowflake: unencrypted PKCS#8 PEM private key (key-pair login).
+    #[serde(default)]
+    pub private_key: Option<String>,
+    /// Object store: `object_store` options (`aws_region`,
+    /// `aws_secret_access_key`, …); those whose names look secret are
+    /// sealed. On update, given keys are set and "" removes one.
+    #[serde(default)]
+    pub options: Option<BTreeMap<String, String>>,
+}
+
+/// A stored runtime connection. Secret values are sealed.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct ConnectionRecord {
+    pub(super) name: String,
+    #[serde(flatten)]
+    pub(super) spec: StoredSpec,
+    pub(super) created_by: String,
+    pub(super) created_at: DateTime<Utc>,
+    pub(super) updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(super) enum StoredSpec {
+    Snowflake {
+        account: String,
+        user: String,
+        role: Option<String>,
+        warehouse: Option<String>,
+        database: Option<String>,
+        url: Option<String>,
+        /// Sealed.
+        password: Option<String>,
+        /// Sealed.
+        private_key: Option<String>,
+    },
+    ObjectStore {
+        url: String,
+        options: BTreeMap<String, String>,
+        /// Sealed values.
+        secret_options: BTreeMap<String, String>,
+    },
+}
+
+/// A usable runtime connection: secrets opened.
+#[derive(Debug, Clone)]
+pub(super) enum Live {
+    Snowflake(Arc<Client>),
+    ObjectStore {
+        root: Url,
+        options: BTreeMap<String, String>,
+    },
+    /// Stored but unusable; the reason, for views and errors.
+    Broken(String),
+}
+
+impl StoredSpec {
+    /// The stored form of a request, on top of `old` for updates;
+    /// secrets are sealed with `secrets`.
+    pub(super) fn build(
+        name: &str,
+        kind: ConnectionKind,
+        old: Option<&StoredSpec>,
+        request: ConnectionRequest,
+        secrets: &SecretBox,
+    ) -> Result<StoredSpec, ConnectionError> {
+        let seal = |value: &str| secrets.seal(value);
+        match kind {
+            ConnectionKind::Snowflake => {
+                if request.options.is_some() {
+                    return Err(ConnectionError::Invalid(
+                        "\"options\" are for object store connections; a Snowflake connection \
+                         takes account, user, role, warehouse, database, url and password or private_key"
+                            .into(),
+                    ));
+                }
+                let (mut account, mut user, mut role, mut warehouse, mut database, mut url) =
+                    Default::default();
+                let (mut password, mut private_key) = (None, None);
+                if let Some(StoredSpec::Snowflake {
+                    account: a,
+                    user: u,
+                    role: r,
+                    warehouse: w,
+                    database: d,
+                    url: l,
+                    password: p,
+                    private_key: k,
+                }) = old
+                {
+                    (account, user) = (a.clone(), u.clone());
+                    (role, warehouse, database, url) = (r.clone(), w.clone(), d.clone(), l.clone());
+                    (password, private_key) = (p.clone(), k.clone());
+                }
+                let optional = |given: Option<String>, old: Option<String>| match given {
+                    Some(v) if v.trim().is_empty() => None,
+                    Some(v) => Some(v.trim().to_string()),
+                    None => old,
+                };
+                account = request.account.map_or(account, |a| a.trim().to_string());
+                user = request.user.map_or(user, |u| u.trim().to_string());
+                role = optional(request.role, role);
+                warehouse = optional(request.warehouse, warehouse);
+                database = optional(request.database, database);
+                url = optional(request.url, url);
+                match (request.password, request.private_key) {
+                    (Some(_), Some(_)) => {
+                        return Err(ConnectionError::Invalid(
+                            "give password or private_key, not both".into(),
+                        ));
+                    }
+                    (Some(p), None) => (password, private_key) = (Some(seal(&p)), None),
+                    (None, Some(k)) => (password, private_key) = (None, Some(seal(&k))),
+                    (None, None) => {}
+                }
+                if password.is_none() && private_key.is_none() {
+                    return Err(ConnectionError::Invalid(format!(
+                        "connection '{name}' needs \"password\" or \"private_key\""
+                    )));
+                }
+                Ok(StoredSpec::Snowflake {
+                    account,
+                    user,
+                    role,
+                    warehouse,
+                    database,
+                    url,
+                    password,
+                    private_key,
+                })
+            }
+            ConnectionKind::ObjectStore => {
+                if let Some(field) = [
+                    ("account", request.account.is_some()),
+                    ("user", request.user.is_some()),
+                    ("role", request.role.is_some()),
+                    ("warehouse", request.warehouse.is_some()),
+                    ("database", request.database.is_some()),
+                    ("password", request.password.is_some()),
+                    ("private_key", request.private_key.is_some()),
+                ]
+                .iter()
+                .find_map(|(field, given)| given.then_some(field))
+                {
+                    return Err(ConnectionError::Invalid(format!(
+                        "\"{field}\" is for Snowflake connections; an object store connection takes url and options"
+                    )));
+                }
+                let (mut url, mut options, mut secret_options) = match old {
+                    Some(StoredSpec::ObjectStore {
+                        url,
+                        options,
+                        secret_options,
+                    }) => (url.clone(), options.clone(), secret_options.clone()),
+                    _ => Default::default(),
+                };
+                if let Some(given) = request.url {
+                    url = given.trim().to_string();
+                }
+                if url.is_empty() {
+                    return Err(ConnectionError::Invalid(
+                        "\"url\" is required: the store root this connection serves, e.g. s3://bucket/"
+                            .into(),
+                    ));
+                }
+                for (key, value) in request.options.unwrap_or_default() {
+                    let key = key.trim().to_ascii_lowercase();
+                    options.remove(&key);
+                    secret_options.remove(&key);
+                    if value.is_empty() {
+                        continue;
+                    }
+                    if crate::redact::is_secret_key(&key) {
+                        secret_options.insert(key, seal(&value));
+                    } else {
+                        options.insert(key, value);
+                    }
+                }
+                Ok(StoredSpec::ObjectStore {
+                    url,
+                    options,
+                    secret_options,
+                })
+            }
+        }
+    }
+
+    pub(super) fn kind(&self) -> ConnectionKind {
+        match self {
+            StoredSpec::Snowflake { .. } => ConnectionKind::Snowflake,
+            StoredSpec::ObjectStore { .. } => ConnectionKind::ObjectStore,
+        }
+    }
+}
+
+/// Opens a record's secrets into a usable connection, checking its
+/// settings (URL, options) on the way.
+pub(super) fn open_record(
+    record: &ConnectionRecord,
+    secrets: &SecretBox,
+) -> Result<Live, ConnectionError> {
+    let name = &record.name;
+    match &record.spec {
+        StoredSpec::Snowflake {
+            account,
+            user,
+            role,
+            warehouse,
+            database,
+            url,
+            password,
+            private_key,
+        } => {
+            let credentials = match (password, private_key) {
+                (Some(sealed), _) => Credentials::Password(secrets.unseal(sealed)?),
+                (None, Some(sealed)) => Credentials::KeyPair(secrets.unseal(sealed)?),
+                (None, None) => {
+                    return Err(ConnectionError::Invalid(format!(
+                        "connection '{name}' has neither password nor private_key"
+                    )));
+                }
+            };
+            let section = SnowflakeConfig {
+                account: account.clone(),
+                user: user.clone(),
+                role: role.clone(),
+                warehouse: warehouse.clone(),
+                database: database.clone(),
+                url: url.clone(),
+                ..SnowflakeConfig::default()
+            };
+            let client = section
+                .client(name, credentials)
+                .map_err(|e| ConnectionError::Invalid(e.replace("[snowflake.", "[connection ")))?;
+            Ok(Live::Snowflake(Arc::new(client)))
+        }
+        StoredSpec::ObjectStore {
+            url,
+            options,
+            secret_options,
+        } => {
+            let root = Url::parse(url).map_err(|e| {
+                ConnectionError::Invalid(format!(
+                    "url '{}' of connection '{name}' is not a URL: {e}",
+                    crate::redact::url(url)
+                ))
+            })?;
+            let mut all = options.clone();
+            for (key, sealed) in secret_options {
+                all.insert(key.clone(), secrets.unseal(sealed)?);
+            }
+            if let Some(key) = crate::object_stores::unknown_option(&root, all.keys()) {
+                return Err(ConnectionError::Invalid(format!(
+                    "connection '{name}': '{key}' is not an option of {} stores",
+                    root.scheme()
+                )));
+            }
+            // Builds the store now so a wrong value or scheme is refused
+            // when the connection is saved, not at the first sync.
+            crate::object_stores::open(&root, &all)
+                .map_err(|e| ConnectionError::Invalid(format!("connection '{name}': {e}")))?;
+            Ok(Live::ObjectStore { root, options: all })
+        }
+    }
+}
+
+/// Whether `url` names something under `root` (same scheme and host, and
+/// a path below the root's).
+pub(super) fn is_under(url: &str, root: &Url) -> bool {
+    let Ok(url) = Url::parse(url) else {
+        return false;
+    };
+    let root_path = root.path().trim_end_matches('/');
+    url.scheme() == root.scheme()
+        && url.host_str() == root.host_str()
+        && url.port_or_known_default() == root.port_or_known_default()
+        && (url.path() == root_path || url.path().starts_with(&format!("{root_path}/")))
+}
