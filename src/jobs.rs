@@ -34,6 +34,9 @@ pub enum JobError {
     /// A listing request is wrong.
     #[error("invalid job request: {0}")]
     BadRequest(String),
+    /// The job's task died (a bug in airlock).
+    #[error("{0}")]
+    Task(String),
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
@@ -47,6 +50,10 @@ pub enum JobKind {
     Export,
     /// `context.scan`.
     Scan,
+    /// `nl.evaluate`.
+    Evaluate,
+    /// `finetune.create`.
+    Finetune,
 }
 
 impl JobKind {
@@ -54,6 +61,8 @@ impl JobKind {
         match self {
             JobKind::Export => "export",
             JobKind::Scan => "scan",
+            JobKind::Evaluate => "evaluate",
+            JobKind::Finetune => "finetune",
         }
     }
 }
@@ -151,6 +160,8 @@ pub struct Progress {
 /// A running job's live handles.
 #[derive(Debug, Clone)]
 pub struct Running {
+    /// The job's id.
+    pub job_id: String,
     /// Counters.
     pub progress: Arc<Progress>,
     /// Cancelled by `job.cancel`.
@@ -253,11 +264,40 @@ impl JobStore {
             )
             .await?;
         let running = Running {
+            job_id: job.id.clone(),
             progress: Arc::new(Progress::default()),
             cancel: CancellationToken::new(),
         };
         self.lock().insert(job.id.clone(), running.clone());
         Ok((job, running))
+    }
+
+    /// Starts a job whose `work` runs in its own task, and records how it
+    /// ended. Answers the running job, or with `wait` the ended one.
+    pub async fn run<F, Fut>(
+        self: &Arc<Self>,
+        principal: &Principal,
+        kind: JobKind,
+        request: serde_json::Value,
+        wait: bool,
+        work: F,
+    ) -> Result<ToolJob, JobError>
+    where
+        F: FnOnce(Running) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Result<serde_json::Value, String>> + Send + 'static,
+    {
+        let (job, running) = self.start(principal, kind, request).await?;
+        let started = job.clone();
+        let jobs = Arc::clone(self);
+        let task = tokio::spawn(async move {
+            let outcome = work(running).await;
+            jobs.finish(job, outcome).await
+        });
+        if !wait {
+            return Ok(started);
+        }
+        task.await
+            .map_err(|e| JobError::Task(format!("job {} failed: {e}", started.id)))?
     }
 
     /// Records how a job ended and forgets its live handles.

@@ -158,6 +158,8 @@ pub struct Settings {
     /// Grants to store at start, unless a grant for the same swarm/agent
     /// is already stored (changes made with actions survive restarts).
     pub grants: Vec<crate::policy::Grant>,
+    /// Language models for `nl.*`, `finetune.*` and hybrid search.
+    pub llm: crate::llm::LlmSettings,
 }
 
 impl Default for Settings {
@@ -178,6 +180,7 @@ impl Default for Settings {
             log: LogConfig::default(),
             artifacts: ArtifactSettings::default(),
             grants: Vec::new(),
+            llm: crate::llm::LlmSettings::default(),
         }
     }
 }
@@ -328,20 +331,36 @@ impl App {
             config.sync.clone(),
         )
         .await?;
-        let context =
-            ContextService::open(meta_for_context, Arc::clone(&query), Arc::clone(&tool_jobs))
-                .await?;
+        let llm = Arc::new(
+            crate::llm::Llm::from_settings(&config.llm)
+                .map_err(|e| ServerError::Config(e.to_string()))?,
+        );
+        let context = ContextService::open(
+            meta_for_context.clone(),
+            Arc::clone(&query),
+            Arc::clone(&tool_jobs),
+        )
+        .await?;
+        let nl = crate::nl::NlService::new(
+            llm,
+            Arc::clone(&context),
+            Arc::clone(&query),
+            Arc::clone(&artifacts),
+            Arc::clone(&tool_jobs),
+            meta_for_context,
+        );
         query.add_extra_tables(Arc::new(ContextTables(Arc::downgrade(&context))));
         context.rescan_stale();
-        let actions = Arc::new(Actions::new(
-            Arc::clone(&auth),
-            Arc::clone(&sync),
-            Arc::clone(&query),
-            Arc::clone(&grants),
-            Arc::clone(&artifacts),
-            tool_jobs,
+        let actions = Arc::new(Actions::new(crate::actions::Services {
+            auth: Arc::clone(&auth),
+            sync: Arc::clone(&sync),
+            query: Arc::clone(&query),
+            grants: Arc::clone(&grants),
+            artifacts: Arc::clone(&artifacts),
+            jobs: tool_jobs,
             context,
-        ));
+            nl,
+        }));
         Ok(Opened {
             app: Arc::new(App {
                 settings: config,

@@ -106,11 +106,33 @@ pub enum Action {
     ContextSearch,
     /// Scan tables for categories, examples and key guesses (a job).
     ContextScan,
+    /// Generate SQL for a question.
+    NlSql,
+    /// Answer a question from a query's rows.
+    NlAnswer,
+    /// Evaluate generation against the golden set (a job).
+    NlEvaluate,
+    /// Prompts sent to models.
+    NlPrompts,
+    /// Generated SQL.
+    NlGenerations,
+    /// Write the golden set as chat JSONL.
+    FinetuneExport,
+    /// Fine-tune a model on the golden set (a job).
+    FinetuneCreate,
+    /// A fine-tune.
+    FinetuneGet,
+    /// List fine-tunes.
+    FinetuneList,
+    /// Cancel a fine-tune.
+    FinetuneCancel,
+    /// Forget a fine-tune.
+    FinetuneDelete,
 }
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 46] = [
+    pub const ALL: [Action; 57] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -157,6 +179,17 @@ impl Action {
         Action::ContextGoldenDelete,
         Action::ContextSearch,
         Action::ContextScan,
+        Action::NlSql,
+        Action::NlAnswer,
+        Action::NlEvaluate,
+        Action::NlPrompts,
+        Action::NlGenerations,
+        Action::FinetuneExport,
+        Action::FinetuneCreate,
+        Action::FinetuneGet,
+        Action::FinetuneList,
+        Action::FinetuneCancel,
+        Action::FinetuneDelete,
     ];
 
     /// The wire name.
@@ -208,6 +241,17 @@ impl Action {
             Action::ContextGoldenDelete => "context.golden.delete",
             Action::ContextSearch => "context.search",
             Action::ContextScan => "context.scan",
+            Action::NlSql => "nl.sql",
+            Action::NlAnswer => "nl.answer",
+            Action::NlEvaluate => "nl.evaluate",
+            Action::NlPrompts => "nl.prompts",
+            Action::NlGenerations => "nl.generations",
+            Action::FinetuneExport => "finetune.export",
+            Action::FinetuneCreate => "finetune.create",
+            Action::FinetuneGet => "finetune.get",
+            Action::FinetuneList => "finetune.list",
+            Action::FinetuneCancel => "finetune.cancel",
+            Action::FinetuneDelete => "finetune.delete",
         }
     }
 
@@ -393,6 +437,48 @@ impl Action {
                  or {\"tables\":[\"demo.orders\"]}, optional \"wait\":true. Principals see categories and examples computed \
                  from the rows and values they may read."
             }
+            Action::NlSql => {
+                "Generate SQL for a question with the configured model, from the context you may see; the SQL is planned and run \
+                 under your policy, and errors are fed back to the model (bounded attempts). Body: {\"question\":\"Revenue per region?\"}, \
+                 optional \"provider\", \"model\" (e.g. a fine-tuned one), \"k\", \"self_check\":true. Answers the generation: \
+                 id, sql, status (valid|invalid), error, attempts, tokens, latency_ms, confidence and its checks."
+            }
+            Action::NlAnswer => {
+                "Run SQL under your policy and ask the model for a short answer grounded in the rows (at most max_rows, default 50, \
+                 ≤ 200, shown to the model). Body: {\"generation_id\":\"…\"} or {\"sql\":\"SELECT …\",\"question\":\"…\"}, optional \"provider\"."
+            }
+            Action::NlEvaluate => {
+                "Evaluate generation on the golden SQL you may see, as a job: each question is answered by nl.sql with its own pair held \
+                 out, and rows are compared with the golden SQL's (order-insensitive unless it orders). Body: {} or \
+                 {\"provider\":\"…\",\"golden_ids\":[…],\"wait\":true}. The job's result: accuracy, per-question outcomes, attempts, tokens."
+            }
+            Action::NlPrompts => {
+                "Prompts sent for your nl.sql calls (admins: all). Body: {} or {\"limit\":50,\"page_token\":\"…\"} or {\"id\":\"…\"}."
+            }
+            Action::NlGenerations => {
+                "Your nl.sql generations (admins: all). Body: {} or {\"limit\":50,\"page_token\":\"…\"} or {\"id\":\"…\"}."
+            }
+            Action::FinetuneExport => {
+                "Write the golden SQL you may see as a chat-format JSONL artifact (system: the schema context, user: the question, \
+                 assistant: the SQL). Body: {\"name\":\"golden_jsonl\"}, optional \"golden_ids\", \"visibility\"."
+            }
+            Action::FinetuneCreate => {
+                "Fine-tune a model on the golden SQL you may see, through the provider's files and fine-tuning API, as a job that \
+                 polls until the provider is done. Body: {} or {\"provider\",\"base_model\",\"golden_ids\",\"suffix\"}. \
+                 Answers the fine-tune; finetune.get shows its status and, once succeeded, fine_tuned_model for nl.sql's \"model\"."
+            }
+            Action::FinetuneGet => {
+                "A fine-tune of yours (admins: any): provider status, fine_tuned_model, error. Body: {\"id\":\"…\"}."
+            }
+            Action::FinetuneList => {
+                "Your fine-tunes (admins: all). Body: {} or {\"limit\",\"page_token\"}."
+            }
+            Action::FinetuneCancel => {
+                "Cancel a running fine-tune (at the provider too). Body: {\"id\":\"…\"}."
+            }
+            Action::FinetuneDelete => {
+                "Forget an ended fine-tune and delete its training file at the provider. Body: {\"id\":\"…\"}."
+            }
             Action::ContextSearch => {
                 "The context most relevant to a question, from what you may query: tables with their columns and \
                  descriptions, the rules that apply, and similar golden SQL, ranked by BM25. Body: \
@@ -424,7 +510,18 @@ impl Action {
             | Action::ContextGoldenAdd
             | Action::ContextGoldenList
             | Action::ContextGoldenDelete
-            | Action::ContextSearch => Permission::Authenticated,
+            | Action::ContextSearch
+            | Action::NlSql
+            | Action::NlAnswer
+            | Action::NlEvaluate
+            | Action::NlPrompts
+            | Action::NlGenerations
+            | Action::FinetuneExport
+            | Action::FinetuneCreate
+            | Action::FinetuneGet
+            | Action::FinetuneList
+            | Action::FinetuneCancel
+            | Action::FinetuneDelete => Permission::Authenticated,
             Action::TableRegister
             | Action::TableRemove
             | Action::SyncStart

@@ -18,8 +18,10 @@
 //!                      ├─ tools.rs    table.sample (answers with a query),   → tools::sample,
 //!                      │              table.profile                          → query
 //!                      ├─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
-//!                      └─ context.rs  context.describe/instruction.*/        → context
-//!                                     golden.*/search
+//!                      ├─ context.rs  context.describe/instruction.*/        → context
+//!                      │              golden.*/search/scan
+//!                      └─ nl.rs       nl.sql/answer/evaluate/prompts/        → nl
+//!                                     generations, finetune.*
 //! ```
 //!
 //! This module and its files hold no business rules of their own.
@@ -29,6 +31,7 @@ mod catalog;
 mod context;
 mod grants;
 mod jobs;
+mod nl;
 mod sources;
 mod sync;
 mod tables;
@@ -44,6 +47,7 @@ use serde_json::Value;
 use crate::auth::{AuthError, Authenticator};
 use crate::context::{ContextError, ContextService};
 use crate::jobs::{JobError, JobStore};
+use crate::nl::{NlError, NlService};
 use crate::policy::{GrantStore, PolicyError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
@@ -95,6 +99,9 @@ pub enum ActionError {
     /// Agent context.
     #[error(transparent)]
     Context(#[from] ContextError),
+    /// Questions in words and fine-tuning.
+    #[error(transparent)]
+    Nl(#[from] NlError),
     /// A response could not be turned into JSON: a bug in airlock.
     #[error("could not encode the response of {action} as JSON: {message}")]
     Internal {
@@ -116,6 +123,7 @@ pub struct Actions {
     exporter: Arc<Exporter>,
     jobs: Arc<JobStore>,
     context: Arc<ContextService>,
+    nl: Arc<NlService>,
 }
 
 /// The body of actions that take none: empty, or `{}`.
@@ -123,17 +131,40 @@ pub struct Actions {
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
+/// The services actions call.
+#[derive(Debug)]
+pub struct Services {
+    /// Tokens and logins.
+    pub auth: Arc<Authenticator>,
+    /// Registrations, syncs and connections.
+    pub sync: Arc<SyncService>,
+    /// Planning and running queries.
+    pub query: Arc<QueryEngine>,
+    /// Grants.
+    pub grants: Arc<GrantStore>,
+    /// Artifacts.
+    pub artifacts: Arc<ArtifactService>,
+    /// Durable jobs.
+    pub jobs: Arc<JobStore>,
+    /// Agent context.
+    pub context: Arc<ContextService>,
+    /// Questions in words and fine-tuning.
+    pub nl: Arc<NlService>,
+}
+
 impl Actions {
     /// Builds the action runner.
-    pub fn new(
-        auth: Arc<Authenticator>,
-        sync: Arc<SyncService>,
-        query: Arc<QueryEngine>,
-        grants: Arc<GrantStore>,
-        artifacts: Arc<ArtifactService>,
-        jobs: Arc<JobStore>,
-        context: Arc<ContextService>,
-    ) -> Self {
+    pub fn new(services: Services) -> Self {
+        let Services {
+            auth,
+            sync,
+            query,
+            grants,
+            artifacts,
+            jobs,
+            context,
+            nl,
+        } = services;
         let exporter = Arc::new(Exporter::new(
             Arc::clone(&query),
             Arc::clone(&artifacts),
@@ -148,6 +179,7 @@ impl Actions {
             exporter,
             jobs,
             context,
+            nl,
         }
     }
 
@@ -229,6 +261,17 @@ impl Actions {
             }
             Action::ContextSearch => respond(action, self.context_search(principal, body).await?),
             Action::ContextScan => respond(action, self.context_scan(principal, body).await?),
+            Action::NlSql => respond(action, self.nl_sql(principal, body).await?),
+            Action::NlAnswer => respond(action, self.nl_answer(principal, body).await?),
+            Action::NlEvaluate => respond(action, self.nl_evaluate(principal, body).await?),
+            Action::NlPrompts => respond(action, self.nl_prompts(principal, body).await?),
+            Action::NlGenerations => respond(action, self.nl_generations(principal, body).await?),
+            Action::FinetuneExport => respond(action, self.finetune_export(principal, body).await?),
+            Action::FinetuneCreate => respond(action, self.finetune_create(principal, body).await?),
+            Action::FinetuneGet => respond(action, self.finetune_get(principal, body).await?),
+            Action::FinetuneList => respond(action, self.finetune_list(principal, body).await?),
+            Action::FinetuneCancel => respond(action, self.finetune_cancel(principal, body).await?),
+            Action::FinetuneDelete => respond(action, self.finetune_delete(principal, body).await?),
             Action::TableSample => {
                 let (sql, plan) = self.table_sample(principal, body)?;
                 return Ok(Answer::Query {

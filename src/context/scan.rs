@@ -212,23 +212,18 @@ impl ContextService {
         let recorded = serde_json::json!({
             "tables": tables.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
-        let (job, running) = self.jobs.start(principal, JobKind::Scan, recorded).await?;
-        let started = job.clone();
         let service = Arc::clone(self);
         let owner = principal.clone();
-        let task = tokio::spawn(async move {
-            let outcome = service.run_scan(&owner, &tables, &running).await;
+        let work = move |running: Running| async move {
             service
-                .jobs
-                .finish(job, outcome.map_err(|e| e.to_string()))
+                .run_scan(&owner, &tables, &running)
                 .await
-        });
-        if !request.wait {
-            return Ok(started);
-        }
-        task.await
-            .map_err(|e| ContextError::Internal(format!("the scan task failed: {e}")))?
-            .map_err(ContextError::from)
+                .map_err(|e| e.to_string())
+        };
+        Ok(self
+            .jobs
+            .run(principal, JobKind::Scan, recorded, request.wait, work)
+            .await?)
     }
 
     async fn run_scan(

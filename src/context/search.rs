@@ -24,6 +24,10 @@ pub struct SearchRequest {
     /// How many tables and golden pairs (default 5, at most 50).
     #[serde(default)]
     pub k: Option<usize>,
+    /// Golden pairs to leave out of the ranking and the answer (`nl.evaluate`
+    /// holds out the pair it asks about); not part of the wire body.
+    #[serde(skip)]
+    pub exclude_golden: BTreeSet<String>,
 }
 
 /// One column in a search answer.
@@ -139,7 +143,9 @@ impl ContextService {
         let golden: Vec<&GoldenSql> = state
             .golden
             .values()
-            .filter(|g| g.visible_to(principal, &visible))
+            .filter(|g| {
+                g.visible_to(principal, &visible) && !request.exclude_golden.contains(&g.id)
+            })
             .collect();
         let plain = self.plain_tables(principal);
         let scans = state

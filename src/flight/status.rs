@@ -14,7 +14,9 @@ use crate::actions::ActionError;
 use crate::auth::AuthError;
 use crate::context::ContextError;
 use crate::jobs::JobError;
+use crate::llm::LlmError;
 use crate::meta::MetaError;
+use crate::nl::NlError;
 use crate::policy::PolicyError;
 use crate::query::QueryError;
 use crate::replica::ReplicaError;
@@ -170,6 +172,7 @@ pub(crate) fn action(error: ActionError) -> Status {
         },
         ActionError::Job(e) => job(e),
         ActionError::Context(e) => context(e),
+        ActionError::Nl(e) => nl(e),
         ActionError::Sample(e) => match e {
             SampleError::BadRequest(_) => status(Code::InvalidArgument, e.to_string()),
             SampleError::UnknownTable(_) => status(Code::NotFound, e.to_string()),
@@ -193,12 +196,42 @@ pub(crate) fn context(error: ContextError) -> Status {
     status(code, error.to_string())
 }
 
+/// Status for `nl.*` and `finetune.*` errors.
+pub(crate) fn nl(error: NlError) -> Status {
+    let code = match error {
+        NlError::Llm(e) => return llm(&e),
+        NlError::Context(e) => return context(e),
+        NlError::Query(e) => return query(e),
+        NlError::Artifact(e) => return artifact(e),
+        NlError::Job(e) => return job(e),
+        NlError::Meta(e) => return meta(&e),
+        NlError::BadRequest(_) => Code::InvalidArgument,
+        NlError::NotFound(_) => Code::NotFound,
+    };
+    status(code, error.to_string())
+}
+
+/// Status for model provider errors: the provider's trouble is
+/// UNAVAILABLE (worth retrying) or FAILED_PRECONDITION (fix the config).
+fn llm(error: &LlmError) -> Status {
+    let code = match error {
+        LlmError::NotConfigured | LlmError::Config(_) => Code::FailedPrecondition,
+        LlmError::UnknownProvider { .. } => Code::InvalidArgument,
+        LlmError::Timeout { .. } => Code::DeadlineExceeded,
+        LlmError::RateLimited { .. } => Code::ResourceExhausted,
+        LlmError::Refused { .. } => Code::FailedPrecondition,
+        LlmError::Unavailable { .. } | LlmError::Malformed { .. } => Code::Unavailable,
+    };
+    status(code, error.to_string())
+}
+
 /// Status for job errors.
 pub(crate) fn job(error: JobError) -> Status {
     let code = match &error {
         JobError::NotFound(_) => Code::NotFound,
         JobError::Ended { .. } => Code::FailedPrecondition,
         JobError::BadRequest(_) => Code::InvalidArgument,
+        JobError::Task(_) => Code::Internal,
         JobError::Meta(e) => return meta(e),
     };
     status(code, error.to_string())

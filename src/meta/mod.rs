@@ -81,6 +81,12 @@ pub enum Collection {
     ContextScans,
     /// Snowflake and object-store connections made at run time.
     Connections,
+    /// Prompts sent to models by `nl.sql`.
+    NlPrompts,
+    /// `nl.sql` results.
+    NlGenerations,
+    /// Fine-tuning jobs.
+    Finetunes,
 }
 
 impl Collection {
@@ -99,6 +105,9 @@ impl Collection {
             Collection::GoldenSql => "golden_sql",
             Collection::ContextScans => "context_scans",
             Collection::Connections => "connections",
+            Collection::NlPrompts => "nl_prompts",
+            Collection::NlGenerations => "nl_generations",
+            Collection::Finetunes => "finetunes",
         }
     }
 }

@@ -16,6 +16,7 @@
 
 mod admission;
 mod catalog;
+mod collect;
 mod error;
 mod executor;
 mod governed;
@@ -43,6 +44,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::prelude::SessionConfig;
 
 pub use catalog::{CATALOG, ExtraTables, VisibleTables};
+pub use collect::Collected;
 pub use error::QueryError;
 pub use planned::{Explained, PlannedQuery};
 pub use profile::{Bucket, ColumnProfile, ProfileRequest, Stat, TableProfile, TopValue};

@@ -42,6 +42,21 @@ impl PlannedQuery {
         &self.policy
     }
 
+    /// Whether the result comes in a defined order: the query ends in an
+    /// ORDER BY (under its final projection or limit).
+    pub fn is_ordered(&self) -> bool {
+        let mut node = &self.plan;
+        loop {
+            match node {
+                LogicalPlan::Sort(_) => return true,
+                LogicalPlan::Projection(p) => node = p.input.as_ref(),
+                LogicalPlan::Limit(l) => node = l.input.as_ref(),
+                LogicalPlan::SubqueryAlias(a) => node = a.input.as_ref(),
+                _ => return false,
+            }
+        }
+    }
+
     /// The tables the query names (each once, in order of appearance).
     pub fn tables(&self) -> &[TableName] {
         &self.tables

@@ -106,60 +106,36 @@ impl Exporter {
         if let Some(map) = recorded.as_object_mut() {
             map.remove("wait");
         }
-        let (job, running) = self
-            .jobs
-            .start(principal, JobKind::Export, recorded)
-            .await?;
-        let task = tokio::spawn(run(
-            Arc::clone(&self.query),
-            Arc::clone(&self.artifacts),
-            Arc::clone(&self.jobs),
-            principal.clone(),
-            request.clone(),
-            planned,
-            job.clone(),
-            running,
-        ));
-        if request.wait {
-            return match task.await {
-                Ok(ended) => Ok(ended?),
-                Err(e) => Err(JobError::BadRequest(format!("export task failed: {e}")).into()),
+        let query = Arc::clone(&self.query);
+        let artifacts = Arc::clone(&self.artifacts);
+        let owner = principal.clone();
+        let wait = request.wait;
+        let work = move |running: Running| async move {
+            let query_id = format!("export:{}", uuid::Uuid::new_v4());
+            // A cancelled job cancels its query, whose stream then fails, so
+            // the upload aborts and nothing is kept.
+            let watcher = {
+                let query = Arc::clone(&query);
+                let principal = owner.clone();
+                let cancel = running.cancel.clone();
+                let query_id = query_id.clone();
+                tokio::spawn(async move {
+                    cancel.cancelled().await;
+                    query.cancel(&query_id, &principal);
+                })
             };
-        }
-        Ok(job)
+            let outcome = write(
+                &query, &artifacts, &owner, &request, planned, &query_id, &running,
+            )
+            .await;
+            watcher.abort();
+            outcome.map_err(|e| e.to_string())
+        };
+        Ok(self
+            .jobs
+            .run(principal, JobKind::Export, recorded, wait, work)
+            .await?)
     }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn run(
-    query: Arc<QueryEngine>,
-    artifacts: Arc<ArtifactService>,
-    jobs: Arc<JobStore>,
-    principal: Principal,
-    request: ExportRequest,
-    planned: crate::query::PlannedQuery,
-    job: ToolJob,
-    running: Running,
-) -> Result<ToolJob, JobError> {
-    let query_id = format!("export:{}", job.id);
-    // A cancelled job cancels its query, whose stream then fails, so the
-    // upload aborts and nothing is kept.
-    let watcher = {
-        let query = Arc::clone(&query);
-        let principal = principal.clone();
-        let cancel = running.cancel.clone();
-        let query_id = query_id.clone();
-        tokio::spawn(async move {
-            cancel.cancelled().await;
-            query.cancel(&query_id, &principal);
-        })
-    };
-    let outcome = write(
-        &query, &artifacts, &principal, &request, planned, &query_id, &running,
-    )
-    .await;
-    watcher.abort();
-    jobs.finish(job, outcome.map_err(|e| e.to_string())).await
 }
 
 async fn write(

@@ -139,6 +139,24 @@ impl Limit {
 }
 
 impl ArtifactService {
+    /// Stores `bytes` as a new version of the file artifact `name`.
+    pub async fn upload_bytes(
+        &self,
+        principal: &Principal,
+        name: &str,
+        options: UploadOptions,
+        bytes: Vec<u8>,
+    ) -> Result<Uploaded, ArtifactError> {
+        let schema = super::chunk_schema();
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(BinaryArray::from(vec![bytes.as_slice()]))],
+        )
+        .map_err(|e| ArtifactError::Input(format!("encoding {name}: {e}")))?;
+        let batches = futures::stream::iter([Ok(batch)]);
+        self.upload(principal, name, options, schema, batches).await
+    }
+
     /// Stores a stream of batches as a new version of `name`, owned by
     /// `principal`. A single `binary` column named `chunk` is a file stored
     /// as its bytes; any other schema is a table stored as Parquet.
