@@ -339,6 +339,7 @@ impl App {
             meta_for_context.clone(),
             Arc::clone(&query),
             Arc::clone(&tool_jobs),
+            llm.embeddings().cloned(),
         )
         .await?;
         let nl = crate::nl::NlService::new(

@@ -16,11 +16,12 @@ mod search;
 mod sql_tables;
 mod store;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::jobs::{JobError, JobStore};
+use crate::llm::Provider;
 use crate::meta::{Collection, Meta, MetaError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
@@ -84,7 +85,14 @@ pub struct ContextService {
     writing: tokio::sync::Mutex<()>,
     indexes: IndexCache,
     jobs: Arc<JobStore>,
+    /// The embeddings endpoint that makes search hybrid, if configured.
+    embeddings: Option<Arc<Provider>>,
+    /// Embeddings of indexed texts.
+    vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
 }
+
+/// Document embeddings kept before the cache starts over.
+const MAX_CACHED_VECTORS: usize = 50_000;
 
 impl ContextService {
     /// Loads the stored context.
@@ -92,6 +100,7 @@ impl ContextService {
         meta: Meta,
         query: Arc<QueryEngine>,
         jobs: Arc<JobStore>,
+        embeddings: Option<Arc<Provider>>,
     ) -> Result<Arc<Self>, ContextError> {
         let notes: Vec<TableNotes> = meta.list(Collection::ContextTables).await?;
         let instructions: Vec<Instruction> = meta.list(Collection::Instructions).await?;
@@ -114,7 +123,18 @@ impl ContextService {
             writing: tokio::sync::Mutex::new(()),
             indexes: IndexCache::default(),
             jobs,
+            embeddings,
+            vectors: RwLock::new(HashMap::new()),
         }))
+    }
+
+    fn read_vectors(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vec<f32>>>> {
+        // Entries are whole vectors; a poisoned lock holds no half-write.
+        self.vectors.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_vectors(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Vec<f32>>>> {
+        self.vectors.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The warehouse tables `principal` may query, with their columns as

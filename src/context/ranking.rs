@@ -9,6 +9,12 @@
 //! fingerprint of their contents; a catalog of 1,000 tables builds in
 //! milliseconds.
 //!
+//! With an embeddings endpoint configured, ranking is hybrid: documents and
+//! the question are embedded (document vectors cached by text), and the
+//! BM25 ranking and the cosine-similarity ranking are fused by reciprocal
+//! rank (score = Σ 1/(60 + rank)), which needs no calibration between the
+//! two scales.
+//!
 //! BM25 comes from the `bm25` crate (tokenizing, English stemming, stop
 //! words, the scorer): a light in-memory engine fits a corpus this small
 //! better than a persistent full-text index such as tantivy, which would be
@@ -55,12 +61,29 @@ impl Corpus<'_> {
     }
 }
 
-/// A built index: tables and golden questions, by position.
+/// A question's embedding and those of the documents, by position.
+type Vectors<'a> = (&'a [f32], &'a [Arc<Vec<f32>>]);
+
+/// The constant of reciprocal rank fusion (the usual 60).
+const RRF_K: f32 = 60.0;
+
+/// A built index: tables and golden questions, by position, with the text
+/// each was indexed by (what embeddings embed).
 pub(super) struct SearchIndex {
     tables: Vec<TableName>,
+    table_texts: Vec<String>,
     table_engine: SearchEngine<usize>,
     golden: Vec<String>,
+    golden_texts: Vec<String>,
     golden_engine: SearchEngine<usize>,
+}
+
+/// Embeddings of a question and of an index's documents (by position).
+#[derive(Debug)]
+pub(super) struct Semantic {
+    pub(super) question: Arc<Vec<f32>>,
+    pub(super) tables: Vec<Arc<Vec<f32>>>,
+    pub(super) golden: Vec<Arc<Vec<f32>>>,
 }
 
 impl std::fmt::Debug for SearchIndex {
@@ -75,73 +98,146 @@ impl std::fmt::Debug for SearchIndex {
 impl SearchIndex {
     fn build(corpus: &Corpus<'_>) -> Self {
         let tables: Vec<TableName> = corpus.visible.keys().cloned().collect();
-        let documents = tables.iter().enumerate().map(|(i, name)| {
-            let mut text = words(&format!("{} {}", name.schema(), name.table()));
-            let notes = corpus.notes.get(&name.to_string());
-            if let Some(description) = notes.and_then(|n| n.description.as_deref()) {
-                text.push(' ');
-                text.push_str(description);
-            }
-            let scan = corpus.scans.get(name);
-            for (column, _) in corpus.visible.get(name).into_iter().flatten() {
-                text.push(' ');
-                text.push_str(&words(column));
-                if let Some(description) = notes.and_then(|n| n.columns.get(column)) {
+        let table_texts: Vec<String> = tables
+            .iter()
+            .map(|name| {
+                let mut text = words(&format!("{} {}", name.schema(), name.table()));
+                let notes = corpus.notes.get(&name.to_string());
+                if let Some(description) = notes.and_then(|n| n.description.as_deref()) {
                     text.push(' ');
                     text.push_str(description);
                 }
-                let categories = scan
-                    .and_then(|s| s.columns.iter().find(|c| &c.name == column))
-                    .and_then(|c| c.categories.as_ref());
-                for category in categories.into_iter().flatten() {
+                let scan = corpus.scans.get(name);
+                for (column, _) in corpus.visible.get(name).into_iter().flatten() {
                     text.push(' ');
-                    text.push_str(&words(category));
+                    text.push_str(&words(column));
+                    if let Some(description) = notes.and_then(|n| n.columns.get(column)) {
+                        text.push(' ');
+                        text.push_str(description);
+                    }
+                    let categories = scan
+                        .and_then(|s| s.columns.iter().find(|c| &c.name == column))
+                        .and_then(|c| c.categories.as_ref());
+                    for category in categories.into_iter().flatten() {
+                        text.push(' ');
+                        text.push_str(&words(category));
+                    }
                 }
-            }
-            // A golden question names the table in the words people use.
-            for golden in &corpus.golden {
-                if golden.tables().any(|t| &t == name) {
-                    text.push(' ');
-                    text.push_str(&golden.question);
+                // A golden question names the table in the words people use.
+                for golden in &corpus.golden {
+                    if golden.tables().any(|t| &t == name) {
+                        text.push(' ');
+                        text.push_str(&golden.question);
+                    }
                 }
-            }
-            Document::new(i, text)
-        });
-        let table_engine = engine(documents.collect());
+                text
+            })
+            .collect();
+        let table_engine = engine(documents(&table_texts));
         let golden: Vec<String> = corpus.golden.iter().map(|g| g.id.clone()).collect();
-        let golden_engine = engine(
-            corpus
-                .golden
-                .iter()
-                .enumerate()
-                .map(|(i, g)| Document::new(i, words(&g.question)))
-                .collect(),
-        );
+        let golden_texts: Vec<String> = corpus.golden.iter().map(|g| words(&g.question)).collect();
+        let golden_engine = engine(documents(&golden_texts));
         Self {
             tables,
+            table_texts,
             table_engine,
             golden,
+            golden_texts,
             golden_engine,
         }
     }
 
-    /// The `k` best tables for `question`, best first, with scores.
-    pub(super) fn tables(&self, question: &str, k: usize) -> Vec<(TableName, f32)> {
-        self.table_engine
-            .search(&words(question), k)
+    /// The texts of its tables, then of its golden questions.
+    pub(super) fn texts(&self) -> impl Iterator<Item = &String> {
+        self.table_texts.iter().chain(&self.golden_texts)
+    }
+
+    /// How many table documents it holds.
+    pub(super) fn table_count(&self) -> usize {
+        self.tables.len()
+    }
+
+    /// The `k` best tables for `question`, best first, with scores (BM25,
+    /// or fused ranks with `semantic`).
+    pub(super) fn tables(
+        &self,
+        question: &str,
+        k: usize,
+        semantic: Option<&Semantic>,
+    ) -> Vec<(TableName, f32)> {
+        let vectors = semantic.map(|s| (s.question.as_slice(), s.tables.as_slice()));
+        rank(&self.table_engine, question, k, vectors)
             .into_iter()
-            .filter_map(|r| Some((self.tables.get(r.document.id)?.clone(), r.score)))
+            .filter_map(|(i, score)| Some((self.tables.get(i)?.clone(), score)))
             .collect()
     }
 
     /// The ids of the `k` golden questions most like `question`.
-    pub(super) fn golden(&self, question: &str, k: usize) -> Vec<(String, f32)> {
-        self.golden_engine
-            .search(&words(question), k)
+    pub(super) fn golden(
+        &self,
+        question: &str,
+        k: usize,
+        semantic: Option<&Semantic>,
+    ) -> Vec<(String, f32)> {
+        let vectors = semantic.map(|s| (s.question.as_slice(), s.golden.as_slice()));
+        rank(&self.golden_engine, question, k, vectors)
             .into_iter()
-            .filter_map(|r| Some((self.golden.get(r.document.id)?.clone(), r.score)))
+            .filter_map(|(i, score)| Some((self.golden.get(i)?.clone(), score)))
             .collect()
     }
+}
+
+/// The `k` best documents: by BM25 alone, or fused with the ranking by
+/// cosine similarity of `vectors` (the question's, the documents').
+fn rank(
+    engine: &SearchEngine<usize>,
+    question: &str,
+    k: usize,
+    vectors: Option<Vectors<'_>>,
+) -> Vec<(usize, f32)> {
+    let Some((question_vector, documents)) = vectors else {
+        return engine
+            .search(&words(question), k)
+            .into_iter()
+            .map(|r| (r.document.id, r.score))
+            .collect();
+    };
+    let mut fused: BTreeMap<usize, f32> = BTreeMap::new();
+    let lexical = engine.search(&words(question), documents.len().max(1));
+    for (rank, result) in lexical.iter().enumerate() {
+        *fused.entry(result.document.id).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+    }
+    let mut dense: Vec<(usize, f32)> = documents
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (i, cosine(question_vector, v)))
+        .collect();
+    dense.sort_by(|a, b| b.1.total_cmp(&a.1));
+    for (rank, (i, _)) in dense.iter().enumerate() {
+        *fused.entry(*i).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+    }
+    let mut ranked: Vec<(usize, f32)> = fused.into_iter().collect();
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    ranked.truncate(k);
+    ranked
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return 0.0;
+    }
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let norms = norm(a) * norm(b);
+    if norms == 0.0 { 0.0 } else { dot / norms }
+}
+
+fn documents(texts: &[String]) -> Vec<Document<usize>> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| Document::new(i, text.clone()))
+        .collect()
 }
 
 fn engine(documents: Vec<Document<usize>>) -> SearchEngine<usize> {
@@ -287,18 +383,62 @@ mod tests {
         };
         let index = SearchIndex::build(&corpus);
         assert_eq!(
-            index.tables("which countries", 1)[0].0.to_string(),
+            index.tables("which countries", 1, None)[0].0.to_string(),
             "tpch.nation"
         );
         assert_eq!(
-            index.tables("revenue by ship date", 1)[0].0.to_string(),
+            index.tables("revenue by ship date", 1, None)[0]
+                .0
+                .to_string(),
             "tpch.lineitem"
         );
         assert_eq!(
-            index.tables("customers per region", 1)[0].0.to_string(),
+            index.tables("customers per region", 1, None)[0]
+                .0
+                .to_string(),
             "demo.customers"
         );
-        assert_eq!(index.golden("revenue last year", 1)[0].0, "g1");
-        assert!(index.golden("countries", 1).is_empty());
+        assert_eq!(index.golden("revenue last year", 1, None)[0].0, "g1");
+        assert!(index.golden("countries", 1, None).is_empty());
+    }
+
+    #[test]
+    fn embeddings_lift_tables_words_miss() {
+        let visible = visible(&[
+            ("tpch.nation", &["n_name"]),
+            ("tpch.orders", &["o_totalprice"]),
+            ("tpch.part", &["p_name"]),
+        ]);
+        let notes = BTreeMap::new();
+        let corpus = Corpus {
+            visible: &visible,
+            notes: &notes,
+            golden: vec![],
+            scans: BTreeMap::new(),
+        };
+        let index = SearchIndex::build(&corpus);
+        // No word of the question is in any document: BM25 finds nothing.
+        assert!(index.tables("which countries", 3, None).is_empty());
+        // Documents in key order: nation, orders, part. The question's
+        // vector is closest to nation's.
+        let semantic = Semantic {
+            question: Arc::new(vec![1.0, 0.1]),
+            tables: vec![
+                Arc::new(vec![0.9, 0.0]),
+                Arc::new(vec![0.0, 1.0]),
+                Arc::new(vec![0.5, 0.5]),
+            ],
+            golden: vec![],
+        };
+        let ranked: Vec<String> = index
+            .tables("which countries", 3, Some(&semantic))
+            .into_iter()
+            .map(|(t, _)| t.to_string())
+            .collect();
+        assert_eq!(ranked, ["tpch.nation", "tpch.part", "tpch.orders"]);
+        // A lexical match still counts: fused, "orders price" puts orders
+        // first although its vector is farther.
+        let top = index.tables("orders totalprice", 1, Some(&semantic));
+        assert_eq!(top[0].0.to_string(), "tpch.orders");
     }
 }

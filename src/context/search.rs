@@ -8,10 +8,11 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::Arc;
 
-use super::ranking::Corpus;
+use super::ranking::{Corpus, SearchIndex, Semantic};
+use super::records::Visible;
 use super::records::{GoldenSql, Instruction};
 use super::scan::{ColumnScan, ForeignKey, TableScan, profile_request};
-use super::{ContextError, ContextService, MAX_K, check_text};
+use super::{ContextError, ContextService, MAX_CACHED_VECTORS, MAX_K, check_text};
 use crate::principal::Principal;
 use crate::table_name::TableName;
 
@@ -107,6 +108,11 @@ pub struct SearchAnswer {
     pub instructions: Vec<Instruction>,
     /// The most similar questions answered before.
     pub golden_sql: Vec<GoldenMatch>,
+    /// `bm25`, or `hybrid` (BM25 fused with embedding similarity).
+    pub ranking: &'static str,
+    /// Why ranking fell back to BM25 although embeddings are configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ranking_note: Option<String>,
 }
 
 impl ContextService {
@@ -118,19 +124,28 @@ impl ContextService {
         principal: &Principal,
         request: &SearchRequest,
     ) -> Result<SearchAnswer, ContextError> {
-        let mut answer = self.rank(principal, request)?;
+        let (index, visible) = self.search_index(principal, request)?;
+        let (semantic, note) = match self.semantic(&index, &request.question).await {
+            Ok(semantic) => (semantic, None),
+            Err(e) => {
+                tracing::warn!(error = %e, "embeddings failed; ranking by BM25 alone");
+                (None, Some(format!("embeddings unavailable: {e}")))
+            }
+        };
+        let mut answer = self.rank(request, &index, &visible, semantic.as_ref());
+        answer.ranking_note = note;
         for table in &mut answer.tables {
             self.add_scan(principal, table).await?;
         }
         Ok(answer)
     }
 
-    /// The ranked answer, without scans.
-    fn rank(
+    /// The caller's search index (cached by content) and its catalog.
+    fn search_index(
         &self,
         principal: &Principal,
         request: &SearchRequest,
-    ) -> Result<SearchAnswer, ContextError> {
+    ) -> Result<(Arc<SearchIndex>, Visible), ContextError> {
         check_text("question", &request.question, false)?;
         let k = request.k.unwrap_or(5);
         if k == 0 || k > MAX_K {
@@ -166,14 +181,67 @@ impl ContextService {
         let index = self
             .indexes
             .index(&corpus, self.version.load(Ordering::Acquire));
+        Ok((index, visible))
+    }
+
+    /// Embeddings of the question and the index's documents, when an
+    /// endpoint is configured; document vectors are cached by text.
+    async fn semantic(
+        &self,
+        index: &SearchIndex,
+        question: &str,
+    ) -> Result<Option<Semantic>, crate::llm::LlmError> {
+        let Some(provider) = &self.embeddings else {
+            return Ok(None);
+        };
+        let missing: Vec<String> = {
+            let cache = self.read_vectors();
+            let mut seen = BTreeSet::new();
+            index
+                .texts()
+                .filter(|t| !cache.contains_key(t.as_str()) && seen.insert(t.as_str()))
+                .cloned()
+                .collect()
+        };
+        let mut inputs = missing.clone();
+        inputs.push(question.to_string());
+        let mut vectors = provider.embed(&inputs).await?;
+        let question = Arc::new(vectors.pop().unwrap_or_default());
+        let mut cache = self.write_vectors();
+        if cache.len() + missing.len() > MAX_CACHED_VECTORS {
+            cache.clear();
+        }
+        for (text, vector) in missing.into_iter().zip(vectors) {
+            cache.insert(text, Arc::new(vector));
+        }
+        let lookup = |text: &String| cache.get(text.as_str()).cloned().unwrap_or_default();
+        let texts: Vec<&String> = index.texts().collect();
+        let (tables, golden) = texts.split_at(index.table_count().min(texts.len()));
+        Ok(Some(Semantic {
+            question,
+            tables: tables.iter().map(|t| lookup(t)).collect(),
+            golden: golden.iter().map(|t| lookup(t)).collect(),
+        }))
+    }
+
+    /// The ranked answer, without scans.
+    fn rank(
+        &self,
+        request: &SearchRequest,
+        index: &SearchIndex,
+        visible: &Visible,
+        semantic: Option<&Semantic>,
+    ) -> SearchAnswer {
+        let k = request.k.unwrap_or(5);
+        let state = self.read();
         let tables: Vec<TableContext> = index
-            .tables(&request.question, k)
+            .tables(&request.question, k, semantic)
             .into_iter()
             .map(|(name, score)| {
                 let notes = state
                     .notes
                     .get(&name.to_string())
-                    .and_then(|n| n.seen_by(&visible));
+                    .and_then(|n| n.seen_by(visible));
                 let columns = visible
                     .get(&name)
                     .into_iter()
@@ -204,11 +272,11 @@ impl ContextService {
         let instructions = state
             .instructions
             .values()
-            .filter(|i| i.visible_to(&visible) && i.applies_to(&chosen))
+            .filter(|i| i.visible_to(visible) && i.applies_to(&chosen))
             .cloned()
             .collect();
         let golden_sql = index
-            .golden(&request.question, k)
+            .golden(&request.question, k, semantic)
             .into_iter()
             .filter_map(|(id, score)| {
                 let g = state.golden.get(&id)?;
@@ -220,12 +288,14 @@ impl ContextService {
                 })
             })
             .collect();
-        Ok(SearchAnswer {
+        SearchAnswer {
             question: request.question.clone(),
             tables,
             instructions,
             golden_sql,
-        })
+            ranking: if semantic.is_some() { "hybrid" } else { "bm25" },
+            ranking_note: None,
+        }
     }
 
     /// Adds what the table's scan says, as `principal` sees it: admins the

@@ -156,6 +156,8 @@ mod tests {
                 sql: "SELECT region, count(*) FROM demo.orders GROUP BY region".into(),
                 score: 1.0,
             }],
+            ranking: "bm25",
+            ranking_note: None,
         };
         let messages = messages(" How much revenue per region? ", &context);
         assert_eq!(messages.len(), 2);

@@ -56,6 +56,13 @@ timeout = "2s"
 retries = 2
 retry_backoff = "50ms"
 
+[llm.embeddings]
+base_url = "{stub.base_url}"
+model = "stub-embed"
+api_key_env = "STUB_KEY"
+timeout = "2s"
+retries = 0
+
 [llm.providers.badkey]
 base_url = "{stub.base_url}"
 model = "stub-model"
@@ -325,3 +332,23 @@ def test_finetuning_exports_trains_and_serves_the_model(nl):
     deleted = call(client, admin, "finetune.delete", {"id": created["id"]})
     assert deleted == {"id": created["id"], "deleted": True, "training_file_deleted": True}
     assert "not yours" in fails(client, admin, "finetune.get", {"id": created["id"]})
+
+
+def test_search_is_hybrid_with_embeddings_and_embeds_only_what_the_caller_sees(nl):
+    stub = nl["stub"]
+    stub.clear()
+    client, options = nl["agents"]["apac"]
+    answer = call(client, options, "context.search", {"question": "people who signed up", "k": 3})
+    assert answer["ranking"] == "hybrid" and "ranking_note" not in answer
+    assert [t["table"] for t in answer["tables"]] == ["demo.customers"]
+    embedded = [text for r in stub.requests if r["path"] == "/v1/embeddings" for text in r["json"]["input"]]
+    assert "people who signed up" in embedded
+    # apac may not query demo.orders: no text about it goes to the endpoint.
+    assert not any("orders" in text for text in embedded), embedded
+
+    # A failing endpoint degrades to BM25, and says so.
+    stub.script("embeddings", [{"status": 400, "body": {"error": {"message": "input too long"}}}])
+    answer = call(client, options, "context.search", {"question": "customers by region", "k": 3})
+    assert answer["ranking"] == "bm25"
+    assert "input too long" in answer["ranking_note"]
+    assert answer["tables"][0]["table"] == "demo.customers"
