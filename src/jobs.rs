@@ -290,7 +290,15 @@ impl JobStore {
         let started = job.clone();
         let jobs = Arc::clone(self);
         let task = tokio::spawn(async move {
-            let outcome = work(running).await;
+            use futures::FutureExt;
+            // A panic in the work still ends the job (failed), rather
+            // than leaving it running forever.
+            let outcome = std::panic::AssertUnwindSafe(work(running))
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| {
+                    Err("the job failed unexpectedly (a bug in airlock); see the server log".into())
+                });
             jobs.finish(job, outcome).await
         });
         if !wait {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::Rng;
 
@@ -76,22 +76,30 @@ impl SecretBox {
         })
     }
 
-    /// A sealed form of `plain`, fit to store.
-    pub fn seal(&self, plain: &str) -> String {
+    /// A sealed form of `plain`, fit to store, bound to `context` (what
+    /// it is the secret of): it opens only with the same context, so a
+    /// sealed value copied into another record does not open there.
+    pub fn seal(&self, context: &str, plain: &str) -> String {
         let mut nonce = [0u8; NONCE_LEN];
         rand::rng().fill(&mut nonce);
         // Encryption only fails for plaintexts beyond 256 GiB.
         let sealed = self
             .cipher
-            .encrypt(&XNonce::from(nonce), plain.as_bytes())
+            .encrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: context.as_bytes(),
+                },
+            )
             .unwrap_or_default();
         let mut out = nonce.to_vec();
         out.extend_from_slice(&sealed);
         format!("{SEALED_PREFIX}{}", BASE64.encode(out))
     }
 
-    /// The plain text of a value made by [`SecretBox::seal`].
-    pub fn unseal(&self, sealed: &str) -> Result<String, SecretsError> {
+    /// The plain text of a value [`SecretBox::seal`] made for `context`.
+    pub fn unseal(&self, context: &str, sealed: &str) -> Result<String, SecretsError> {
         let bytes = sealed
             .strip_prefix(SEALED_PREFIX)
             .and_then(|b| BASE64.decode(b).ok())
@@ -101,7 +109,13 @@ impl SecretBox {
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SecretsError::Unsealable)?;
         let plain = self
             .cipher
-            .decrypt(&XNonce::from(nonce), ciphertext)
+            .decrypt(
+                &XNonce::from(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: context.as_bytes(),
+                },
+            )
             .map_err(|_| SecretsError::Unsealable)?;
         String::from_utf8(plain).map_err(|_| SecretsError::Unsealable)
     }
@@ -172,12 +186,18 @@ mod tests {
     fn sealed_secrets_open_only_under_their_key() {
         let dir = tempfile::tempdir().unwrap();
         let sealed_box = SecretBox::open(dir.path(), None).unwrap();
-        let sealed = sealed_box.seal("hunter2");
+        let sealed = sealed_box.seal("c/password", "hunter2");
         assert!(sealed.starts_with("v1:") && !sealed.contains("hunter2"));
-        assert_ne!(sealed, sealed_box.seal("hunter2"), "fresh nonce per seal");
+        assert_ne!(
+            sealed,
+            sealed_box.seal("c/password", "hunter2"),
+            "fresh nonce per seal"
+        );
         // The key file persists: a second open reads the same key.
         let again = SecretBox::open(dir.path(), None).unwrap();
-        assert_eq!(again.unseal(&sealed).unwrap(), "hunter2");
+        assert_eq!(again.unseal("c/password", &sealed).unwrap(), "hunter2");
+        // Bound to its context: moved to another record it does not open.
+        assert!(again.unseal("d/password", &sealed).is_err());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -189,14 +209,14 @@ mod tests {
         }
         let other = SecretBox::open(dir.path(), Some(&"ab".repeat(32))).unwrap();
         assert!(matches!(
-            other.unseal(&sealed),
+            other.unseal("c/password", &sealed),
             Err(SecretsError::Unsealable)
         ));
         let mut tampered = sealed.clone();
         tampered.pop();
         tampered.push(if sealed.ends_with('A') { 'B' } else { 'A' });
-        assert!(again.unseal(&tampered).is_err());
-        assert!(again.unseal("hunter2").is_err());
+        assert!(again.unseal("c/password", &tampered).is_err());
+        assert!(again.unseal("c/password", "hunter2").is_err());
     }
 
     #[test]
@@ -206,7 +226,7 @@ mod tests {
         let b64 = BASE64.encode([0x0f; 32]);
         let a = SecretBox::open(dir.path(), Some(&hex)).unwrap();
         let b = SecretBox::open(dir.path(), Some(&b64)).unwrap();
-        assert_eq!(b.unseal(&a.seal("x")).unwrap(), "x");
+        assert_eq!(b.unseal("c", &a.seal("c", "x")).unwrap(), "x");
         assert!(SecretBox::open(dir.path(), Some("short")).is_err());
         assert!(
             !dir.path().join(KEY_FILE).exists(),

@@ -339,17 +339,21 @@ impl App {
             meta_for_context.clone(),
             Arc::clone(&query),
             Arc::clone(&tool_jobs),
-            llm.embeddings().cloned(),
+            llm.embeddings()
+                .cloned()
+                .map(|provider| (provider, config.llm.embeddings_weight)),
         )
         .await?;
-        let nl = crate::nl::NlService::new(
+        let nl = crate::nl::NlService::open(
             llm,
             Arc::clone(&context),
             Arc::clone(&query),
             Arc::clone(&artifacts),
             Arc::clone(&tool_jobs),
             meta_for_context,
-        );
+        )
+        .await
+        .map_err(|e| ServerError::Config(format!("opening nl: {e}")))?;
         query.add_extra_tables(Arc::new(ContextTables(Arc::downgrade(&context))));
         context.rescan_stale();
         let actions = Arc::new(Actions::new(crate::actions::Services {

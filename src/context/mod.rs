@@ -26,7 +26,7 @@ use crate::meta::{Collection, Meta, MetaError};
 use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::table_name::{RESERVED_SCHEMAS, TableName};
-use records::{GoldenSql, Instruction, TableNotes, Visible};
+use records::{GoldenSql, Hidden, Instruction, TableNotes, Visible};
 
 use ranking::IndexCache;
 pub use scan::{ColumnScan, ForeignKey, ScanRequest, TableScan};
@@ -87,8 +87,12 @@ pub struct ContextService {
     jobs: Arc<JobStore>,
     /// The embeddings endpoint that makes search hybrid, if configured.
     embeddings: Option<Arc<Provider>>,
+    /// Its weight in rank fusion (BM25's is 1).
+    embeddings_weight: f32,
     /// Embeddings of indexed texts.
     vectors: RwLock<HashMap<String, Arc<Vec<f32>>>>,
+    /// Until when a failed embeddings endpoint is not asked again.
+    embeddings_down: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 /// Document embeddings kept before the cache starts over.
@@ -100,7 +104,7 @@ impl ContextService {
         meta: Meta,
         query: Arc<QueryEngine>,
         jobs: Arc<JobStore>,
-        embeddings: Option<Arc<Provider>>,
+        embeddings: Option<(Arc<Provider>, f32)>,
     ) -> Result<Arc<Self>, ContextError> {
         let notes: Vec<TableNotes> = meta.list(Collection::ContextTables).await?;
         let instructions: Vec<Instruction> = meta.list(Collection::Instructions).await?;
@@ -123,14 +127,22 @@ impl ContextService {
             writing: tokio::sync::Mutex::new(()),
             indexes: IndexCache::default(),
             jobs,
-            embeddings,
+            embeddings_weight: embeddings.as_ref().map_or(1.0, |(_, w)| *w),
+            embeddings: embeddings.map(|(provider, _)| provider),
             vectors: RwLock::new(HashMap::new()),
+            embeddings_down: std::sync::Mutex::new(None),
         }))
     }
 
     fn read_vectors(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Vec<f32>>>> {
         // Entries are whole vectors; a poisoned lock holds no half-write.
         self.vectors.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lock_embeddings_down(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.embeddings_down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_vectors(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Vec<f32>>>> {
@@ -158,6 +170,24 @@ impl ContextService {
 
     /// The visible warehouse tables `principal` reads with no row filter
     /// or mask: it sees their values as an admin does.
+    /// What `principal`'s policy hides inside the tables it may query.
+    fn hidden(&self, principal: &Principal) -> Hidden {
+        let mut hidden = Hidden::default();
+        if let crate::policy::Access::Restricted { tables, .. } = self.query.access(principal) {
+            for (name, access) in tables {
+                if !access.row_filters.is_empty() {
+                    hidden.filtered.insert(name.clone());
+                }
+                if !access.masks.is_empty() {
+                    hidden
+                        .masked
+                        .insert(name, access.masks.into_keys().collect());
+                }
+            }
+        }
+        hidden
+    }
+
     fn plain_tables(&self, principal: &Principal) -> std::collections::BTreeSet<TableName> {
         let visible = self.query.visible_tables(principal);
         visible

@@ -62,7 +62,7 @@ impl Corpus<'_> {
 }
 
 /// A question's embedding and those of the documents, by position.
-type Vectors<'a> = (&'a [f32], &'a [Arc<Vec<f32>>]);
+type Vectors<'a> = (&'a [f32], &'a [Arc<Vec<f32>>], f32);
 
 /// The constant of reciprocal rank fusion (the usual 60).
 const RRF_K: f32 = 60.0;
@@ -78,9 +78,11 @@ pub(super) struct SearchIndex {
     golden_engine: SearchEngine<usize>,
 }
 
-/// Embeddings of a question and of an index's documents (by position).
+/// Embeddings of a question and of an index's documents (by position),
+/// and how much their ranking counts against BM25's.
 #[derive(Debug)]
 pub(super) struct Semantic {
+    pub(super) weight: f32,
     pub(super) question: Arc<Vec<f32>>,
     pub(super) tables: Vec<Arc<Vec<f32>>>,
     pub(super) golden: Vec<Arc<Vec<f32>>>,
@@ -165,7 +167,7 @@ impl SearchIndex {
         k: usize,
         semantic: Option<&Semantic>,
     ) -> Vec<(TableName, f32)> {
-        let vectors = semantic.map(|s| (s.question.as_slice(), s.tables.as_slice()));
+        let vectors = semantic.map(|s| (s.question.as_slice(), s.tables.as_slice(), s.weight));
         rank(&self.table_engine, question, k, vectors)
             .into_iter()
             .filter_map(|(i, score)| Some((self.tables.get(i)?.clone(), score)))
@@ -179,7 +181,7 @@ impl SearchIndex {
         k: usize,
         semantic: Option<&Semantic>,
     ) -> Vec<(String, f32)> {
-        let vectors = semantic.map(|s| (s.question.as_slice(), s.golden.as_slice()));
+        let vectors = semantic.map(|s| (s.question.as_slice(), s.golden.as_slice(), s.weight));
         rank(&self.golden_engine, question, k, vectors)
             .into_iter()
             .filter_map(|(i, score)| Some((self.golden.get(i)?.clone(), score)))
@@ -195,7 +197,7 @@ fn rank(
     k: usize,
     vectors: Option<Vectors<'_>>,
 ) -> Vec<(usize, f32)> {
-    let Some((question_vector, documents)) = vectors else {
+    let Some((question_vector, documents, weight)) = vectors else {
         return engine
             .search(&words(question), k)
             .into_iter()
@@ -214,7 +216,7 @@ fn rank(
         .collect();
     dense.sort_by(|a, b| b.1.total_cmp(&a.1));
     for (rank, (i, _)) in dense.iter().enumerate() {
-        *fused.entry(*i).or_default() += 1.0 / (RRF_K + rank as f32 + 1.0);
+        *fused.entry(*i).or_default() += weight / (RRF_K + rank as f32 + 1.0);
     }
     let mut ranked: Vec<(usize, f32)> = fused.into_iter().collect();
     ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -422,6 +424,7 @@ mod tests {
         // Documents in key order: nation, orders, part. The question's
         // vector is closest to nation's.
         let semantic = Semantic {
+            weight: 1.0,
             question: Arc::new(vec![1.0, 0.1]),
             tables: vec![
                 Arc::new(vec![0.9, 0.0]),

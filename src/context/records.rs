@@ -118,23 +118,43 @@ pub struct GoldenSql {
     pub created_by: String,
 }
 
+/// What a caller's policy hides inside the tables it may query.
+#[derive(Debug, Clone, Default)]
+pub struct Hidden {
+    /// Tables whose rows a row filter narrows for the caller.
+    pub filtered: BTreeSet<TableName>,
+    /// Masked columns per table.
+    pub masked: BTreeMap<TableName, BTreeSet<String>>,
+}
+
 impl GoldenSql {
     /// Shown to admins, and to principals of its swarm (everyone, for a
-    /// global one) who can see every table and column it reads.
-    pub fn visible_to(&self, principal: &Principal, visible: &Visible) -> bool {
+    /// global one) who can see every table and column it reads, and whose
+    /// policy hides nothing its text could reveal: none of those tables is
+    /// row-filtered for them (its literals and question may name values of
+    /// rows they cannot read), and it compares no masked column with a
+    /// quoted literal.
+    pub fn visible_to(&self, principal: &Principal, visible: &Visible, hidden: &Hidden) -> bool {
         if principal.is_admin() {
             return true;
         }
         if self.swarm.is_some() && self.swarm != principal.swarm {
             return false;
         }
+        let quotes_a_value = self.sql.contains('\'');
         self.reads.iter().all(|(table, columns)| {
-            let Some(seen) = TableName::parse(table).ok().and_then(|t| visible.get(&t)) else {
+            let Some(name) = TableName::parse(table).ok() else {
                 return false;
             };
-            columns
-                .iter()
-                .all(|c| seen.iter().any(|(name, _)| name == c))
+            let Some(seen) = visible.get(&name) else {
+                return false;
+            };
+            let masked = hidden.masked.get(&name);
+            !hidden.filtered.contains(&name)
+                && columns.iter().all(|c| {
+                    seen.iter().any(|(n, _)| n == c)
+                        && !(quotes_a_value && masked.is_some_and(|m| m.contains(c)))
+                })
         })
     }
 
@@ -225,11 +245,31 @@ mod tests {
     #[test]
     fn golden_sql_needs_its_swarm_and_every_column_it_reads() {
         let a = agent("emea");
-        assert!(golden(None, "demo.customers", &["region"]).visible_to(&a, &visible()));
-        assert!(golden(Some("emea"), "demo.customers", &["id"]).visible_to(&a, &visible()));
-        assert!(!golden(Some("apac"), "demo.customers", &["id"]).visible_to(&a, &visible()));
-        assert!(!golden(None, "demo.customers", &["ssn"]).visible_to(&a, &visible()));
-        assert!(!golden(None, "demo.orders", &["id"]).visible_to(&a, &visible()));
+        let none = Hidden::default();
+        assert!(golden(None, "demo.customers", &["region"]).visible_to(&a, &visible(), &none));
+        assert!(golden(Some("emea"), "demo.customers", &["id"]).visible_to(&a, &visible(), &none));
+        assert!(!golden(Some("apac"), "demo.customers", &["id"]).visible_to(&a, &visible(), &none));
+        assert!(!golden(None, "demo.customers", &["ssn"]).visible_to(&a, &visible(), &none));
+        assert!(!golden(None, "demo.orders", &["id"]).visible_to(&a, &visible(), &none));
+        // A row filter hides it: its text may name values of hidden rows.
+        let customers = TableName::parse("demo.customers").unwrap();
+        let filtered = Hidden {
+            filtered: [customers.clone()].into(),
+            ..Hidden::default()
+        };
+        assert!(!golden(None, "demo.customers", &["region"]).visible_to(&a, &visible(), &filtered));
+        // A masked column hides it only when the SQL quotes a value.
+        let masked = Hidden {
+            masked: [(customers, ["region".to_string()].into())].into(),
+            ..Hidden::default()
+        };
+        let plain = golden(None, "demo.customers", &["region"]);
+        assert!(plain.visible_to(&a, &visible(), &masked));
+        let quoting = GoldenSql {
+            sql: "SELECT count(*) FROM demo.customers WHERE region = 'EU'".into(),
+            ..plain
+        };
+        assert!(!quoting.visible_to(&a, &visible(), &masked));
     }
 
     #[test]

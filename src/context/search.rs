@@ -1,8 +1,9 @@
 //! `context.search`: a question in, the context most relevant to it out,
 //! ranked ([`super::ranking`]) over what the caller may query.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,11 @@ use super::scan::{ColumnScan, ForeignKey, TableScan, profile_request};
 use super::{ContextError, ContextService, MAX_CACHED_VECTORS, MAX_K, check_text};
 use crate::principal::Principal;
 use crate::table_name::TableName;
+
+/// Longest a search waits for embeddings before ranking by BM25 alone.
+const EMBEDDING_WAIT: Duration = Duration::from_secs(10);
+/// How long a failed embeddings endpoint is left alone.
+const EMBEDDING_BACKOFF: Duration = Duration::from_secs(60);
 
 /// `context.search`.
 #[derive(Debug, Deserialize)]
@@ -154,12 +160,14 @@ impl ContextService {
             )));
         }
         let visible = self.visible(principal);
+        let hidden = self.hidden(principal);
         let state = self.read();
         let golden: Vec<&GoldenSql> = state
             .golden
             .values()
             .filter(|g| {
-                g.visible_to(principal, &visible) && !request.exclude_golden.contains(&g.id)
+                g.visible_to(principal, &visible, &hidden)
+                    && !request.exclude_golden.contains(&g.id)
             })
             .collect();
         let plain = self.plain_tables(principal);
@@ -185,39 +193,70 @@ impl ContextService {
     }
 
     /// Embeddings of the question and the index's documents, when an
-    /// endpoint is configured; document vectors are cached by text.
+    /// endpoint is configured; document vectors are cached by text. A
+    /// failing endpoint is skipped for a minute, and a slow one costs at
+    /// most `EMBEDDING_WAIT`, so search stays fast with BM25 meanwhile.
     async fn semantic(
         &self,
         index: &SearchIndex,
         question: &str,
-    ) -> Result<Option<Semantic>, crate::llm::LlmError> {
+    ) -> Result<Option<Semantic>, String> {
         let Some(provider) = &self.embeddings else {
             return Ok(None);
         };
-        let missing: Vec<String> = {
+        if let Some(until) = *self.lock_embeddings_down()
+            && Instant::now() < until
+        {
+            return Err("the embeddings endpoint failed recently; retrying after a minute".into());
+        }
+        // This index's vectors, held here: the shared cache may be cleared
+        // by another search meanwhile.
+        let mut vectors: HashMap<&str, Arc<Vec<f32>>> = HashMap::new();
+        {
             let cache = self.read_vectors();
-            let mut seen = BTreeSet::new();
-            index
-                .texts()
-                .filter(|t| !cache.contains_key(t.as_str()) && seen.insert(t.as_str()))
-                .cloned()
-                .collect()
-        };
+            for text in index.texts() {
+                if let Some(vector) = cache.get(text.as_str()) {
+                    vectors.insert(text.as_str(), Arc::clone(vector));
+                }
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let missing: Vec<String> = index
+            .texts()
+            .filter(|t| !vectors.contains_key(t.as_str()) && seen.insert(t.as_str()))
+            .cloned()
+            .collect();
         let mut inputs = missing.clone();
         inputs.push(question.to_string());
-        let mut vectors = provider.embed(&inputs).await?;
-        let question = Arc::new(vectors.pop().unwrap_or_default());
-        let mut cache = self.write_vectors();
-        if cache.len() + missing.len() > MAX_CACHED_VECTORS {
-            cache.clear();
+        let embedded = match tokio::time::timeout(EMBEDDING_WAIT, provider.embed(&inputs)).await {
+            Ok(Ok(embedded)) => embedded,
+            failed => {
+                *self.lock_embeddings_down() = Some(Instant::now() + EMBEDDING_BACKOFF);
+                return Err(match failed {
+                    Ok(Err(e)) => e.to_string(),
+                    _ => format!("no answer within {} s", EMBEDDING_WAIT.as_secs()),
+                });
+            }
+        };
+        let mut embedded: Vec<Arc<Vec<f32>>> = embedded.into_iter().map(Arc::new).collect();
+        let question = embedded.pop().unwrap_or_default();
+        {
+            let mut cache = self.write_vectors();
+            if cache.len() + missing.len() > MAX_CACHED_VECTORS {
+                cache.clear();
+            }
+            for (text, vector) in missing.iter().zip(&embedded) {
+                cache.insert(text.clone(), Arc::clone(vector));
+            }
         }
-        for (text, vector) in missing.into_iter().zip(vectors) {
-            cache.insert(text, Arc::new(vector));
+        for (text, vector) in missing.iter().zip(embedded) {
+            vectors.insert(text.as_str(), vector);
         }
-        let lookup = |text: &String| cache.get(text.as_str()).cloned().unwrap_or_default();
+        let lookup = |text: &String| vectors.get(text.as_str()).cloned().unwrap_or_default();
         let texts: Vec<&String> = index.texts().collect();
         let (tables, golden) = texts.split_at(index.table_count().min(texts.len()));
         Ok(Some(Semantic {
+            weight: self.embeddings_weight,
             question,
             tables: tables.iter().map(|t| lookup(t)).collect(),
             golden: golden.iter().map(|t| lookup(t)).collect(),

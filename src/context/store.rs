@@ -318,10 +318,11 @@ impl ContextService {
     /// Golden pairs `principal` may see.
     pub fn golden(&self, principal: &Principal) -> Vec<GoldenSql> {
         let visible = self.visible(principal);
+        let hidden = self.hidden(principal);
         self.read()
             .golden
             .values()
-            .filter(|g| g.visible_to(principal, &visible))
+            .filter(|g| g.visible_to(principal, &visible, &hidden))
             .cloned()
             .collect()
     }
@@ -330,12 +331,13 @@ impl ContextService {
     /// swarm's. One the caller may not see does not exist for it.
     pub async fn golden_delete(&self, principal: &Principal, id: &str) -> Result<(), ContextError> {
         let visible = self.visible(principal);
+        let hidden = self.hidden(principal);
         let _writing = self.writing.lock().await;
         let golden = self
             .read()
             .golden
             .get(id)
-            .filter(|g| g.visible_to(principal, &visible))
+            .filter(|g| g.visible_to(principal, &visible, &hidden))
             .cloned()
             .ok_or_else(|| ContextError::NotFound(format!("no golden SQL '{id}'")))?;
         if !golden.deletable_by(principal) {

@@ -179,48 +179,72 @@ impl Provider {
                         .get("index")
                         .and_then(Value::as_u64)
                         .unwrap_or(i as u64);
-                    let vector = item.get("embedding").and_then(Value::as_array).map(|v| {
-                        v.iter()
-                            .filter_map(Value::as_f64)
-                            .map(|x| x as f32)
-                            .collect()
-                    });
+                    let vector: Option<Vec<f32>> = item
+                        .get("embedding")
+                        .and_then(Value::as_array)
+                        .and_then(|v| v.iter().map(|x| x.as_f64().map(|x| x as f32)).collect());
                     vector
                         .map(|v| (index, v))
                         .ok_or_else(|| self.malformed("an embedding is not a list of numbers"))
                 })
                 .collect::<Result<_, _>>()?;
-            if items.len() != batch.len() {
+            items.sort_by_key(|(index, _)| *index);
+            let in_order = items
+                .iter()
+                .enumerate()
+                .all(|(i, (index, _))| *index == i as u64);
+            if items.len() != batch.len() || !in_order {
                 return Err(self.malformed(&format!(
-                    "{} embeddings for {} inputs",
+                    "{} embeddings for {} inputs, or indexes that are not 0..{}",
                     items.len(),
+                    batch.len(),
                     batch.len()
                 )));
             }
-            items.sort_by_key(|(index, _)| *index);
+            let dimensions = items.first().map_or(0, |(_, v)| v.len());
+            if dimensions == 0 || items.iter().any(|(_, v)| v.len() != dimensions) {
+                return Err(self.malformed("embeddings of different or zero length"));
+            }
             out.extend(items.into_iter().map(|(_, v)| v));
         }
         Ok(out)
     }
 
-    /// POSTs JSON to `path` (relative to the base URL) and parses the answer.
+    /// POSTs JSON to `path` (relative to the base URL) and parses the
+    /// answer. Retried on server errors: the calls it serves (chat,
+    /// embeddings, cancel) are safe to repeat.
     pub(super) async fn post_json(&self, path: &str, body: &Value) -> Result<Value, LlmError> {
         let url = self.url(path);
-        let bytes = self.send(|| self.http.post(&url).json(body)).await?;
+        let bytes = self
+            .send(Retry::Transient, || self.http.post(&url).json(body))
+            .await?;
+        self.parse(&bytes)
+    }
+
+    /// POSTs JSON that creates something (a fine-tuning job): retried only
+    /// when the server surely did nothing (429), so a lost answer never
+    /// starts a second paid job.
+    pub(super) async fn post_json_once(&self, path: &str, body: &Value) -> Result<Value, LlmError> {
+        let url = self.url(path);
+        let bytes = self
+            .send(Retry::Throttled, || self.http.post(&url).json(body))
+            .await?;
         self.parse(&bytes)
     }
 
     /// GETs `path` and parses the answer.
     pub(super) async fn get_json(&self, path: &str) -> Result<Value, LlmError> {
         let url = self.url(path);
-        let bytes = self.send(|| self.http.get(&url)).await?;
+        let bytes = self.send(Retry::Transient, || self.http.get(&url)).await?;
         self.parse(&bytes)
     }
 
     /// DELETEs `path`.
     pub(super) async fn delete(&self, path: &str) -> Result<Value, LlmError> {
         let url = self.url(path);
-        let bytes = self.send(|| self.http.delete(&url)).await?;
+        let bytes = self
+            .send(Retry::Transient, || self.http.delete(&url))
+            .await?;
         self.parse(&bytes)
     }
 
@@ -258,7 +282,7 @@ impl Provider {
         let url = self.url(path);
         let content_type = format!("multipart/form-data; boundary={boundary}");
         let bytes = self
-            .send(|| {
+            .send(Retry::Throttled, || {
                 self.http
                     .post(&url)
                     .header(reqwest::header::CONTENT_TYPE, &content_type)
@@ -290,7 +314,11 @@ impl Provider {
 
     /// Sends a request built by `build`, retrying 429s, 5xx answers and
     /// connection failures with backoff; the body of a 2xx answer.
-    async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Bytes, LlmError> {
+    async fn send(
+        &self,
+        retry: Retry,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Bytes, LlmError> {
         let attempts = self.config.retries + 1;
         let mut attempt = 0;
         loop {
@@ -307,6 +335,7 @@ impl Provider {
                     .get(reqwest::header::RETRY_AFTER)
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.trim().parse::<f64>().ok())
+                    .filter(|s| s.is_finite())
                     .map(|s| Duration::from_secs_f64(s.clamp(0.0, 3600.0)));
                 let body = response.bytes().await?;
                 Ok::<_, reqwest::Error>((status, retry_after, body))
@@ -316,7 +345,9 @@ impl Provider {
             {
                 Err(_) => return Err(self.timeout()),
                 Ok(Err(e)) if e.is_timeout() => return Err(self.timeout()),
-                Ok(Err(e)) if attempt < attempts => {
+                Ok(Err(e))
+                    if attempt < attempts && (retry == Retry::Transient || e.is_connect()) =>
+                {
                     tracing::debug!(provider = %self.name, error = %e.without_url(), "retrying");
                     tokio::time::sleep(self.backoff(attempt, None)).await;
                     continue;
@@ -329,7 +360,8 @@ impl Provider {
                 }
                 Ok(Ok(answer)) => answer,
             };
-            let transient = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
+            let transient = status == StatusCode::TOO_MANY_REQUESTS
+                || (retry == Retry::Transient && status.is_server_error());
             if transient && attempt < attempts {
                 tokio::time::sleep(self.backoff(attempt, retry_after)).await;
                 continue;
@@ -341,13 +373,13 @@ impl Provider {
             return Err(if status == StatusCode::TOO_MANY_REQUESTS {
                 LlmError::RateLimited {
                     provider: self.name.clone(),
-                    attempts,
+                    attempts: attempt,
                 }
             } else if status.is_server_error() {
                 LlmError::Unavailable {
                     provider: self.name.clone(),
                     message: format!(
-                        "HTTP {} after {attempts} attempts: {message}",
+                        "HTTP {} after {attempt} attempts: {message}",
                         status.as_u16()
                     ),
                 }
@@ -375,6 +407,16 @@ impl Provider {
             seconds: self.config.timeout.as_secs().max(1),
         }
     }
+}
+
+/// Which failures a call may be repeated after.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// 429s, 5xx answers and connection failures.
+    Transient,
+    /// Only failures where the server surely did nothing: 429s and
+    /// connections that never opened.
+    Throttled,
 }
 
 /// The message of an OpenAI-style error body, or the start of the body.

@@ -72,7 +72,7 @@ impl Provider {
         if let Some(suffix) = suffix {
             body["suffix"] = json!(suffix);
         }
-        let answer = self.post_json("fine_tuning/jobs", &body).await?;
+        let answer = self.post_json_once("fine_tuning/jobs", &body).await?;
         self.job(answer)
     }
 

@@ -10,6 +10,13 @@
 //! appear in errors or logs. Transient failures (429, 5xx, connection
 //! errors) are retried with exponential backoff, honouring `Retry-After`;
 //! every call has a timeout.
+//!
+//! Written on reqwest rather than taken from `async-openai`: that crate
+//! turns on reqwest features (multipart, streaming) that object_store's
+//! reqwest — and so DataFusion — would then be rebuilt with, and airlock
+//! needs five endpoints of the API, whose lenient parsing here (missing
+//! `usage`, servers without `index`) matters more for local servers than
+//! full typing.
 
 mod client;
 pub mod finetune;
@@ -34,6 +41,9 @@ pub struct LlmSettings {
     /// An embeddings endpoint (`[llm.embeddings]`); with one, search ranks
     /// by BM25 and embedding similarity together.
     pub embeddings: Option<ProviderConfig>,
+    /// How much the embedding ranking counts against BM25's in hybrid
+    /// search (reciprocal-rank fusion weight; BM25's is 1).
+    pub embeddings_weight: f32,
     /// Model calls one `nl.sql` may make (the first answer and retries
     /// with the error fed back).
     pub max_attempts: u32,
@@ -51,6 +61,7 @@ impl Default for LlmSettings {
             default_provider: None,
             providers: BTreeMap::new(),
             embeddings: None,
+            embeddings_weight: 1.0,
             max_attempts: 3,
             generation_timeout: Duration::from_secs(120),
             finetune_poll_interval: Duration::from_secs(30),
@@ -189,6 +200,11 @@ impl Llm {
             Some(name) => Some(name.clone()),
             None => providers.keys().next().cloned(),
         };
+        if !(0.0..=10.0).contains(&settings.embeddings_weight) {
+            return Err(LlmError::Config(
+                "embeddings_weight must be between 0 and 10".into(),
+            ));
+        }
         let embeddings = settings
             .embeddings
             .as_ref()

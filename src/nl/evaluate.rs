@@ -9,9 +9,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch};
-use datafusion::arrow::compute::cast;
-use datafusion::arrow::datatypes::DataType;
+use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::util::display::{ArrayFormatter, FormatOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -65,20 +63,7 @@ impl NlService {
         request: EvaluateRequest,
     ) -> Result<ToolJob, NlError> {
         let provider = self.llm.provider(request.provider.as_deref())?;
-        let mut golden = self.context.golden(principal);
-        if let Some(ids) = &request.golden_ids {
-            if let Some(missing) = ids.iter().find(|id| !golden.iter().any(|g| &g.id == *id)) {
-                return Err(NlError::NotFound(format!(
-                    "no golden SQL '{missing}' (it does not exist or you may not see it)"
-                )));
-            }
-            golden.retain(|g| ids.contains(&g.id));
-        }
-        if golden.is_empty() {
-            return Err(NlError::BadRequest(
-                "there is no golden SQL you may see to evaluate against; add pairs with context.golden.add".into(),
-            ));
-        }
+        let golden = self.chosen_golden(principal, request.golden_ids.as_ref())?;
         let recorded = json!({
             "provider": provider.name(),
             "model": provider.model(),
@@ -137,9 +122,31 @@ impl NlService {
             k: None,
             exclude_golden: BTreeSet::from([golden_id.to_string()]),
         };
-        let generation = self
+        let generation = match self
             .generate(principal, search, Some(provider), None, false)
-            .await?;
+            .await
+        {
+            Ok(generation) => generation,
+            // A query the caller's limits or deadline stopped is a wrong
+            // answer, not a broken evaluation; a failing provider is.
+            Err(NlError::Query(error)) => {
+                let outcome = Outcome {
+                    golden_id: golden_id.to_string(),
+                    question: question.to_string(),
+                    golden_sql: golden_sql.to_string(),
+                    generation_id: None,
+                    sql: None,
+                    status: None,
+                    correct: false,
+                    error: Some(error.to_string()),
+                    attempts: 0,
+                    tokens: 0,
+                    latency_ms: 0,
+                };
+                return Ok((outcome, Usage::default()));
+            }
+            Err(other) => return Err(other),
+        };
         let mut outcome = Outcome {
             golden_id: golden_id.to_string(),
             question: question.to_string(),
@@ -200,39 +207,34 @@ impl NlService {
     }
 }
 
-/// Rows as comparable text: numbers of any type as the same decimal text
-/// (9 significant digits), other values as Arrow displays them.
+/// Rows as comparable text. Numbers compare by value whatever their type:
+/// integral values (integers, `3.00`, `3.0`) exactly as integers, others
+/// to 12 significant digits (so a DECIMAL and a DOUBLE holding the same
+/// amount agree, and distinct ids never do). Other values as Arrow
+/// displays them.
 fn canonical_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, NlError> {
     let bad = |e: datafusion::arrow::error::ArrowError| {
         NlError::BadRequest(format!("results cannot be compared: {e}"))
     };
+    let options = FormatOptions::default().with_null("NULL");
     let mut rows = Vec::new();
     for batch in batches {
-        let columns: Vec<ArrayRef> = batch
+        let formatters: Vec<(ArrayFormatter<'_>, bool)> = batch
             .columns()
             .iter()
             .map(|c| {
-                if c.data_type().is_numeric() {
-                    cast(c, &DataType::Float64)
-                } else {
-                    Ok(Arc::clone(c))
-                }
+                ArrayFormatter::try_new(c.as_ref(), &options)
+                    .map(|f| (f, c.data_type().is_numeric()))
             })
-            .collect::<Result<_, _>>()
-            .map_err(bad)?;
-        let options = FormatOptions::default().with_null("NULL");
-        let formatters: Vec<ArrayFormatter<'_>> = columns
-            .iter()
-            .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect::<Result<_, _>>()
             .map_err(bad)?;
         for row in 0..batch.num_rows() {
             rows.push(
-                columns
+                formatters
                     .iter()
-                    .zip(&formatters)
-                    .map(|(column, formatter)| {
-                        number_text(column, row).unwrap_or_else(|| formatter.value(row).to_string())
+                    .map(|(formatter, numeric)| {
+                        let text = formatter.value(row).to_string();
+                        if *numeric { number_text(text) } else { text }
                     })
                     .collect(),
             );
@@ -241,25 +243,37 @@ fn canonical_rows(batches: &[RecordBatch]) -> Result<Vec<Vec<String>>, NlError> 
     Ok(rows)
 }
 
-fn number_text(column: &ArrayRef, row: usize) -> Option<String> {
-    use datafusion::arrow::array::Float64Array;
-    let floats = column.as_any().downcast_ref::<Float64Array>()?;
-    if floats.is_null(row) {
-        return Some("NULL".into());
+fn number_text(text: String) -> String {
+    let integral = |t: &str| {
+        let digits = t.strip_prefix('-').unwrap_or(t);
+        !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit())
+    };
+    if integral(&text) {
+        return text;
     }
-    let value = floats.value(row);
-    Some(if value == 0.0 {
-        "0".into()
-    } else {
-        format!("{value:.8e}")
-    })
+    // `3.00` and `3.0`: integral, written as the integer.
+    if let Some((whole, fraction)) = text.split_once('.')
+        && integral(whole)
+        && fraction.bytes().all(|b| b == b'0')
+    {
+        return if whole == "-0" {
+            "0".into()
+        } else {
+            whole.to_string()
+        };
+    }
+    match text.parse::<f64>() {
+        Ok(0.0) => "0".into(),
+        Ok(value) if value.is_finite() => format!("{value:.11e}"),
+        _ => text,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use datafusion::arrow::array::{Decimal128Array, Float64Array, Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{Field, Schema};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
 
     #[test]
     fn numbers_compare_across_types() {
@@ -298,6 +312,14 @@ mod tests {
             vec![Arc::new(Float64Array::from(vec![1.0 / 3.0]))],
         )
         .unwrap();
-        assert_eq!(canonical_rows(&[third]).unwrap()[0][0], "3.33333333e-1");
+        assert_eq!(canonical_rows(&[third]).unwrap()[0][0], "3.33333333333e-1");
+        // Distinct big integers stay distinct; a decimal and a double with
+        // the same amount agree.
+        assert_ne!(
+            number_text("1234567890".into()),
+            number_text("1234567891".into())
+        );
+        assert_eq!(number_text("12.50".into()), number_text("12.5".into()));
+        assert_eq!(number_text("-0.0".into()), "0");
     }
 }

@@ -97,9 +97,18 @@ pub struct Finetune {
 
 impl Finetune {
     fn ended(&self) -> bool {
-        matches!(self.status.as_str(), "succeeded" | "failed" | "cancelled")
+        matches!(
+            self.status.as_str(),
+            "succeeded" | "failed" | "cancelled" | INTERRUPTED
+        )
     }
 }
+
+/// The status of a fine-tune a stopped server was following; `finetune.get`
+/// asks the provider how it went.
+const INTERRUPTED: &str = "interrupted";
+/// Status polls that may fail in a row before the fine-tune counts as lost.
+const POLL_FAILURES: u32 = 10;
 
 impl NlService {
     /// `finetune.export`: the golden set as a chat JSONL artifact.
@@ -162,7 +171,7 @@ impl NlService {
         });
         let service = Arc::clone(self);
         let owner = Owner::of(principal);
-        let (tx, rx) = tokio::sync::oneshot::channel::<Finetune>();
+        let (tx, rx) = tokio::sync::oneshot::channel::<Result<Finetune, String>>();
         let work = move |running: Running| async move {
             service
                 .run_finetune(
@@ -183,9 +192,17 @@ impl NlService {
             .await?;
         // The record is written before the first provider call; the job's
         // id is its id.
-        rx.await.map_err(|_| {
-            NlError::NotFound(format!("fine-tune job {} ended before it started", job.id))
-        })
+        match rx.await {
+            Ok(Ok(record)) => Ok(record),
+            Ok(Err(error)) => Err(NlError::BadRequest(format!(
+                "fine-tune {} could not be recorded: {error}",
+                job.id
+            ))),
+            Err(_) => Err(NlError::BadRequest(format!(
+                "fine-tune job {} ended before it started; see job.get",
+                job.id
+            ))),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -198,7 +215,7 @@ impl NlService {
         data: Bytes,
         examples: usize,
         running: Running,
-        started: tokio::sync::oneshot::Sender<Finetune>,
+        started: tokio::sync::oneshot::Sender<Result<Finetune, String>>,
     ) -> Result<serde_json::Value, String> {
         let job_id = running.job_id.clone();
         let now = Utc::now();
@@ -216,10 +233,11 @@ impl NlService {
             created_at: now,
             updated_at: now,
         };
-        self.save_finetune(&record)
-            .await
-            .map_err(|e| e.to_string())?;
-        let _ = started.send(record.clone());
+        if let Err(e) = self.save_finetune(&record).await {
+            let _ = started.send(Err(e.to_string()));
+            return Err(e.to_string());
+        }
+        let _ = started.send(Ok(record.clone()));
         let outcome = self
             .drive_finetune(
                 &provider,
@@ -284,6 +302,7 @@ impl NlService {
             .finetune_poll_interval
             .max(Duration::from_millis(50));
         let mut cancelled_remote = false;
+        let mut failures = 0;
         while !record.ended() {
             tokio::select! {
                 () = tokio::time::sleep(poll) => {}
@@ -294,11 +313,19 @@ impl NlService {
                     continue;
                 }
             }
-            let remote = provider
-                .fine_tune(&remote.id)
-                .await
-                .map_err(|e| e.to_string())?;
-            self.update_finetune(record, &remote).await?;
+            match provider.fine_tune(&remote.id).await {
+                Ok(remote) => {
+                    failures = 0;
+                    self.update_finetune(record, &remote).await?;
+                }
+                // The provider's job goes on whatever our polls do; a few
+                // failed polls in a row are waited out.
+                Err(e) if failures + 1 < POLL_FAILURES => {
+                    failures += 1;
+                    tracing::warn!(finetune = %record.id, error = %e, "fine-tune status poll failed");
+                }
+                Err(e) => return Err(e.to_string()),
+            }
         }
         Ok(())
     }
@@ -331,9 +358,33 @@ impl NlService {
         Ok(())
     }
 
-    /// `finetune.get`.
+    /// Whether `principal` may ask `provider` for `model` in place of the
+    /// configured one: admins any model; others a fine-tuned model of their
+    /// own (trained on context they may see, which another's may repeat).
+    pub(super) async fn may_use_model(
+        &self,
+        principal: &Principal,
+        provider: &str,
+        model: &str,
+    ) -> Result<bool, NlError> {
+        if principal.is_admin() {
+            return Ok(!model.trim().is_empty() && model.len() <= 256);
+        }
+        let query = ListQuery::default().label("owner", Owner::of(principal).label());
+        let page = self
+            .meta
+            .page::<Finetune>(Collection::Finetunes, &query)
+            .await?;
+        Ok(page.items.iter().any(|f| {
+            f.value.provider == provider && f.value.fine_tuned_model.as_deref() == Some(model)
+        }))
+    }
+
+    /// `finetune.get`. An interrupted fine-tune's provider job is looked
+    /// up again, so its result is not lost with the server that followed it.
     pub async fn finetune_get(&self, principal: &Principal, id: &str) -> Result<Finetune, NlError> {
-        self.meta
+        let mut record = self
+            .meta
             .get::<Finetune>(Collection::Finetunes, id)
             .await?
             .filter(|f| principal.is_admin() || f.owner.is(principal))
@@ -341,7 +392,36 @@ impl NlService {
                 NlError::NotFound(format!(
                     "no fine-tune '{id}' (it does not exist or is not yours)"
                 ))
-            })
+            })?;
+        if record.status == INTERRUPTED
+            && let (Some(remote_id), Ok(provider)) = (
+                record.remote_id.clone(),
+                self.llm.provider(Some(&record.provider)),
+            )
+            && let Ok(remote) = provider.fine_tune(&remote_id).await
+            && remote.ended()
+        {
+            // Best effort: a provider still unreachable leaves it interrupted.
+            let _ = self.update_finetune(&mut record, &remote).await;
+        }
+        Ok(record)
+    }
+
+    /// Marks fine-tunes a stopped server was following as interrupted.
+    pub(super) async fn interrupt_finetunes(&self) -> Result<(), NlError> {
+        for mut record in self.meta.list::<Finetune>(Collection::Finetunes).await? {
+            if !record.ended() {
+                record.status = INTERRUPTED.into();
+                record.error = Some(
+                    "the server stopped while following this fine-tune; finetune.get asks the provider \
+                     how it ended"
+                        .into(),
+                );
+                record.updated_at = Utc::now();
+                self.save_finetune(&record).await?;
+            }
+        }
+        Ok(())
     }
 
     /// `finetune.list`.
@@ -421,30 +501,6 @@ impl NlService {
         }
         self.meta.delete(Collection::Finetunes, &record.id).await?;
         Ok(json!({"id": record.id, "deleted": true, "training_file_deleted": file_deleted}))
-    }
-
-    /// The golden pairs a request names, among those the caller may see.
-    fn chosen_golden(
-        &self,
-        principal: &Principal,
-        ids: Option<&Vec<String>>,
-    ) -> Result<Vec<GoldenSql>, NlError> {
-        let mut golden = self.context.golden(principal);
-        if let Some(ids) = ids {
-            if let Some(missing) = ids.iter().find(|id| !golden.iter().any(|g| &g.id == *id)) {
-                return Err(NlError::NotFound(format!(
-                    "no golden SQL '{missing}' (it does not exist or you may not see it)"
-                )));
-            }
-            golden.retain(|g| ids.contains(&g.id));
-        }
-        if golden.is_empty() {
-            return Err(NlError::BadRequest(
-                "there is no golden SQL you may see to train on; add pairs with context.golden.add"
-                    .into(),
-            ));
-        }
-        Ok(golden)
     }
 
     /// One chat example per golden pair, as `nl.sql` would prompt for it

@@ -80,8 +80,16 @@ impl NlService {
         let started = Instant::now();
         let question = check_question(&search.question)?.to_string();
         let provider = self.llm.provider(provider)?;
-        if model.is_some_and(|m| m.trim().is_empty() || m.len() > 256) {
-            return Err(NlError::BadRequest("model must be 1-256 characters".into()));
+        if let Some(model) = model
+            && model != provider.model()
+            && !self
+                .may_use_model(principal, provider.name(), model)
+                .await?
+        {
+            return Err(NlError::BadRequest(format!(
+                "model '{model}' is neither {}'s model nor a fine-tuned model of yours (finetune.list)",
+                provider.name()
+            )));
         }
         let model_name = model.unwrap_or(provider.model()).to_string();
         let settings = self.llm.settings();

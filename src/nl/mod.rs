@@ -33,10 +33,12 @@ pub use finetune::{FinetuneExportRequest, FinetuneRequest};
 pub use generate::SqlRequest;
 pub use records::{Attempt, Checks, Generation, PromptRecord, RecordPage, RecordQuery, Status};
 
+use crate::context::records::GoldenSql;
 use crate::context::{ContextError, ContextService};
 use crate::jobs::{JobError, JobStore};
 use crate::llm::{Llm, LlmError};
 use crate::meta::{Meta, MetaError};
+use crate::principal::Principal;
 use crate::query::{QueryEngine, QueryError};
 use crate::tools::artifacts::{ArtifactError, ArtifactService};
 
@@ -84,23 +86,51 @@ pub struct NlService {
 }
 
 impl NlService {
-    /// The service.
-    pub fn new(
+    /// The service; fine-tunes a stopped server was following are marked
+    /// interrupted.
+    pub async fn open(
         llm: Arc<Llm>,
         context: Arc<ContextService>,
         query: Arc<QueryEngine>,
         artifacts: Arc<ArtifactService>,
         jobs: Arc<JobStore>,
         meta: Meta,
-    ) -> Arc<Self> {
-        Arc::new(Self {
+    ) -> Result<Arc<Self>, NlError> {
+        let service = Arc::new(Self {
             llm,
             context,
             query,
             artifacts,
             jobs,
             meta,
-        })
+        });
+        service.interrupt_finetunes().await?;
+        Ok(service)
+    }
+}
+
+impl NlService {
+    /// The golden pairs a request names, among those the caller may see.
+    pub(super) fn chosen_golden(
+        &self,
+        principal: &Principal,
+        ids: Option<&Vec<String>>,
+    ) -> Result<Vec<GoldenSql>, NlError> {
+        let mut golden = self.context.golden(principal);
+        if let Some(ids) = ids {
+            if let Some(missing) = ids.iter().find(|id| !golden.iter().any(|g| &g.id == *id)) {
+                return Err(NlError::NotFound(format!(
+                    "no golden SQL '{missing}' (it does not exist or you may not see it)"
+                )));
+            }
+            golden.retain(|g| ids.contains(&g.id));
+        }
+        if golden.is_empty() {
+            return Err(NlError::BadRequest(
+                "there is no golden SQL you may see; add pairs with context.golden.add".into(),
+            ));
+        }
+        Ok(golden)
     }
 }
 

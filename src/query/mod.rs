@@ -171,12 +171,17 @@ impl QueryEngine {
     }
 
     /// The version of a replica table that records describing it name
-    /// (its DuckDB table and row count); none for an unknown table.
+    /// (its DuckDB table, in-place merges and row count); none for an
+    /// unknown table.
     pub fn table_version(&self, name: &TableName) -> Option<String> {
-        self.replica
-            .tables()
-            .get(name)
-            .map(|info| format!("{}:{}", info.physical.quoted(), info.rows))
+        self.replica.tables().get(name).map(|info| {
+            format!(
+                "{}:{}:{}",
+                info.physical.quoted(),
+                info.merged_at,
+                info.rows
+            )
+        })
     }
 
     /// Runs a query answering one boolean (a check such as "is this column

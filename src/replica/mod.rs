@@ -99,6 +99,12 @@ pub struct TableInfo {
     pub rows: u64,
     /// The version's DuckDB table; holding it keeps the version alive.
     pub physical: Arc<PhysicalTable>,
+    /// When the last in-place merge into this DuckDB table committed
+    /// (nanoseconds since the epoch; 0: none since the server started), so
+    /// that "physical table and count" does not hide a change (a merge that
+    /// only updates rows keeps the count). Not persisted: after a restart
+    /// a merged table reads as changed once, never as unchanged.
+    pub merged_at: u64,
 }
 
 /// The tables of the replica, as of one moment.
@@ -396,6 +402,9 @@ impl Replica {
             .map_err(ReplicaError::duckdb(format!("count the rows of {name}")))?;
         let info = TableInfo {
             rows,
+            merged_at: chrono::Utc::now()
+                .timestamp_nanos_opt()
+                .map_or(base.merged_at + 1, |n| n.max(0) as u64),
             ..base.clone()
         };
         self.update_snapshot(|tables| {
@@ -560,6 +569,7 @@ fn table_info(conn: &Connection, physical: Arc<PhysicalTable>) -> Result<TableIn
         schema,
         rows: u64::try_from(rows).unwrap_or_default(),
         physical,
+        merged_at: 0,
     })
 }
 

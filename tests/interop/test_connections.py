@@ -175,6 +175,14 @@ def test_object_store_connection_reads_files_with_its_own_credentials(server, s3
     assert S3_SECRET not in json.dumps(admin.call("sources.list", {}))
     assert "not an option" in admin.fails(
         "sources.create", {**body, "name": "typo", "options": {"aws_regoin": "x"}})
+    # Runtime connections cannot reach the server's files or move where credentials come from.
+    assert "file://" in admin.fails("sources.create", {"name": "local", "type": "object_store", "url": "file:///etc/"})
+    for url, key in [("az://c/", "azure_federated_token_file"), ("az://c/", "azure_authority_host"),
+                     ("gs://b/", "google_application_credentials"), ("s3://b/", "aws_metadata_endpoint")]:
+        error = admin.fails("sources.create", {"name": "sneaky", "type": "object_store", "url": url,
+                                                "options": {key: "/data/secrets/connections.key"}})
+        assert key in error and "connections.key" not in error
+    assert admin.call("sources.test", {"name": "x", "type": "object_store", "url": "file:///etc/"})["code"] == "invalid_uri"
 
     tested = admin.call("sources.test", {"name": "lake"})
     assert tested["ok"] is True and "1 objects" in tested["message"], tested

@@ -136,9 +136,11 @@ def test_golden_sql_is_planned_scoped_and_never_crosses_grants(ctx):
     def listed(c, o):
         return {g["id"] for g in call(c, o, "context.golden.list")["golden_sql"]}
 
-    # Sales cannot read customers.email; support cannot read orders at all.
+    # Sales cannot read customers.email; support cannot read orders at all, and
+    # sees email masked: a pair quoting a value while reading a masked column is
+    # not shown (its text could reveal what the mask hides).
     assert listed(sales_client, sales) == {revenue["id"], regions["id"], mine["id"]}
-    assert listed(support_client, support) == {emails["id"], regions["id"]}
+    assert listed(support_client, support) == {regions["id"]}
     assert listed(client, admin) >= {revenue["id"], emails["id"], regions["id"], mine["id"]}
     answer = call(support_client, support, "context.search", {"question": "revenue per region of the largest orders", "k": 10})
     assert {g["id"] for g in answer["golden_sql"]} <= {emails["id"], regions["id"]}

@@ -201,6 +201,13 @@ def test_provider_failures_give_clear_errors(nl):
     assert "no LLM provider named 'nope'; configured: badkey, stub" in fails(
         client, options, "nl.sql", {**question, "provider": "nope"})
     assert "question must not be empty" in fails(client, options, "nl.sql", {"question": "  "})
+
+    # The optional self-check asks the model a second question and counts its verdict.
+    stub.clear()
+    stub.script("chat", [fenced("SELECT count(*) FROM demo.orders"), {"content": "No."}])
+    checked = call(client, options, "nl.sql", {**question, "self_check": True})
+    assert checked["checks"]["model_agrees"] is False and checked["confidence"] == 0.9
+    assert "Does this query answer the question" in stub.chat_requests()[1]["messages"][-1]["content"]
     assert "unknown field" in fails(client, options, "nl.sql", {"question": "x", "temperature": 2})
 
 
@@ -242,6 +249,14 @@ def test_evaluation_holds_each_golden_pair_out_and_compares_rows(nl):
         assert own["sql"] not in system
 
     assert "no golden SQL 'nope'" in fails(client, admin, "nl.evaluate", {"golden_ids": ["nope"]})
+    # emea reads demo.orders through a row filter: golden text could name values of rows it
+    # cannot read, so it sees no pair on orders, and none reaches its prompts.
+    emea_client, emea = nl["agents"]["emea"]
+    assert call(emea_client, emea, "context.golden.list", {})["golden_sql"] == []
+    stub.clear()
+    stub.script("chat", [fenced("SELECT region, count(*) FROM demo.orders GROUP BY region")])
+    call(emea_client, emea, "nl.sql", {"question": "How many orders are there per region?"})
+    assert per_region["sql"] not in json.dumps(stub.chat_requests())
     # apac may not see demo.orders, so neither these pairs: nothing to evaluate.
     other_client, other = nl["agents"]["apac"]
     assert "no golden SQL you may see" in fails(other_client, other, "nl.evaluate", {})
@@ -295,6 +310,10 @@ def test_finetuning_exports_trains_and_serves_the_model(nl):
     generation = call(client, admin, "nl.sql", {"question": "How many orders?", "model": finetune["fine_tuned_model"]})
     assert generation["model"] == finetune["fine_tuned_model"]
     assert stub.chat_requests()[-1]["model"] == finetune["fine_tuned_model"]
+    # Another principal may not use it: it was trained on what only its owner may see.
+    emea_client, emea = nl["agents"]["emea"]
+    assert "fine-tuned model of yours" in fails(
+        emea_client, emea, "nl.sql", {"question": "How many orders?", "model": finetune["fine_tuned_model"]})
 
     # A provider-side failure ends the job failed, with the provider's reason.
     stub.finetune_path = ["validating_files", "failed"]

@@ -296,12 +296,8 @@ impl Connections {
     /// lists, and says what went wrong with a stable code.
     pub async fn test(&self, request: ConnectionRequest) -> TestOutcome {
         let name = request.name.clone();
-        let stored_only = request.kind.is_none()
-            && request.account.is_none()
-            && request.url.is_none()
-            && request.options.is_none();
-        let live = match (&name, stored_only) {
-            (Some(name), true) => match self.config.get(name) {
+        let live = match &name {
+            Some(name) if request.is_name_only() => match self.config.get(name) {
                 Ok(client) => Ok(Live::Snowflake(client)),
                 Err(_) => self.read_live().get(name).cloned().ok_or_else(|| {
                     TestOutcome::failed(
@@ -310,7 +306,25 @@ impl Connections {
                     )
                 }),
             },
-            _ => self.draft(request),
+            // Changes to a stored connection, tried before sources.update.
+            Some(stored) if request.kind.is_none() && self.config.get(stored).is_err() => {
+                match self.record(stored).await {
+                    Ok(record) => self.draft(record.spec.kind(), Some(&record.spec), request),
+                    Err(_) => Err(TestOutcome::failed(
+                        probe::Code::NotFound,
+                        format!("no connection named '{stored}'; sources.list shows the connections"),
+                    )),
+                }
+            }
+            _ => match request.kind {
+                Some(kind) => self.draft(kind, None, request),
+                None => Err(TestOutcome::failed(
+                    probe::Code::InvalidConfig,
+                    "give \"name\" of a stored connection (and changes to try), or \"type\" and the \
+                     settings of a new one"
+                        .into(),
+                )),
+            },
         };
         match live {
             Ok(live) => probe::test(name, &live).await,
@@ -318,17 +332,17 @@ impl Connections {
         }
     }
 
-    /// A connection made from unsaved settings, for `sources.test`.
-    fn draft(&self, request: ConnectionRequest) -> Result<Live, TestOutcome> {
-        let Some(kind) = request.kind else {
-            return Err(TestOutcome::failed(
-                probe::Code::InvalidConfig,
-                "give \"name\" of a stored connection, or \"type\" and the settings to try".into(),
-            ));
-        };
+    /// A connection made from unsaved settings (on top of `old`), for
+    /// `sources.test`.
+    fn draft(
+        &self,
+        kind: ConnectionKind,
+        old: Option<&StoredSpec>,
+        request: ConnectionRequest,
+    ) -> Result<Live, TestOutcome> {
         let name = request.name.clone().unwrap_or_else(|| "draft".into());
         let spec =
-            StoredSpec::build(&name, kind, None, request, &self.secrets).map_err(probe::invalid)?;
+            StoredSpec::build(&name, kind, old, request, &self.secrets).map_err(probe::invalid)?;
         let record = ConnectionRecord {
             name,
             spec,

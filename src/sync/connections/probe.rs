@@ -109,14 +109,9 @@ async fn attempt(live: &Live) -> Result<String, (Code, String)> {
             .map(|_| "logged in and ran SELECT 1".to_string())
             .map_err(|e| (snowflake_code(&e), e.to_string())),
         Live::ObjectStore { root, options } => {
-            let (store, path) = crate::object_stores::open(root, options)
+            let access = crate::object_stores::StoreAccess::Connection(options);
+            let (store, path) = crate::object_stores::open_with(root, access)
                 .map_err(|e| (Code::InvalidUri, e.to_string()))?;
-            if root.scheme() == "file" {
-                let exists = root.to_file_path().is_ok_and(|p| p.exists());
-                if !exists {
-                    return Err((Code::NotFound, format!("{root} does not exist")));
-                }
-            }
             let listing = store
                 .list_with_delimiter(Some(&path))
                 .await

@@ -9,13 +9,14 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{ConnectionError, ConnectionKind};
+use crate::object_stores::StoreAccess;
 use crate::secrets::SecretBox;
 use crate::sync::snowflake::SnowflakeConfig;
 use crate::sync::snowflake::client::{Client, Credentials};
 
 /// The body of `sources.create`, `sources.update` and (without a name,
 /// to try settings before saving them) `sources.test`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRequest {
     /// The connection's name: letters, digits, `_` and `-`.
@@ -56,6 +57,54 @@ pub struct ConnectionRequest {
     pub options: Option<BTreeMap<String, String>>,
 }
 
+impl ConnectionRequest {
+    /// Whether it names a connection and sets nothing.
+    pub(super) fn is_name_only(&self) -> bool {
+        let Self {
+            name,
+            kind,
+            account,
+            user,
+            role,
+            warehouse,
+            database,
+            url,
+            password,
+            private_key,
+            options,
+        } = self;
+        name.is_some()
+            && kind.is_none()
+            && account.is_none()
+            && user.is_none()
+            && role.is_none()
+            && warehouse.is_none()
+            && database.is_none()
+            && url.is_none()
+            && password.is_none()
+            && private_key.is_none()
+            && options.is_none()
+    }
+}
+
+impl std::fmt::Debug for ConnectionRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Which fields are given, never a secret's value.
+        f.debug_struct("ConnectionRequest")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("account", &self.account)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("private_key", &self.private_key.as_ref().map(|_| "<set>"))
+            .field(
+                "options",
+                &self.options.as_ref().map(|o| o.keys().collect::<Vec<_>>()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 /// A stored runtime connection. Secret values are sealed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct ConnectionRecord {
@@ -91,7 +140,7 @@ pub(super) enum StoredSpec {
 }
 
 /// A usable runtime connection: secrets opened.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(super) enum Live {
     Snowflake(Arc<Client>),
     ObjectStore {
@@ -100,6 +149,21 @@ pub(super) enum Live {
     },
     /// Stored but unusable; the reason, for views and errors.
     Broken(String),
+}
+
+impl std::fmt::Debug for Live {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Live::Snowflake(client) => f.debug_tuple("Snowflake").field(client).finish(),
+            // Option names only: the values hold opened secrets.
+            Live::ObjectStore { root, options } => f
+                .debug_struct("ObjectStore")
+                .field("root", &crate::redact::url(root.as_str()))
+                .field("options", &options.keys().collect::<Vec<_>>())
+                .finish(),
+            Live::Broken(reason) => f.debug_tuple("Broken").field(reason).finish(),
+        }
+    }
 }
 
 impl StoredSpec {
@@ -112,7 +176,7 @@ impl StoredSpec {
         request: ConnectionRequest,
         secrets: &SecretBox,
     ) -> Result<StoredSpec, ConnectionError> {
-        let seal = |value: &str| secrets.seal(value);
+        let seal = |field: &str, value: &str| secrets.seal(&secret_context(name, field), value);
         match kind {
             ConnectionKind::Snowflake => {
                 if request.options.is_some() {
@@ -157,8 +221,12 @@ impl StoredSpec {
                             "give password or private_key, not both".into(),
                         ));
                     }
-                    (Some(p), None) => (password, private_key) = (Some(seal(&p)), None),
-                    (None, Some(k)) => (password, private_key) = (None, Some(seal(&k))),
+                    (Some(p), None) => {
+                        (password, private_key) = (Some(seal("password", &p)), None);
+                    }
+                    (None, Some(k)) => {
+                        (password, private_key) = (None, Some(seal("private_key", &k)));
+                    }
                     (None, None) => {}
                 }
                 if password.is_none() && private_key.is_none() {
@@ -219,7 +287,8 @@ impl StoredSpec {
                         continue;
                     }
                     if crate::redact::is_secret_key(&key) {
-                        secret_options.insert(key, seal(&value));
+                        let sealed = seal(&key, &value);
+                        secret_options.insert(key, sealed);
                     } else {
                         options.insert(key, value);
                     }
@@ -241,6 +310,12 @@ impl StoredSpec {
     }
 }
 
+/// What a sealed secret belongs to: it opens only for that connection and
+/// field.
+fn secret_context(connection: &str, field: &str) -> String {
+    format!("connection/{connection}/{field}")
+}
+
 /// Opens a record's secrets into a usable connection, checking its
 /// settings (URL, options) on the way.
 pub(super) fn open_record(
@@ -260,8 +335,12 @@ pub(super) fn open_record(
             private_key,
         } => {
             let credentials = match (password, private_key) {
-                (Some(sealed), _) => Credentials::Password(secrets.unseal(sealed)?),
-                (None, Some(sealed)) => Credentials::KeyPair(secrets.unseal(sealed)?),
+                (Some(sealed), _) => Credentials::Password(
+                    secrets.unseal(&secret_context(name, "password"), sealed)?,
+                ),
+                (None, Some(sealed)) => Credentials::KeyPair(
+                    secrets.unseal(&secret_context(name, "private_key"), sealed)?,
+                ),
                 (None, None) => {
                     return Err(ConnectionError::Invalid(format!(
                         "connection '{name}' has neither password nor private_key"
@@ -295,17 +374,14 @@ pub(super) fn open_record(
             })?;
             let mut all = options.clone();
             for (key, sealed) in secret_options {
-                all.insert(key.clone(), secrets.unseal(sealed)?);
+                all.insert(
+                    key.clone(),
+                    secrets.unseal(&secret_context(name, key), sealed)?,
+                );
             }
-            if let Some(key) = crate::object_stores::unknown_option(&root, all.keys()) {
-                return Err(ConnectionError::Invalid(format!(
-                    "connection '{name}': '{key}' is not an option of {} stores",
-                    root.scheme()
-                )));
-            }
-            // Builds the store now so a wrong value or scheme is refused
-            // when the connection is saved, not at the first sync.
-            crate::object_stores::open(&root, &all)
+            // Builds the store now so a wrong option, value or scheme is
+            // refused when the connection is saved, not at the first sync.
+            crate::object_stores::open_with(&root, StoreAccess::Connection(&all))
                 .map_err(|e| ConnectionError::Invalid(format!("connection '{name}': {e}")))?;
             Ok(Live::ObjectStore { root, options: all })
         }

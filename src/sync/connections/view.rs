@@ -94,12 +94,9 @@ impl ConnectionRecord {
             } => {
                 view.account = Some(account.clone());
                 view.user = Some(user.clone());
-                (view.role, view.warehouse, view.database, view.url) = (
-                    role.clone(),
-                    warehouse.clone(),
-                    database.clone(),
-                    url.clone(),
-                );
+                (view.role, view.warehouse, view.database) =
+                    (role.clone(), warehouse.clone(), database.clone());
+                view.url = url.as_deref().map(crate::redact::url);
                 for (secret, set) in [("password", password), ("private_key", private_key)] {
                     if set.is_some() {
                         view.secrets_set.push(secret.into());
@@ -145,7 +142,7 @@ pub(super) fn config_view((name, section): (&str, &SnowflakeConfig)) -> Connecti
         role: section.role.clone(),
         warehouse: section.warehouse.clone(),
         database: section.database.clone(),
-        url: section.url.clone(),
+        url: section.url.as_deref().map(crate::redact::url),
         options: BTreeMap::new(),
         secrets_set,
         error: None,

@@ -9,7 +9,6 @@
 //! the replica with bounded memory. This context is internal — agents never
 //! reach it.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::SchemaRef;
@@ -30,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use url::Url;
 
 use super::{RowStream, Since, Source, SourceError, SourceSize};
-use crate::object_stores::StoreUrlError;
+use crate::object_stores::{StoreAccess, StoreUrlError};
 use crate::redact;
 
 /// File formats airlock reads.
@@ -109,20 +108,16 @@ impl std::fmt::Debug for FileSource {
 }
 
 impl FileSource {
-    /// Resolves a spec: parses the URL, builds its object store (with
-    /// `options` from config and the standard cloud environment variables)
-    /// and settles the format.
-    pub fn resolve(
-        spec: &FileSpec,
-        options: &BTreeMap<String, String>,
-    ) -> Result<Self, SourceError> {
+    /// Resolves a spec: parses the URL, builds its object store (with the
+    /// credentials `access` allows) and settles the format.
+    pub fn resolve(spec: &FileSpec, access: StoreAccess<'_>) -> Result<Self, SourceError> {
         if spec.csv.delimiter.is_some_and(|d| !d.is_ascii()) {
             return Err(SourceError::BadCsv(
                 "delimiter must be one ASCII character".into(),
             ));
         }
         let (url, glob) = split_glob(&spec.url)?;
-        let store = object_store_for(&url, options)?;
+        let store = object_store_for(&url, access)?;
         let listing_url =
             ListingTableUrl::try_new(url.clone(), glob).map_err(|e| SourceError::BadUrl {
                 url: redact::url(&spec.url),
@@ -375,9 +370,9 @@ fn split_glob(source: &str) -> Result<(Url, Option<glob::Pattern>), SourceError>
 
 fn object_store_for(
     url: &Url,
-    options: &BTreeMap<String, String>,
+    access: StoreAccess<'_>,
 ) -> Result<Arc<dyn ObjectStore>, SourceError> {
-    match crate::object_stores::open(url, options) {
+    match crate::object_stores::open_with(url, access) {
         Ok((store, _)) => Ok(store),
         Err(StoreUrlError::UnsupportedScheme(scheme)) => {
             Err(SourceError::UnsupportedScheme(scheme))
@@ -437,6 +432,8 @@ fn compression_of(extension: &str) -> FileCompressionType {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -484,7 +481,7 @@ mod tests {
             csv: CsvOptions::default(),
             connection: None,
         };
-        let err = FileSource::resolve(&spec, &BTreeMap::new()).unwrap_err();
+        let err = FileSource::resolve(&spec, StoreAccess::Server(&BTreeMap::new())).unwrap_err();
         assert!(!err.to_string().contains("hunter2"), "{err}");
     }
 
@@ -496,7 +493,7 @@ mod tests {
             csv: CsvOptions::default(),
             connection: None,
         };
-        let err = FileSource::resolve(&spec, &BTreeMap::new()).unwrap_err();
+        let err = FileSource::resolve(&spec, StoreAccess::Server(&BTreeMap::new())).unwrap_err();
         assert!(
             matches!(err, SourceError::UnsupportedScheme(ref s) if s == "ftp"),
             "{err}"

@@ -24,6 +24,7 @@ pub use files::{CsvOptions, FileFormat, FileSource, FileSpec};
 
 use super::connections::Connections;
 use super::snowflake::{SnowflakeSource, SnowflakeSpec};
+use crate::object_stores::StoreAccess;
 
 /// Why a source cannot be read.
 #[derive(Debug, thiserror::Error)]
@@ -263,14 +264,16 @@ impl Sources {
         })
     }
 
-    /// A file source, read with the config's object store options and, on
-    /// top, those of its connection.
+    /// A file source, read with its connection's credentials alone, or
+    /// without one with the server's (environment and `[object_store]`).
     pub fn files(&self, spec: &FileSpec) -> Result<FileSource, SourceError> {
-        let mut options = self.object_store_options.clone();
-        if let Some(name) = &spec.connection {
-            options.extend(self.connections.object_store_options(name, &spec.url)?);
+        match &spec.connection {
+            Some(name) => {
+                let options = self.connections.object_store_options(name, &spec.url)?;
+                FileSource::resolve(spec, StoreAccess::Connection(&options))
+            }
+            None => FileSource::resolve(spec, StoreAccess::Server(&self.object_store_options)),
         }
-        FileSource::resolve(spec, &options)
     }
 
     /// The connections.
