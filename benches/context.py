@@ -139,6 +139,8 @@ def main():
     parser.add_argument("--data", default="bench-data", help="working directory")
     parser.add_argument("--calls", type=int, default=200, help="search calls timed per principal")
     parser.add_argument("--no-embeddings", action="store_true", help="skip the hybrid (embeddings) run")
+    parser.add_argument("--embeddings-weight", type=float, help="llm.embeddings_weight for the hybrid run (default: the server's)")
+    parser.add_argument("--no-lexical", action="store_true", help="skip the BM25-only run")
     args = parser.parse_args()
 
     rng = random.Random(7)
@@ -162,8 +164,9 @@ def main():
             write_table(path, columns)
 
     results = {"tables": len(tables) + 2}
-    lexical = measure(args, work, catalog, tables, extra_args=("--demo",))
-    results.update({f"bm25_{k}": v for k, v in lexical.items()})
+    if not args.no_lexical:
+        lexical = measure(args, work, catalog, tables, extra_args=("--demo",))
+        results.update({f"bm25_{k}": v for k, v in lexical.items()})
     if not args.no_embeddings:
         server = subprocess.Popen([sys.executable, str(Path(__file__).with_name("embeddings_server.py"))],
                                   stdout=subprocess.PIPE, text=True)
@@ -171,7 +174,8 @@ def main():
             line = server.stdout.readline()
             port = int(line.split("=")[1])
             config = work / "embeddings.toml"
-            config.write_text(f'[llm.embeddings]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
+            weight = "" if args.embeddings_weight is None else f"embeddings_weight = {args.embeddings_weight}\n"
+            config.write_text(f'[llm]\n{weight}\n[llm.embeddings]\nbase_url = "http://127.0.0.1:{port}/v1"\n'
                               f'model = "all-MiniLM-L6-v2"\ntimeout = "60s"\n')
             hybrid = measure(args, work, catalog, tables, extra_args=("--demo", "--config", str(config)))
             results.update({f"hybrid_{k}": v for k, v in hybrid.items()})

@@ -42,7 +42,9 @@ pub struct LlmSettings {
     /// by BM25 and embedding similarity together.
     pub embeddings: Option<ProviderConfig>,
     /// How much the embedding ranking counts against BM25's in hybrid
-    /// search (reciprocal-rank fusion weight; BM25's is 1).
+    /// search (reciprocal-rank fusion weight; BM25's is 1). At 1 a small
+    /// general-purpose model (all-MiniLM-L6-v2) pulled recall on the
+    /// context benchmark below BM25's; at 0.5 it reorders without losing.
     pub embeddings_weight: f32,
     /// Model calls one `nl.sql` may make (the first answer and retries
     /// with the error fed back).
@@ -61,7 +63,7 @@ impl Default for LlmSettings {
             default_provider: None,
             providers: BTreeMap::new(),
             embeddings: None,
-            embeddings_weight: 1.0,
+            embeddings_weight: 0.5,
             max_attempts: 3,
             generation_timeout: Duration::from_secs(120),
             finetune_poll_interval: Duration::from_secs(30),
