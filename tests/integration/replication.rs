@@ -444,7 +444,7 @@ async fn strategy_settings_are_checked_at_registration() {
         (json!({"every": "1m", "cron": "* * * * *"}), "not both"),
         (
             json!({"source": "snowflake://nowhere/DB.S.T"}),
-            "no Snowflake connection named 'nowhere'",
+            "no connection named 'nowhere'",
         ),
         (
             json!({"source": "snowflake://prod/DB.T"}),
