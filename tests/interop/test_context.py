@@ -287,3 +287,11 @@ def test_bad_bodies_are_refused_by_name(ctx):
     assert "between 1 and 50" in fails(client, admin, "context.search", {"question": "x", "k": 0})
     assert "empty" in fails(client, admin, "context.search", {"question": ""})
     assert "at most 4000" in fails(client, admin, "context.search", {"question": "x" * 5000})
+
+
+def test_generation_without_a_model_says_how_to_configure_one(ctx):
+    client, admin = ctx["admin"]
+    assert "no LLM provider is configured; add [llm.providers.NAME]" in fails(
+        client, admin, "nl.sql", {"question": "How many orders?"})
+    # Search needs no model: BM25 alone.
+    assert call(client, admin, "context.search", {"question": "orders"})["ranking"] == "bm25"
