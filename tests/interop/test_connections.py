@@ -7,52 +7,32 @@ metadata documents.
 """
 
 import json
-import time
 
-import adbc_driver_flightsql.dbapi as flightsql
 import boto3
 import pyarrow as pa
 import pyarrow.flight as flight
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import PASSWORD, Airlock, free_port
+from conftest import Airlock, free_port
 from test_s3 import s3_endpoint  # noqa: F401  (fixture)
+from test_snowflake import Admin as SnowflakeAdmin
 from test_snowflake import REJECTED_PASSWORD, emulator, snow  # noqa: F401  (fixtures)
 
 SNOW_SECRET = "rt-snow-secret-7781"
 S3_SECRET = "rt-s3-secret-9923"
 
 
-class Admin:
-    def __init__(self, server):
-        self.uri = server.uri
-        self.client = flight.FlightClient(server.uri)
-        self.options = flight.FlightCallOptions(headers=[self.client.authenticate_basic_token("admin", PASSWORD)])
-
-    def call(self, name, body):
-        result = next(self.client.do_action(flight.Action(name, json.dumps(body).encode()), self.options))
-        return json.loads(result.body.to_pybytes())
+class Admin(SnowflakeAdmin):
+    """test_snowflake's admin client, plus expected failures and the audit trail."""
 
     def fails(self, name, body, error=pa.ArrowException):
         with pytest.raises(error) as info:
             self.call(name, body)
         return str(info.value)
 
-    def sync(self, table):
-        job = self.call("sync.start", {"table": table})["job_id"]
-        for _ in range(1200):
-            status = self.call("sync.status", {"job_id": job})
-            if status["state"] in ("succeeded", "failed", "cancelled"):
-                return status
-            time.sleep(0.05)
-        raise AssertionError("sync did not finish")
-
     def audit_text(self):
-        with flightsql.connect(self.uri, db_kwargs={"username": "admin", "password": PASSWORD}) as conn:
-            with conn.cursor() as cur:
-                cur.execute("SELECT * FROM airlock.audit")
-                return json.dumps(cur.fetch_arrow_table().to_pylist(), default=str)
+        return json.dumps(self.query("SELECT * FROM airlock.audit").to_pylist(), default=str)
 
 
 @pytest.fixture(scope="module")
