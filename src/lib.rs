@@ -8,14 +8,16 @@
 //!  flight    protocol only: decode, authenticate each call, encode
 //!    ├─► audit     one record per call, written to airlock.audit
 //!    ├─► auth      Basic → bearer JWT; token records, revocation
-//!    ├─► actions   JSON actions: tokens, tables, syncs, grants, tools, context
+//!    ├─► actions   JSON actions: tokens, tables, syncs, grants, tools, context, nl
 //!    │     ├─► sync      connections, sources (files, Snowflake) → staging → swap
 //!    │     ├─► tools     artifacts, exports, sampling, profiling → query
-//!    │     └─► context   descriptions, rules, golden SQL, search → query
+//!    │     ├─► nl        question → SQL, answers, evaluation, fine-tuning → context, query, llm
+//!    │     └─► context   descriptions, rules, golden SQL, search → query (llm: embeddings)
 //!    └─► query     parse (one SELECT) → plan (DataFusion) → stream
 //!          ├─► policy    grants → per-principal catalog: filters, masks, limits
 //!          └─► replica   DuckDB: hardened; scans get generated SQL only
-//!  jobs      durable jobs beside syncs (exports, context scans)
+//!  jobs      durable jobs beside syncs (exports, scans, evaluations, fine-tunes)
+//!  llm       OpenAI-compatible chat, embeddings, files and fine-tuning
 //!  meta      durable documents: tokens, registrations, jobs, settings
 //!  secrets   keys beside the metadata; connection secrets sealed at rest
 //! ```
