@@ -340,6 +340,28 @@ impl QueryEngine {
         principal: &Principal,
         sql: &str,
     ) -> Result<PlannedQuery, QueryError> {
+        let Session {
+            state,
+            visible,
+            limits,
+            access,
+            plans,
+        } = self.session(principal);
+        let cached = plans
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(sql)
+            .cloned();
+        if let Some(cached) = cached {
+            return Ok(PlannedQuery {
+                plan: cached.plan.clone(),
+                state,
+                schema: Arc::clone(&cached.schema),
+                tables: cached.tables.clone(),
+                limits,
+                policy: cached.policy.clone(),
+            });
+        }
         let mut statement = statement::parse_query(
             sql,
             statement::StatementLimits {
@@ -347,15 +369,13 @@ impl QueryEngine {
                 max_depth: self.config.max_expression_depth,
             },
         )?;
-        let Session {
-            state,
-            visible,
-            limits,
-            access,
-        } = self.session(principal);
         // `airlock.profile('t')` is the one table function everyone may
         // call: it becomes the rows of t's profile before the check below.
         let profiled = profile_sql::profile_calls(&statement)?;
+        // Profiles are baked into the statement and samples draw a fresh
+        // seed per query: such plans are not reused.
+        let reusable =
+            profiled.is_empty() && !sample::has_samples(&statement) && sql.len() <= MAX_CACHED_SQL;
         let mut tables = Vec::new();
         if !profiled.is_empty() {
             let mut rows = HashMap::new();
@@ -403,11 +423,24 @@ impl QueryEngine {
             .verify_plan(&plan)
             .map_err(QueryError::Plan)?;
         let schema = Arc::new(plan.schema().as_arrow().clone());
+        let policy = access.describe(&tables);
+        if reusable {
+            let cached = session::CachedPlan {
+                plan: plan.clone(),
+                schema: Arc::clone(&schema),
+                tables: tables.clone(),
+                policy: policy.clone(),
+            };
+            plans
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(sql.to_string(), Arc::new(cached));
+        }
         Ok(PlannedQuery {
             plan,
             state,
             schema,
-            policy: access.describe(&tables),
+            policy,
             tables,
             limits,
         })
@@ -431,6 +464,10 @@ impl QueryEngine {
             .map_err(QueryError::Plan)
     }
 }
+
+/// Longest SQL whose plan is kept for reuse (longer ones are planned each
+/// time, so the cache stays small).
+const MAX_CACHED_SQL: usize = 16 * 1024;
 
 /// Running and cancelling.
 impl QueryEngine {

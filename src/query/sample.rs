@@ -55,6 +55,26 @@ pub(crate) enum SampleSize {
     Fraction(f64),
 }
 
+/// Whether a statement samples a table (`TABLESAMPLE`).
+pub(crate) fn has_samples(statement: &DFStatement) -> bool {
+    struct Finder;
+    impl datafusion::sql::sqlparser::ast::Visitor for Finder {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+            match factor {
+                TableFactor::Table {
+                    sample: Some(_), ..
+                } => ControlFlow::Break(()),
+                _ => ControlFlow::Continue(()),
+            }
+        }
+    }
+    let DFStatement::Statement(inner) = statement else {
+        return false;
+    };
+    datafusion::sql::sqlparser::ast::Visit::visit(inner.as_ref(), &mut Finder).is_break()
+}
+
 /// Rewrites every `TABLESAMPLE` of a statement into a sampling subquery
 /// over the same table; refuses forms it does not support.
 pub(crate) fn rewrite_samples(

@@ -5,11 +5,14 @@
 //! that catalog.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::common::TableReference;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use hashlink::LruCache;
 
 use super::QueryEngine;
 use super::catalog::{CATALOG, VisibleTable, VisibleTables};
@@ -27,6 +30,27 @@ pub(super) struct Session {
     pub(super) visible: VisibleTables,
     pub(super) limits: Option<Limits>,
     pub(super) access: Arc<Access>,
+    /// Plans made in this session's catalog, by SQL text.
+    pub(super) plans: Arc<Mutex<PlanCache>>,
+}
+
+/// Plans kept per cached session.
+const CACHED_PLANS: usize = 64;
+
+/// Analysed plans by SQL text, for one catalog (a cached session): a
+/// prepared statement is planned once, not again by GetFlightInfo and
+/// DoGet. Kept unoptimized, so optimizing again with a fresh start time
+/// lets `now()` advance between executions; a change of grants, tables or
+/// extra tables makes a new session and so a new cache.
+pub(super) type PlanCache = LruCache<String, Arc<CachedPlan>>;
+
+/// A plan as `plan_here` made it.
+#[derive(Debug)]
+pub(super) struct CachedPlan {
+    pub(super) plan: LogicalPlan,
+    pub(super) schema: SchemaRef,
+    pub(super) tables: Vec<TableName>,
+    pub(super) policy: String,
 }
 
 /// Sessions kept (most recently used first).
@@ -49,6 +73,7 @@ pub(super) struct CachedSession {
     visible: VisibleTables,
     limits: Option<Limits>,
     access: Arc<Access>,
+    plans: Arc<Mutex<PlanCache>>,
 }
 
 impl QueryEngine {
@@ -91,6 +116,7 @@ impl QueryEngine {
                     visible,
                     limits: self.limits(&access),
                     access: Arc::new(access),
+                    plans: Arc::new(Mutex::new(LruCache::new(CACHED_PLANS))),
                 }
             }
         };
@@ -98,6 +124,7 @@ impl QueryEngine {
         let visible = cached.visible.clone();
         let limits = cached.limits;
         let access = Arc::clone(&cached.access);
+        let plans = Arc::clone(&cached.plans);
         cache.insert(0, cached);
         cache.truncate(CACHED_SESSIONS);
         drop(cache);
@@ -107,6 +134,7 @@ impl QueryEngine {
             visible,
             limits,
             access,
+            plans,
         }
     }
 

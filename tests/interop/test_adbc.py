@@ -123,3 +123,48 @@ def test_errors_are_precise_and_the_connection_survives(conn):
         assert "'demo.nope' does not exist" in str(missing.value)
         cur.execute("SELECT count(*) AS n FROM demo.orders")
         assert cur.fetch_arrow_table().column("n").to_pylist() == [20000]
+
+
+def test_reused_plans_keep_now_moving_and_follow_grant_changes(server, conn):
+    """Plans are reused per principal and catalog (a prepared statement is planned once);
+    what must not be frozen with them is not."""
+    import time
+
+    from adbc_driver_flightsql import DatabaseOptions
+    import pyarrow.flight as flight
+
+    from conftest import call
+
+    def run(connection, sql):
+        with connection.cursor() as cur:
+            cur.execute(sql)
+            return cur.fetch_arrow_table()
+
+    # now() is the time of each execution, not of the first plan.
+    first = run(conn, "SELECT now() AS t, count(*) AS n FROM demo.orders")
+    time.sleep(0.05)
+    second = run(conn, "SELECT now() AS t, count(*) AS n FROM demo.orders")
+    assert second["t"][0].as_py() > first["t"][0].as_py()
+    assert second["n"].to_pylist() == first["n"].to_pylist()
+
+    # A sample without REPEATABLE draws a new seed each time.
+    sample = "SELECT order_id FROM demo.orders TABLESAMPLE BERNOULLI (5 PERCENT)"
+    assert run(conn, sample)["order_id"].to_pylist() != run(conn, sample)["order_id"].to_pylist()
+
+    # An agent's reused plan follows a change of its grant.
+    client, headers = server.admin_headers()
+    admin = flight.FlightCallOptions(headers=headers)
+    call(client, admin, "grant.set", {"swarm": "plancache", "tables": {"demo.orders": {}}})
+    token = call(client, admin, "token.create", {"kind": "agent", "name": "plancache_a1", "swarm": "plancache"})["token"]
+    agent = flightsql.connect(server.uri, db_kwargs={DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"})
+    try:
+        count = "SELECT count(*) AS n FROM demo.orders"
+        everything = run(agent, count)["n"][0].as_py()
+        assert run(agent, count)["n"][0].as_py() == everything
+        call(client, admin, "grant.set", {"swarm": "plancache", "tables": {"demo.orders": {"row_filter": "region = 'EU'"}}})
+        orders = demo_file(server, "orders")
+        eu = pc.sum(pc.equal(orders["region"], "EU").cast(pa.int64())).as_py()
+        assert run(agent, count)["n"][0].as_py() == eu < everything
+    finally:
+        agent.close()
+        call(client, admin, "grant.delete", {"swarm": "plancache"})
