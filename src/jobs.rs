@@ -84,6 +84,11 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Parses a state name, in any case.
+    pub fn parse(text: &str) -> Option<Self> {
+        serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase())).ok()
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
@@ -227,6 +232,13 @@ impl JobStore {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    async fn store(&self, job: &ToolJob, expect: Expect) -> Result<(), JobError> {
+        self.meta
+            .put_if(Collection::ToolJobs, &job.id, job, job.labels(), expect)
+            .await?;
+        Ok(())
+    }
+
     /// Records a new job, running, and returns it with its live handles.
     pub async fn start(
         &self,
@@ -254,15 +266,7 @@ impl JobStore {
             started_at: Some(now),
             finished_at: None,
         };
-        self.meta
-            .put_if(
-                Collection::ToolJobs,
-                &job.id,
-                &job,
-                job.labels(),
-                Expect::Absent,
-            )
-            .await?;
+        self.store(&job, Expect::Absent).await?;
         let running = Running {
             job_id: job.id.clone(),
             progress: Arc::new(Progress::default()),
@@ -332,15 +336,7 @@ impl JobStore {
                 job.error = Some(error);
             }
         }
-        self.meta
-            .put_if(
-                Collection::ToolJobs,
-                &job.id,
-                &job,
-                job.labels(),
-                Expect::Any,
-            )
-            .await?;
+        self.store(&job, Expect::Any).await?;
         Ok(job)
     }
 

@@ -9,36 +9,10 @@ use serde::{Deserialize, Serialize};
 use super::registration::Strategy;
 use crate::table_name::TableName;
 
-/// States of a sync job.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum JobState {
-    /// Waiting for a free slot, or for its next attempt.
-    Queued,
-    /// Loading.
-    Running,
-    /// Committed.
-    Succeeded,
-    /// Failed; the previous replica is intact.
-    Failed,
-    /// Stopped by `sync.cancel`; the previous replica is intact.
-    Cancelled,
-}
-
-impl JobState {
-    /// Whether the job is over.
-    pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        )
-    }
-
-    /// Parses a state name.
-    pub fn parse(text: &str) -> Option<Self> {
-        serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase())).ok()
-    }
-}
+/// States of a sync job: the states of every durable job (queued for a
+/// free slot or the next attempt; cancelled and failed leave the previous
+/// replica intact).
+pub use crate::jobs::JobState;
 
 /// What started a job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,7 +171,7 @@ mod tests {
     fn states_parse_by_name() {
         assert_eq!(JobState::parse("Cancelled"), Some(JobState::Cancelled));
         assert_eq!(JobState::parse("done"), None);
-        assert!(JobState::Cancelled.is_terminal());
-        assert!(!JobState::Queued.is_terminal());
+        assert!(JobState::Cancelled.ended());
+        assert!(!JobState::Queued.ended());
     }
 }

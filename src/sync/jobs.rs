@@ -124,7 +124,7 @@ impl SyncService {
 
     /// Rows and bytes so far, for a job that is still going.
     fn add_live_counters(&self, job: &mut SyncJob) {
-        if !job.state.is_terminal()
+        if !job.state.ended()
             && let Some(active) = self.lock_active().get(&job.table)
             && active.job_id == job.job_id
         {
@@ -188,7 +188,7 @@ impl SyncService {
     pub async fn wait(&self, job_id: &str) -> Result<SyncJob, SyncError> {
         loop {
             let job = self.status(job_id).await?;
-            if job.state.is_terminal() {
+            if job.state.ended() {
                 return Ok(job);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

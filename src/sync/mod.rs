@@ -185,7 +185,7 @@ impl SyncService {
         });
         let mut interrupted = HashMap::new();
         for mut job in service.meta.list::<SyncJob>(Collection::Jobs).await? {
-            if !job.state.is_terminal() {
+            if !job.state.ended() {
                 job.state = JobState::Failed;
                 job.error = Some(
                     "interrupted: the server stopped while this job was running; the previous \

@@ -84,7 +84,7 @@ impl SyncService {
         let mut purged = 0;
         for job in self.meta.list::<SyncJob>(Collection::Jobs).await? {
             let finished = job.finished_at.unwrap_or(job.created_at);
-            if job.state.is_terminal() && finished < cutoff && !keep.contains(&job.job_id) {
+            if job.state.ended() && finished < cutoff && !keep.contains(&job.job_id) {
                 self.meta.delete(Collection::Jobs, &job.job_id).await?;
                 purged += 1;
             }

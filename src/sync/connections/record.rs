@@ -116,16 +116,57 @@ pub(super) struct ConnectionRecord {
     pub(super) updated_at: DateTime<Utc>,
 }
 
+/// The settings of a runtime Snowflake connection that are not secret.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct SnowflakeSettings {
+    pub(super) account: String,
+    pub(super) user: String,
+    pub(super) role: Option<String>,
+    pub(super) warehouse: Option<String>,
+    pub(super) database: Option<String>,
+    pub(super) url: Option<String>,
+}
+
+impl SnowflakeSettings {
+    /// Takes the settings a request gives; "" clears an optional one.
+    fn apply(&mut self, request: &mut ConnectionRequest) {
+        let optional = |given: Option<String>, old: &mut Option<String>| match given {
+            Some(v) if v.trim().is_empty() => *old = None,
+            Some(v) => *old = Some(v.trim().to_string()),
+            None => {}
+        };
+        if let Some(account) = request.account.take() {
+            self.account = account.trim().to_string();
+        }
+        if let Some(user) = request.user.take() {
+            self.user = user.trim().to_string();
+        }
+        optional(request.role.take(), &mut self.role);
+        optional(request.warehouse.take(), &mut self.warehouse);
+        optional(request.database.take(), &mut self.database);
+        optional(request.url.take(), &mut self.url);
+    }
+
+    /// The config section a client is made from.
+    fn config(&self) -> SnowflakeConfig {
+        SnowflakeConfig {
+            account: self.account.clone(),
+            user: self.user.clone(),
+            role: self.role.clone(),
+            warehouse: self.warehouse.clone(),
+            database: self.database.clone(),
+            url: self.url.clone(),
+            ..SnowflakeConfig::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum StoredSpec {
     Snowflake {
-        account: String,
-        user: String,
-        role: Option<String>,
-        warehouse: Option<String>,
-        database: Option<String>,
-        url: Option<String>,
+        #[serde(flatten)]
+        settings: SnowflakeSettings,
         /// Sealed.
         password: Option<String>,
         /// Sealed.
@@ -186,35 +227,16 @@ impl StoredSpec {
                             .into(),
                     ));
                 }
-                let (mut account, mut user, mut role, mut warehouse, mut database, mut url) =
-                    Default::default();
-                let (mut password, mut private_key) = (None, None);
-                if let Some(StoredSpec::Snowflake {
-                    account: a,
-                    user: u,
-                    role: r,
-                    warehouse: w,
-                    database: d,
-                    url: l,
-                    password: p,
-                    private_key: k,
-                }) = old
-                {
-                    (account, user) = (a.clone(), u.clone());
-                    (role, warehouse, database, url) = (r.clone(), w.clone(), d.clone(), l.clone());
-                    (password, private_key) = (p.clone(), k.clone());
-                }
-                let optional = |given: Option<String>, old: Option<String>| match given {
-                    Some(v) if v.trim().is_empty() => None,
-                    Some(v) => Some(v.trim().to_string()),
-                    None => old,
+                let (mut settings, mut password, mut private_key) = match old {
+                    Some(StoredSpec::Snowflake {
+                        settings,
+                        password,
+                        private_key,
+                    }) => (settings.clone(), password.clone(), private_key.clone()),
+                    _ => Default::default(),
                 };
-                account = request.account.map_or(account, |a| a.trim().to_string());
-                user = request.user.map_or(user, |u| u.trim().to_string());
-                role = optional(request.role, role);
-                warehouse = optional(request.warehouse, warehouse);
-                database = optional(request.database, database);
-                url = optional(request.url, url);
+                let mut request = request;
+                settings.apply(&mut request);
                 match (request.password, request.private_key) {
                     (Some(_), Some(_)) => {
                         return Err(ConnectionError::Invalid(
@@ -235,12 +257,7 @@ impl StoredSpec {
                     )));
                 }
                 Ok(StoredSpec::Snowflake {
-                    account,
-                    user,
-                    role,
-                    warehouse,
-                    database,
-                    url,
+                    settings,
                     password,
                     private_key,
                 })
@@ -325,12 +342,7 @@ pub(super) fn open_record(
     let name = &record.name;
     match &record.spec {
         StoredSpec::Snowflake {
-            account,
-            user,
-            role,
-            warehouse,
-            database,
-            url,
+            settings,
             password,
             private_key,
         } => {
@@ -347,16 +359,8 @@ pub(super) fn open_record(
                     )));
                 }
             };
-            let section = SnowflakeConfig {
-                account: account.clone(),
-                user: user.clone(),
-                role: role.clone(),
-                warehouse: warehouse.clone(),
-                database: database.clone(),
-                url: url.clone(),
-                ..SnowflakeConfig::default()
-            };
-            let client = section
+            let client = settings
+                .config()
                 .client(name, credentials)
                 .map_err(|e| ConnectionError::Invalid(e.replace("[snowflake.", "[connection ")))?;
             Ok(Live::Snowflake(Arc::new(client)))

@@ -83,20 +83,16 @@ impl ConnectionRecord {
         };
         match &record.spec {
             StoredSpec::Snowflake {
-                account,
-                user,
-                role,
-                warehouse,
-                database,
-                url,
+                settings,
                 password,
                 private_key,
             } => {
-                view.account = Some(account.clone());
-                view.user = Some(user.clone());
-                (view.role, view.warehouse, view.database) =
-                    (role.clone(), warehouse.clone(), database.clone());
-                view.url = url.as_deref().map(crate::redact::url);
+                view.account = Some(settings.account.clone());
+                view.user = Some(settings.user.clone());
+                view.role = settings.role.clone();
+                view.warehouse = settings.warehouse.clone();
+                view.database = settings.database.clone();
+                view.url = settings.url.as_deref().map(crate::redact::url);
                 for (secret, set) in [("password", password), ("private_key", private_key)] {
                     if set.is_some() {
                         view.secrets_set.push(secret.into());
