@@ -160,6 +160,8 @@ pub struct Settings {
     pub grants: Vec<crate::policy::Grant>,
     /// Language models for `nl.*`, `finetune.*` and hybrid search.
     pub llm: crate::llm::LlmSettings,
+    /// Agent context: how often outdated scans are refreshed.
+    pub context: crate::context::ContextSettings,
 }
 
 impl Default for Settings {
@@ -181,6 +183,7 @@ impl Default for Settings {
             artifacts: ArtifactSettings::default(),
             grants: Vec::new(),
             llm: crate::llm::LlmSettings::default(),
+            context: crate::context::ContextSettings::default(),
         }
     }
 }
@@ -355,7 +358,7 @@ impl App {
         .await
         .map_err(|e| ServerError::Config(format!("opening nl: {e}")))?;
         query.add_extra_tables(Arc::new(ContextTables(Arc::downgrade(&context))));
-        context.rescan_stale();
+        context.rescan_stale(config.context.rescan_interval);
         let actions = Arc::new(Actions::new(crate::actions::Services {
             auth: Arc::clone(&auth),
             sync: Arc::clone(&sync),

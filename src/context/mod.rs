@@ -39,6 +39,23 @@ const MAX_TEXT: usize = 4000;
 /// Most results of one kind a search returns.
 const MAX_K: usize = 50;
 
+/// The `[context]` settings.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ContextSettings {
+    /// How often tables whose scan a sync outdated are scanned again.
+    #[serde(with = "crate::duration_text")]
+    pub rescan_interval: std::time::Duration,
+}
+
+impl Default for ContextSettings {
+    fn default() -> Self {
+        Self {
+            rescan_interval: std::time::Duration::from_secs(60),
+        }
+    }
+}
+
 /// Context failures.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {

@@ -29,8 +29,6 @@ use crate::table_name::{TableName, quote_ident};
 pub(super) const MAX_CATEGORIES: usize = 100;
 /// Example values kept per column.
 const EXAMPLES: usize = 3;
-/// How often the tables whose scan a sync outdated are scanned again.
-const RESCAN_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// `context.scan`.
 #[derive(Debug, Default, Deserialize)]
@@ -149,13 +147,16 @@ fn key_stem(name: &str) -> String {
 }
 
 impl ContextService {
-    /// Scans again, every minute, the tables a sync has replaced since
-    /// their last scan, as scan jobs of the `scheduler` admin. Ends when
-    /// the service is dropped.
-    pub fn rescan_stale(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    /// Scans again, every `every` (`context.rescan_interval`), the tables
+    /// a sync has replaced since their last scan, as scan jobs of the
+    /// `scheduler` admin. Ends when the service is dropped.
+    pub fn rescan_stale(
+        self: &Arc<Self>,
+        every: std::time::Duration,
+    ) -> tokio::task::JoinHandle<()> {
         let service = Arc::downgrade(self);
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(RESCAN_EVERY);
+            let mut tick = tokio::time::interval(every.max(std::time::Duration::from_secs(1)));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             tick.tick().await;
             loop {

@@ -295,3 +295,36 @@ def test_generation_without_a_model_says_how_to_configure_one(ctx):
         client, admin, "nl.sql", {"question": "How many orders?"})
     # Search needs no model: BM25 alone.
     assert call(client, admin, "context.search", {"question": "orders"})["ranking"] == "bm25"
+
+
+def test_the_scheduler_rescans_what_a_sync_outdated(tmp_path):
+    """`context.rescan_interval` (1 s here): a table a sync replaced is scanned again unasked."""
+    import os
+    import time
+
+    config = tmp_path / "airlock.toml"
+    config.write_text('[context]\nrescan_interval = "1s"\n')
+    server = Airlock(os.environ["AIRLOCK_BIN"], tmp_path / "data", args=("serve", "--demo", "--config", str(config)))
+    try:
+        client, headers = server.admin_headers()
+        admin = flight.FlightCallOptions(headers=headers)
+        call(client, admin, "context.scan", {"tables": ["demo.orders"], "wait": True})
+
+        def scan_state():
+            tables = call(client, admin, "context.search", {"question": "orders", "k": 5})["tables"]
+            return next(t for t in tables if t["table"] == "demo.orders")["scan"]
+
+        first = scan_state()
+        job = call(client, admin, "sync.start", {"table": "demo.orders"})["job_id"]
+        while call(client, admin, "sync.status", {"job_id": job})["state"] not in ("succeeded", "failed"):
+            time.sleep(0.1)
+        for _ in range(100):
+            state = scan_state()
+            if not state["stale"] and state["scanned_at"] != first["scanned_at"]:
+                break
+            time.sleep(0.1)
+        assert state["stale"] is False and state["scanned_at"] > first["scanned_at"], (first, state)
+        scans = call(client, admin, "job.list", {"kind": "scan"})["jobs"]
+        assert any(j["owner"] == "admin:scheduler" for j in scans), scans
+    finally:
+        server.stop()
