@@ -89,6 +89,8 @@ pub(super) struct ExplainView {
     access: AccessView,
     logical_plan: String,
     physical_plan: String,
+    /// DuckDB's own plan for each query airlock sends it.
+    duckdb_plans: Vec<String>,
 }
 
 /// What a principal may read: the string `"unrestricted"`, or
@@ -210,6 +212,7 @@ impl Actions {
             access: self.query.access(&target).into(),
             logical_plan: explained.logical,
             physical_plan: explained.physical,
+            duckdb_plans: explained.duckdb,
         })
     }
 }

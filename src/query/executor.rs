@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
@@ -20,6 +21,12 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+/// Builds the plan to run instead when a pushed query fails in DuckDB
+/// before producing anything (see [`QueryExecutor::execute`]).
+pub(crate) type Fallback = Box<
+    dyn FnOnce() -> futures::future::BoxFuture<'static, DfResult<Arc<dyn ExecutionPlan>>> + Send,
+>;
 
 /// Batches buffered between a running plan and its consumer.
 const CHANNEL_BATCHES: usize = 2;
@@ -74,12 +81,18 @@ impl QueryExecutor {
     /// or when the output stream is dropped; the stream then just ends, and
     /// its reader tells a cut-short end from a whole one by `cancel` and
     /// `deadline`.
+    ///
+    /// If the first thing `plan` yields is DuckDB's "Out of Range" error (a
+    /// decimal product DuckDB computes in 64 bits outgrew them, where
+    /// DataFusion's 128 bits hold it), the plan `fallback` builds runs
+    /// instead: nothing was sent yet, so the caller sees DataFusion's answer.
     pub(crate) fn execute(
         &self,
         plan: Arc<dyn ExecutionPlan>,
         context: Arc<TaskContext>,
         cancel: CancellationToken,
         deadline: Instant,
+        fallback: Option<Fallback>,
     ) -> SendableRecordBatchStream {
         let schema = plan.schema();
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
@@ -87,14 +100,36 @@ impl QueryExecutor {
         // tasks (repartitioning, merging) and DuckDB scans spawn blocking
         // work, all on whatever runtime starts them — this one.
         let pump = async move {
-            let mut inner = match execute_stream(plan, context) {
+            let mut inner = match execute_stream(plan, Arc::clone(&context)) {
                 Ok(inner) => inner,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
                     return;
                 }
             };
+            let mut fallback = fallback;
             while let Some(item) = inner.next().await {
+                if let Err(e) = &item
+                    && is_duckdb_out_of_range(e)
+                    && let Some(build) = fallback.take()
+                {
+                    tracing::debug!(error = %e, "DuckDB could not finish a pushed query; running it in DataFusion");
+                    match build()
+                        .await
+                        .and_then(|plan| execute_stream(plan, Arc::clone(&context)))
+                    {
+                        Ok(replacement) => {
+                            inner = replacement;
+                            continue;
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    }
+                }
+                // Once something went out, the answer is this plan's.
+                fallback = None;
                 if tx.send(item).await.is_err() {
                     break;
                 }
@@ -120,6 +155,12 @@ impl QueryExecutor {
         });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
     }
+}
+
+/// DuckDB's error for a value outside its type's range (its errors carry
+/// their class only in the message).
+fn is_duckdb_out_of_range(error: &DataFusionError) -> bool {
+    error.to_string().contains("Out of Range Error")
 }
 
 impl Drop for QueryExecutor {

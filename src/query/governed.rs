@@ -11,7 +11,7 @@
 //!
 //! The row filter is a barrier. A user predicate goes below it (into DuckDB)
 //! only if it cannot fail or reveal anything — a plain comparison of an
-//! unmasked column with a constant, what [`filter_to_sql`] translates — and
+//! unmasked column with a constant, what [`is_pushable_filter`] accepts — and
 //! then only further narrows the rows. Every other predicate stays above the
 //! scan, so it is evaluated only on rows the principal may see: a division
 //! or cast that fails on a hidden row can never turn its error into a leak.
@@ -32,7 +32,7 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::projection::ProjectionExec;
 
 use crate::policy::CompiledTable;
-use crate::replica::{ReplicaTable, filter_to_sql};
+use crate::replica::{ReplicaTable, is_pushable_filter};
 
 /// A replica table behind its compiled policy.
 #[derive(Debug)]
@@ -58,13 +58,33 @@ impl GovernedTable {
             })
             .unwrap_or_default()
             .into_iter()
-            .partition(|e| filter_to_sql(e, &full).is_some());
+            .partition(|e| is_pushable_filter(e, &full));
         Self {
             inner,
             policy,
             pushed_filter,
             remaining_filter: remaining.into_iter().reduce(Expr::and),
         }
+    }
+
+    /// The table under the policy.
+    pub(crate) fn inner(&self) -> &ReplicaTable {
+        &self.inner
+    }
+
+    /// The principal's rules for the table.
+    pub(crate) fn policy(&self) -> &CompiledTable {
+        &self.policy
+    }
+
+    /// The row filter's conjuncts DuckDB evaluates.
+    pub(crate) fn pushed_filter(&self) -> &[Expr] {
+        &self.pushed_filter
+    }
+
+    /// The rest of the row filter, evaluated by DataFusion.
+    pub(crate) fn remaining_filter(&self) -> Option<&Expr> {
+        self.remaining_filter.as_ref()
     }
 
     /// Whether a user predicate may be evaluated below the barrier.
@@ -74,7 +94,7 @@ impl GovernedTable {
             .column_refs()
             .iter()
             .all(|c| !masked.contains(&c.name))
-            && filter_to_sql(filter, &self.policy.schema).is_some()
+            && is_pushable_filter(filter, &self.policy.schema)
     }
 }
 

@@ -27,6 +27,7 @@ mod planned;
 mod planning;
 mod profile;
 mod profile_sql;
+mod pushdown;
 mod sample;
 mod session;
 mod settings;
@@ -110,14 +111,18 @@ impl QueryEngine {
         // way, since results cross a channel and deadlines are checked there.
         let executor = executor::QueryExecutor::new(threads)
             .map_err(|e| QueryError::Internal(format!("query executor threads: {e}")))?;
-        let mut base = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(session.with_target_partitions(threads))
             .with_runtime_env(runtime)
             .with_default_features()
             .with_physical_optimizer_rule(Arc::new(guard::BatchGuard {
                 max_bytes: config.max_batch_bytes.as_u64() as usize,
-            }))
-            .build();
+            }));
+        // Per-principal sessions are built from this one and keep its planner.
+        if config.pushdown {
+            builder = builder.with_query_planner(Arc::new(pushdown::PushdownPlanner));
+        }
+        let mut base = builder.build();
         datafusion::execution::FunctionRegistry::register_udf(
             &mut base,
             Arc::new(sample::SampleKey::udf()),
@@ -333,11 +338,16 @@ impl QueryEngine {
         };
         let physical = self.physical_plan(&planned).await?;
         let columns = columns_read(&physical);
+        let fallback = pushdown::is_pushed(&physical).then(|| pushdown::unpushed(&planned));
         let (token, registration) = self.running.register(query_id, &principal.token_id);
         let deadline = tokio::time::Instant::now() + timeout;
-        let inner =
-            self.executor
-                .execute(physical, planned.state.task_ctx(), token.clone(), deadline);
+        let inner = self.executor.execute(
+            physical,
+            planned.state.task_ctx(),
+            token.clone(),
+            deadline,
+            fallback,
+        );
         Ok(QueryStream::new(
             inner,
             planned.schema(),

@@ -167,23 +167,33 @@ pub struct Explained {
     pub logical: String,
     /// The physical plan: what DuckDB is asked and what runs above it.
     pub physical: String,
+    /// DuckDB's plan for each query sent to it, in the physical plan's order.
+    pub duckdb: Vec<String>,
+}
+
+/// The DuckDB scans and pushed queries of a physical plan, in plan order.
+pub(super) fn duckdb_scans(plan: &Arc<dyn ExecutionPlan>) -> Vec<&crate::replica::DuckDbScanExec> {
+    let mut scans = Vec::new();
+    let mut stack = vec![plan];
+    while let Some(node) = stack.pop() {
+        if let Some(scan) = node.downcast_ref::<crate::replica::DuckDbScanExec>() {
+            scans.push(scan);
+        }
+        stack.extend(node.children().into_iter().rev());
+    }
+    scans
 }
 
 /// The columns a physical plan reads from the replica, as
 /// `schema.table.column`, each once.
 pub(super) fn columns_read(plan: &Arc<dyn ExecutionPlan>) -> Vec<String> {
-    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
-    let mut columns = Vec::new();
-    let _ = plan.apply(|node| {
-        if let Some(scan) = node.downcast_ref::<crate::replica::DuckDbScanExec>() {
-            for column in scan.columns() {
-                let name = format!("{}.{column}", scan.table());
-                if !columns.contains(&name) {
-                    columns.push(name);
-                }
+    let mut columns: Vec<String> = Vec::new();
+    for scan in duckdb_scans(plan) {
+        for column in scan.columns() {
+            if !columns.iter().any(|c| c == column) {
+                columns.push(column.to_string());
             }
         }
-        Ok(TreeNodeRecursion::Continue)
-    });
+    }
     columns
 }

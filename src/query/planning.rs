@@ -9,6 +9,7 @@ use datafusion::common::ScalarValue;
 use datafusion::execution::context::SQLOptions;
 use datafusion::physical_plan::ExecutionPlan;
 
+use super::planned::duckdb_scans;
 use super::session::{CachedPlan, Session};
 use super::{
     Explained, PlannedQuery, ProfileRequest, QueryEngine, QueryError, profile, profile_sql,
@@ -27,11 +28,27 @@ impl QueryEngine {
     ) -> Result<Explained, QueryError> {
         let planned = self.plan(principal, sql).await?;
         let physical = self.physical_plan(&planned).await?;
+        let duckdb = tokio::task::spawn_blocking({
+            let physical = Arc::clone(&physical);
+            move || -> Result<Vec<String>, QueryError> {
+                let mut plans = Vec::new();
+                for scan in duckdb_scans(&physical) {
+                    plans.extend(
+                        scan.duckdb_plans()
+                            .map_err(|e| QueryError::Internal(e.to_string()))?,
+                    );
+                }
+                Ok(plans)
+            }
+        })
+        .await
+        .map_err(|e| QueryError::Internal(format!("explaining in DuckDB: {e}")))??;
         Ok(Explained {
             logical: planned.plan.display_indent().to_string(),
             physical: datafusion::physical_plan::displayable(physical.as_ref())
                 .indent(true)
                 .to_string(),
+            duckdb,
         })
     }
 

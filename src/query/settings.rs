@@ -23,6 +23,10 @@ pub struct QueryConfig {
     /// Largest batch an operator computing values may produce; a query
     /// building values past it (huge strings, doubling) is stopped.
     pub max_batch_bytes: ByteSize,
+    /// Runs each largest part of a plan DuckDB can evaluate exactly
+    /// (filters, joins, aggregates, sorts) as one generated DuckDB query;
+    /// `false` leaves all of it to DataFusion.
+    pub pushdown: bool,
 }
 
 impl Default for QueryConfig {
@@ -33,6 +37,7 @@ impl Default for QueryConfig {
             max_sql_length: 256 * 1024,
             max_expression_depth: 250,
             max_batch_bytes: ByteSize::mib(256),
+            pushdown: true,
         }
     }
 }

@@ -15,6 +15,7 @@ mod physical;
 mod provider;
 mod scan;
 mod settings;
+pub(crate) mod sql_expr;
 mod types;
 
 use std::collections::BTreeMap;
@@ -25,7 +26,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use datafusion::arrow::datatypes::SchemaRef;
 use duckdb::Connection;
 
-pub use filter_sql::filter_to_sql;
+pub use filter_sql::{filter_sql, is_pushable_filter};
 pub use load::{BatchSource, Merge, Pull, StagingTable};
 pub use physical::PhysicalTable;
 pub use provider::ReplicaTable;

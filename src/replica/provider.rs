@@ -1,10 +1,10 @@
 //! `ReplicaTable`: a replica table as a DataFusion `TableProvider`.
 //!
 //! DataFusion hands each scan the projection, the filters it may push down
-//! and a limit; this provider turns them into DuckDB `SELECT`s and returns a
-//! [`DuckDbScanExec`] that streams their results. Filters are claimed as
-//! `Exact` only when [`filter_to_sql`] can translate them; the rest stay in
-//! DataFusion.
+//! and a limit; this provider turns them into DuckDB `SELECT`s (literals as
+//! bound parameters) and returns a [`DuckDbScanExec`] that streams their
+//! results. Filters are claimed as `Exact` only when [`filter_sql`] renders
+//! them; the rest stay in DataFusion.
 //!
 //! Big tables are read as several partitions, each a contiguous `rowid`
 //! range (DuckDB prunes row groups by rowid), so Arrow conversion and the
@@ -21,7 +21,10 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 
-use super::{DuckDbScanExec, PhysicalTable, Replica, TableInfo, filter_to_sql};
+use datafusion::common::{DataFusionError, ScalarValue};
+
+use super::sql_expr::{bind_value, uses_all_params};
+use super::{DuckDbScanExec, PhysicalTable, Replica, TableInfo, filter_sql, is_pushable_filter};
 use crate::table_name::{TableName, quote_ident};
 
 /// Fewer rows than this per partition is not worth a second DuckDB query.
@@ -57,6 +60,16 @@ impl ReplicaTable {
         }
     }
 
+    /// The replica holding the table.
+    pub(crate) fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// The version this provider reads.
+    pub(crate) fn physical(&self) -> &Arc<PhysicalTable> {
+        &self.physical
+    }
+
     /// Whether a user column named rowid shadows DuckDB's pseudo-column.
     fn rowid_shadowed(&self) -> bool {
         self.schema
@@ -77,32 +90,52 @@ impl ReplicaTable {
         (self.rows / MIN_ROWS_PER_PARTITION).clamp(1, target.max(1) as u64)
     }
 
-    /// The DuckDB SQL for each partition of a scan.
+    /// The DuckDB SQL for each partition of a scan, and the parameters
+    /// they all bind; an error if a filter DataFusion was told is exact
+    /// does not render (it must never be dropped).
     pub(crate) fn scan_sql(
         &self,
         projection: &[usize],
         filters: &[Expr],
         limit: Option<usize>,
         partitions: u64,
-    ) -> Vec<String> {
+    ) -> DfResult<(Vec<String>, Vec<ScalarValue>)> {
+        let mut params = Vec::new();
+        let mut predicates = Vec::with_capacity(filters.len());
+        for filter in filters {
+            match filter_sql(filter, &self.schema, &mut params) {
+                Some(sql) => predicates.push(sql),
+                None => {
+                    return Err(DataFusionError::Internal(format!(
+                        "filter {filter} was pushed into a scan but does not render"
+                    )));
+                }
+            }
+        }
         let partitions = partitions.max(1);
         let step = self.rows.div_ceil(partitions);
-        (0..partitions)
+        let sql = (0..partitions)
             .map(|i| {
                 // The first and last ranges are open-ended, so every row is
                 // read even if the table grew after the snapshot counted it.
                 let low = (i > 0).then(|| format!("rowid >= {}", i * step));
                 let high = (i + 1 < partitions).then(|| format!("rowid < {}", (i + 1) * step));
                 let range: Vec<String> = low.into_iter().chain(high).collect();
-                self.partition_sql(projection, filters, limit, &range)
+                self.partition_sql(projection, &predicates, limit, &range)
             })
-            .collect()
+            .collect::<Vec<_>>();
+        if !sql.iter().all(|q| uses_all_params(q, params.len())) {
+            return Err(DataFusionError::Internal(
+                "a scan's SQL does not use all its parameters".into(),
+            ));
+        }
+        Ok((sql, params))
     }
 
     fn partition_sql(
         &self,
         projection: &[usize],
-        filters: &[Expr],
+        predicates: &[String],
         limit: Option<usize>,
         range: &[String],
     ) -> String {
@@ -117,11 +150,7 @@ impl ReplicaTable {
                 .join(", ")
         };
         let mut sql = format!("SELECT {columns} FROM {}", self.physical.quoted());
-        let mut predicates: Vec<String> = filters
-            .iter()
-            .filter_map(|f| filter_to_sql(f, &self.schema))
-            .chain(range.iter().cloned())
-            .collect();
+        let mut predicates: Vec<String> = predicates.iter().chain(range).cloned().collect();
         // DuckDB plans a LIMIT of up to a million rows straight over a
         // table as a row-id semi-join and sort, so that a parallel scan
         // keeps insertion order (its "large limit" late materialization):
@@ -185,7 +214,7 @@ impl TableProvider for ReplicaTable {
         Ok(filters
             .iter()
             .map(|f| {
-                if filter_to_sql(f, &self.schema).is_some() {
+                if is_pushable_filter(f, &self.schema) {
                     TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Unsupported
@@ -217,7 +246,15 @@ impl TableProvider for ReplicaTable {
             limit,
             state.config_options().execution.target_partitions,
         );
-        let sql = self.scan_sql(&projection, filters, limit, partitions);
+        let (sql, params) = self.scan_sql(&projection, filters, limit, partitions)?;
+        let params = params
+            .iter()
+            .map(|p| {
+                bind_value(p).ok_or_else(|| {
+                    DataFusionError::Internal(format!("scan parameter {p:?} cannot be bound"))
+                })
+            })
+            .collect::<DfResult<Vec<_>>>()?;
         // What the scan reads: its output columns and those its pushed-down
         // filters test (the audit records both).
         let mut read: Vec<String> = projected
@@ -237,6 +274,7 @@ impl TableProvider for ReplicaTable {
                 Arc::clone(&self.replica),
                 Arc::clone(&self.physical),
                 sql,
+                params,
                 projected,
             )
             .reading(read),
@@ -294,8 +332,16 @@ mod tests {
             .unwrap();
         assert_eq!(
             plan.downcast_ref::<DuckDbScanExec>().unwrap().sql(),
-            [r#"SELECT "n" FROM "s"."big" WHERE ("n" = CAST('7' AS BIGINT))"#]
+            [r#"SELECT "n" FROM "s"."big" WHERE ("n" = CAST($1 AS BIGINT))"#]
         );
+        let rows: usize = collect_partitioned(plan, ctx.task_ctx())
+            .await
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(RecordBatch::num_rows)
+            .sum();
+        assert_eq!(rows, 1, "the bound parameter selects the one row");
         let plan = table.scan(&ctx.state(), None, &[], Some(5)).await.unwrap();
         assert_eq!(
             plan.downcast_ref::<DuckDbScanExec>().unwrap().sql().len(),

@@ -30,7 +30,6 @@ use futures::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{PhysicalTable, Replica, ReplicaError};
-use crate::table_name::TableName;
 
 /// Batches buffered between DuckDB and the consumer, per scan.
 const CHANNEL_BATCHES: usize = 2;
@@ -38,15 +37,21 @@ const CHANNEL_BATCHES: usize = 2;
 const INTERRUPT_EVERY: Duration = Duration::from_millis(5);
 const INTERRUPT_FOR: Duration = Duration::from_secs(30);
 
-/// Scans DuckDB with generated SQL, one query per partition.
+/// Scans DuckDB with generated SQL, one query per partition: a table scan
+/// (a provider's rowid ranges) or a pushed sub-plan (one query, several
+/// tables, bound parameters).
 pub struct DuckDbScanExec {
     replica: Arc<Replica>,
-    /// The table version read; every scan thread holds it until it ends.
-    physical: Arc<PhysicalTable>,
+    /// The table versions read; every scan thread holds them until it ends.
+    tables: Vec<Arc<PhysicalTable>>,
     sql: Vec<String>,
+    params: Arc<Vec<duckdb::types::Value>>,
     schema: SchemaRef,
-    /// Columns read, filter columns included.
+    /// `schema.table.column` of each stored column read, filter columns
+    /// included.
     read: Vec<String>,
+    /// A pushed sub-plan rather than a table scan (shown in EXPLAIN).
+    pushed: bool,
     properties: Arc<PlanProperties>,
     /// With several partitions: their connections, pinned to one snapshot
     /// when the first partition starts (see [`Replica::pin`]).
@@ -62,13 +67,45 @@ impl fmt::Debug for DuckDbScanExec {
 }
 
 impl DuckDbScanExec {
-    /// A scan with one partition per query in `sql`, whose result columns
-    /// are `schema`'s fields in order (names come from `schema`, not DuckDB).
+    /// A scan with one partition per query in `sql` (each binding `params`),
+    /// whose result columns are `schema`'s fields in order (names come from
+    /// `schema`, not DuckDB).
     pub(crate) fn new(
         replica: Arc<Replica>,
         physical: Arc<PhysicalTable>,
         sql: Vec<String>,
+        params: Vec<duckdb::types::Value>,
         schema: SchemaRef,
+    ) -> Self {
+        let read = schema
+            .fields()
+            .iter()
+            .map(|f| format!("{}.{}", physical.logical(), f.name()))
+            .collect();
+        Self::build(replica, vec![physical], sql, params, schema, read, false)
+    }
+
+    /// A pushed sub-plan: one query over `tables` with `params` bound to
+    /// `$1, $2, …`, reading `columns` (`schema.table.column`).
+    pub(crate) fn query(
+        replica: Arc<Replica>,
+        tables: Vec<Arc<PhysicalTable>>,
+        sql: String,
+        params: Vec<duckdb::types::Value>,
+        schema: SchemaRef,
+        columns: Vec<String>,
+    ) -> Self {
+        Self::build(replica, tables, vec![sql], params, schema, columns, true)
+    }
+
+    fn build(
+        replica: Arc<Replica>,
+        tables: Vec<Arc<PhysicalTable>>,
+        sql: Vec<String>,
+        params: Vec<duckdb::types::Value>,
+        schema: SchemaRef,
+        read: Vec<String>,
+        pushed: bool,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(Arc::clone(&schema)),
@@ -76,33 +113,47 @@ impl DuckDbScanExec {
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
-        let read = schema.fields().iter().map(|f| f.name().clone()).collect();
         Self {
             replica,
-            physical,
+            tables,
             sql,
+            params: Arc::new(params),
             schema,
             read,
+            pushed,
             properties,
             pinned: Mutex::new(Vec::new()),
         }
     }
 
-    /// The same scan, declaring that its SQL reads `columns` (output and
-    /// filter columns).
+    /// The same scan, declaring that its SQL reads `columns` of its table
+    /// (output and filter columns).
     pub(crate) fn reading(self, columns: Vec<String>) -> Self {
-        Self {
-            read: columns,
-            ..self
-        }
+        let read = match self.tables.first() {
+            Some(table) => columns
+                .iter()
+                .map(|c| format!("{}.{c}", table.logical()))
+                .collect(),
+            None => columns,
+        };
+        Self { read, ..self }
     }
 
-    /// The connection for `partition`: one of a set pinned to one
-    /// snapshot when the scan has several partitions (the database can
-    /// change between their starts), a fresh one otherwise.
+    /// The connection for `partition`, its snapshot taken while no
+    /// in-place merge commits (see [`Replica::pin`]): a statement that
+    /// starts during DuckDB's commit can see the merge's inserts but not
+    /// yet its deletes. With several partitions, one of a set pinned to the
+    /// same snapshot, so that they agree.
     fn connection(&self, partition: usize) -> Result<Connection, ReplicaError> {
-        if self.sql.len() < 2 {
+        let Some(physical) = self.tables.first() else {
             return self.replica.connect();
+        };
+        if self.sql.len() < 2 {
+            return self
+                .replica
+                .pin(physical, 1)?
+                .pop()
+                .map_or_else(|| self.replica.connect(), Ok);
         }
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
         // Each execution starts every partition once: a partition whose
@@ -110,7 +161,7 @@ impl DuckDbScanExec {
         if pinned.get(partition).is_none_or(Option::is_none) {
             *pinned = self
                 .replica
-                .pin(&self.physical, self.sql.len())?
+                .pin(physical, self.sql.len())?
                 .into_iter()
                 .map(Some)
                 .collect();
@@ -126,12 +177,32 @@ impl DuckDbScanExec {
         &self.sql
     }
 
-    /// The table read, as queries name it.
-    pub fn table(&self) -> &TableName {
-        self.physical.logical()
+    /// DuckDB's own plan for each query this scan sends (EXPLAIN, with the
+    /// parameters bound): what runs where inside DuckDB.
+    pub fn duckdb_plans(&self) -> Result<Vec<String>, ReplicaError> {
+        let conn = self.replica.connect()?;
+        let mut plans = Vec::with_capacity(self.sql.len());
+        for sql in &self.sql {
+            let mut stmt = conn
+                .prepare(&format!("EXPLAIN {sql}"))
+                .map_err(ReplicaError::duckdb("explain a query"))?;
+            let rows = stmt
+                .query_map(
+                    duckdb::params_from_iter(self.params.iter().cloned()),
+                    |row| row.get::<_, String>(1),
+                )
+                .map_err(ReplicaError::duckdb("explain a query"))?;
+            let mut plan = Vec::new();
+            for row in rows {
+                plan.push(row.map_err(ReplicaError::duckdb("explain a query"))?);
+            }
+            plans.push(plan.join("\n"));
+        }
+        Ok(plans)
     }
 
-    /// The columns the scan reads: output columns, then filter columns.
+    /// The stored columns the scan reads, as `schema.table.column`:
+    /// output columns, then filter columns.
     pub fn columns(&self) -> impl Iterator<Item = &str> {
         self.read.iter().map(String::as_str)
     }
@@ -139,13 +210,17 @@ impl DuckDbScanExec {
 
 impl DisplayAs for DuckDbScanExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "DuckDbScanExec: sql=[{}]", self.sql.join("; "))
+        write!(f, "{}: sql=[{}]", self.name(), self.sql.join("; "))
     }
 }
 
 impl ExecutionPlan for DuckDbScanExec {
     fn name(&self) -> &str {
-        "DuckDbScanExec"
+        if self.pushed {
+            "DuckDbQueryExec"
+        } else {
+            "DuckDbScanExec"
+        }
     }
 
     fn properties(&self) -> &Arc<PlanProperties> {
@@ -186,7 +261,8 @@ impl ExecutionPlan for DuckDbScanExec {
         let scan = BlockingScan {
             conn,
             sql: sql.clone(),
-            _physical: Arc::clone(&self.physical),
+            params: Arc::clone(&self.params),
+            _tables: self.tables.clone(),
             schema: Arc::clone(&self.schema),
             state: Arc::clone(&state),
             active: ActiveGuard::new(Arc::clone(&self.replica.active_scans)),
@@ -297,8 +373,9 @@ mod interrupter {
 
 struct BlockingScan {
     conn: duckdb::Connection,
-    _physical: Arc<PhysicalTable>,
+    _tables: Vec<Arc<PhysicalTable>>,
     sql: String,
+    params: Arc<Vec<duckdb::types::Value>>,
     schema: SchemaRef,
     state: Arc<ScanState>,
     active: ActiveGuard,
@@ -325,7 +402,9 @@ impl BlockingScan {
         let mut stmt = self.conn.prepare(&self.sql).map_err(duck)?;
         tracing::debug!(sql = %self.sql, "DuckDB scan");
         // Executes lazily: chunks are produced as we fetch them.
-        let _ = stmt.stream_arrow([]).map_err(duck)?;
+        let _ = stmt
+            .stream_arrow(duckdb::params_from_iter(self.params.iter().cloned()))
+            .map_err(duck)?;
         loop {
             if self.state.cancelled.load(Ordering::SeqCst) || tx.is_closed() {
                 return Ok(());

@@ -1,0 +1,640 @@
+//! DataFusion expressions as DuckDB SQL: a whitelist that fails closed.
+//! Scan predicates ([`super::filter_sql`]) and pushed sub-plans
+//! (`query::pushdown`) both render through it.
+//!
+//! Each accepted expression has the same value, type and NULL behaviour in
+//! DuckDB as in DataFusion for every input; anything else is a
+//! [`Refusal`] and the node holding it stays in DataFusion. Where DuckDB
+//! would pick another result type (decimal arithmetic, `date_part`, CASE)
+//! the SQL casts to DataFusion's type, which cannot change the value.
+//!
+//! Literals become typed parameters (`CAST($3 AS DECIMAL(15,2))`) and
+//! columns become generated names (`t2.c0`) or the table's own column
+//! names, so the SQL holds no text a query wrote. Keyword arguments
+//! (`date_part('year', …)`) come from this file's constants.
+//!
+//! Kept out on purpose, because the two engines differ:
+//! - integer and float arithmetic (DataFusion wraps on overflow, DuckDB
+//!   raises; DuckDB raises on float overflow), division and modulo
+//!   (DuckDB's integer and decimal division rules and division by zero);
+//! - float comparisons between columns or with ±0.0/NaN, float grouping,
+//!   sorting and DISTINCT (Arrow orders by `total_cmp`, so -0.0 < 0.0;
+//!   DuckDB treats them as equal);
+//! - `LIKE` patterns with `_` or `\`, `ILIKE`, case folding, and narrowing
+//!   or text casts (their failure and rounding rules differ).
+
+use chrono::DateTime;
+use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
+use datafusion::logical_expr::expr::{Case, Cast, InList, ScalarFunction};
+use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, Like, Operator};
+
+use crate::table_name::quote_ident;
+
+/// Why an expression or plan stays in DataFusion (for the debug log).
+#[derive(Debug)]
+pub(crate) struct Refusal(pub(crate) String);
+
+pub(crate) type Rendered<T> = Result<T, Refusal>;
+
+pub(crate) fn refuse<T>(why: impl Into<String>) -> Rendered<T> {
+    Err(Refusal(why.into()))
+}
+
+/// A rendered expression.
+#[derive(Debug)]
+pub(crate) struct Sql {
+    pub(crate) text: String,
+    /// Whether evaluating it can raise an error (a cast, an overflow): such
+    /// a predicate must never run where hidden rows could reach it.
+    pub(crate) can_fail: bool,
+}
+
+impl Sql {
+    fn safe(text: String) -> Self {
+        Self {
+            text,
+            can_fail: false,
+        }
+    }
+}
+
+/// Where an expression's columns come from.
+pub(crate) struct Scope {
+    /// `(alias, schema)` of each derived input, whose columns are named
+    /// `c0, c1, …` in schema order; empty for a stored table.
+    inputs: Vec<(String, DFSchemaRef)>,
+    /// All columns in reach, for typing expressions.
+    typing: DFSchema,
+}
+
+impl Scope {
+    /// A stored table: columns render as their own quoted names.
+    pub(crate) fn table(schema: &Schema) -> Rendered<Self> {
+        Ok(Self {
+            inputs: Vec::new(),
+            typing: DFSchema::try_from(schema.clone()).map_err(|e| Refusal(e.to_string()))?,
+        })
+    }
+
+    /// Derived tables, each under its alias.
+    pub(crate) fn derived(inputs: Vec<(String, DFSchemaRef)>) -> Rendered<Self> {
+        let mut typing = DFSchema::empty();
+        for (_, schema) in &inputs {
+            typing = typing.join(schema).map_err(|e| Refusal(e.to_string()))?;
+        }
+        Ok(Self { inputs, typing })
+    }
+
+    fn column(&self, column: &Column) -> Rendered<String> {
+        if self.inputs.is_empty() {
+            return match self.typing.field_with_unqualified_name(&column.name) {
+                Ok(field) => Ok(quote_ident(field.name())),
+                Err(_) => refuse(format!("no column {column}")),
+            };
+        }
+        let mut found = self.inputs.iter().filter_map(|(alias, schema)| {
+            schema
+                .maybe_index_of_column(column)
+                .map(|i| format!("{alias}.c{i}"))
+        });
+        match (found.next(), found.next()) {
+            (Some(name), None) => Ok(name),
+            _ => refuse(format!("column {column} is missing or ambiguous")),
+        }
+    }
+
+    pub(crate) fn data_type(&self, expr: &Expr) -> Rendered<DataType> {
+        expr.get_type(&self.typing)
+            .map_err(|e| Refusal(format!("typing {expr}: {e}")))
+    }
+}
+
+/// Whether `sql` uses each of `count` parameters: every literal renders as
+/// `CAST($k AS …)`, so a parameter missing from the text means a rendering
+/// slip, and DuckDB would refuse (or misnumber) the bindings.
+pub(crate) fn uses_all_params(sql: &str, count: usize) -> bool {
+    (1..=count).all(|k| sql.contains(&format!("CAST(${k} AS ")))
+}
+
+/// Renders expressions in one scope, collecting parameters.
+pub(crate) struct Exprs<'a> {
+    pub(crate) scope: &'a Scope,
+    pub(crate) params: &'a mut Vec<ScalarValue>,
+}
+
+impl Exprs<'_> {
+    pub(crate) fn render(&mut self, expr: &Expr) -> Rendered<Sql> {
+        match expr {
+            Expr::Alias(alias) => self.render(&alias.expr),
+            Expr::Column(column) => Ok(Sql::safe(self.scope.column(column)?)),
+            Expr::Literal(value, _) => self.literal(value),
+            Expr::BinaryExpr(binary) => self.binary(binary),
+            Expr::Not(inner) => {
+                let inner = self.boolean(inner)?;
+                Ok(self.wrap(format!("(NOT {})", inner.text), &[&inner]))
+            }
+            Expr::IsNull(inner) | Expr::IsNotNull(inner) => {
+                let inner = self.render(inner)?;
+                let not = if matches!(expr, Expr::IsNotNull(_)) {
+                    "NOT "
+                } else {
+                    ""
+                };
+                Ok(self.wrap(format!("({} IS {not}NULL)", inner.text), &[&inner]))
+            }
+            Expr::Between(Between {
+                expr: target,
+                negated,
+                low,
+                high,
+            }) => {
+                self.check_comparable(target, low)?;
+                let (t, l) = self.comparable(target, low)?;
+                self.check_comparable(target, high)?;
+                let h = self.render(high)?;
+                let not = if *negated { "NOT " } else { "" };
+                Ok(self.wrap(
+                    format!("({} {not}BETWEEN {} AND {})", t.text, l.text, h.text),
+                    &[&t, &l, &h],
+                ))
+            }
+            Expr::InList(InList {
+                expr: target,
+                list,
+                negated,
+            }) => {
+                if list.is_empty() {
+                    return refuse("empty IN list");
+                }
+                for item in list {
+                    self.check_comparable(target, item)?;
+                }
+                // The target once: its literals are parameters too.
+                let mut parts = Vec::with_capacity(list.len() + 1);
+                parts.push(self.render(target)?);
+                for item in list {
+                    parts.push(self.render(item)?);
+                }
+                let items: Vec<&str> = parts[1..].iter().map(|s| s.text.as_str()).collect();
+                let not = if *negated { "NOT " } else { "" };
+                let text = format!("({} {not}IN ({}))", parts[0].text, items.join(", "));
+                let refs: Vec<&Sql> = parts.iter().collect();
+                Ok(self.wrap(text, &refs))
+            }
+            Expr::Like(like) => self.like(like),
+            Expr::Cast(Cast { expr: inner, field }) => self.cast(inner, field.data_type()),
+            Expr::Case(case) => self.case(expr, case),
+            Expr::ScalarFunction(function) => self.function(expr, function),
+            other => refuse(format!("{} is not pushed", other.variant_name())),
+        }
+    }
+
+    /// A boolean expression (a predicate).
+    pub(crate) fn boolean(&mut self, expr: &Expr) -> Rendered<Sql> {
+        if self.scope.data_type(expr)? != DataType::Boolean {
+            return refuse(format!("{expr} is not a boolean"));
+        }
+        self.render(expr)
+    }
+
+    fn wrap(&self, text: String, parts: &[&Sql]) -> Sql {
+        Sql {
+            text,
+            can_fail: parts.iter().any(|p| p.can_fail),
+        }
+    }
+
+    fn literal(&mut self, value: &ScalarValue) -> Rendered<Sql> {
+        let data_type = value.data_type();
+        if data_type == DataType::Null {
+            return Ok(Sql::safe("NULL".into()));
+        }
+        let ty = duck_type(&data_type)?;
+        if value.is_null() {
+            return Ok(Sql::safe(format!("CAST(NULL AS {ty})")));
+        }
+        // A decimal literal is typed by its own digits, as DuckDB types
+        // constants: `1 - price` then stays in DuckDB's 64-bit arithmetic
+        // rather than DataFusion's DECIMAL(20,0) widening everything.
+        let (value, ty) = match value {
+            ScalarValue::Decimal128(Some(v), _, s) if *s >= 0 => {
+                let digits = v.unsigned_abs().checked_ilog10().map_or(1, |d| d + 1);
+                let width = u8::try_from(digits).unwrap_or(38).max(*s as u8).max(1);
+                (
+                    ScalarValue::Decimal128(Some(*v), width, *s),
+                    format!("DECIMAL({width},{s})"),
+                )
+            }
+            // Timestamps are bound as text we format, read back by the
+            // cast: exact for every unit, and an instant (`+00`) does not
+            // depend on DuckDB's session time zone.
+            ScalarValue::TimestampSecond(Some(v), tz) => (
+                timestamp_text(DateTime::from_timestamp(*v, 0), tz.is_some()),
+                ty,
+            ),
+            ScalarValue::TimestampMillisecond(Some(v), tz) => (
+                timestamp_text(DateTime::from_timestamp_millis(*v), tz.is_some()),
+                ty,
+            ),
+            ScalarValue::TimestampMicrosecond(Some(v), tz) => (
+                timestamp_text(DateTime::from_timestamp_micros(*v), tz.is_some()),
+                ty,
+            ),
+            ScalarValue::TimestampNanosecond(Some(v), tz) => (
+                timestamp_text(Some(DateTime::from_timestamp_nanos(*v)), tz.is_some()),
+                ty,
+            ),
+            other => (other.clone(), ty),
+        };
+        if bind_value(&value).is_none() {
+            return refuse(format!("a {data_type} value cannot be bound"));
+        }
+        self.params.push(value);
+        Ok(Sql::safe(format!("CAST(${} AS {ty})", self.params.len())))
+    }
+
+    fn binary(&mut self, binary: &BinaryExpr) -> Rendered<Sql> {
+        let BinaryExpr { left, op, right } = binary;
+        match op {
+            Operator::And | Operator::Or => {
+                let l = self.boolean(left)?;
+                let r = self.boolean(right)?;
+                let op = if *op == Operator::And { "AND" } else { "OR" };
+                Ok(self.wrap(format!("({} {op} {})", l.text, r.text), &[&l, &r]))
+            }
+            Operator::Eq
+            | Operator::NotEq
+            | Operator::Lt
+            | Operator::LtEq
+            | Operator::Gt
+            | Operator::GtEq => {
+                let (l, r) = self.comparable(left, right)?;
+                let op = match op {
+                    Operator::Eq => "=",
+                    Operator::NotEq => "<>",
+                    Operator::Lt => "<",
+                    Operator::LtEq => "<=",
+                    Operator::Gt => ">",
+                    _ => ">=",
+                };
+                Ok(self.wrap(format!("({} {op} {})", l.text, r.text), &[&l, &r]))
+            }
+            Operator::Plus | Operator::Minus | Operator::Multiply => {
+                let (lt, rt) = (self.scope.data_type(left)?, self.scope.data_type(right)?);
+                let (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) = (&lt, &rt)
+                else {
+                    return refuse(format!("{op} on {lt} and {rt}"));
+                };
+                let (p1, s1, p2, s2) = (
+                    i32::from(*p1),
+                    i32::from(*s1),
+                    i32::from(*p2),
+                    i32::from(*s2),
+                );
+                if s1 < 0 || s2 < 0 {
+                    return refuse("negative decimal scale");
+                }
+                // Digits the exact result can need: when they fit in 38,
+                // neither engine can overflow.
+                let digits = if *op == Operator::Multiply {
+                    p1 + p2
+                } else {
+                    (p1 - s1).max(p2 - s2) + s1.max(s2) + 1
+                };
+                let l = self.render(left)?;
+                let r = self.render(right)?;
+                // DuckDB's result type may be narrower than DataFusion's but
+                // holds the same exact value (scales agree; literals are
+                // typed by their digits). A product DuckDB computes in 64
+                // bits raises "Out of Range" if it outgrows them, and the
+                // query is then run again without pushdown (`fallback`).
+                let mut out = self.wrap(format!("({} {op} {})", l.text, r.text), &[&l, &r]);
+                out.can_fail |= digits > 18;
+                Ok(out)
+            }
+            Operator::StringConcat => {
+                let (lt, rt) = (self.scope.data_type(left)?, self.scope.data_type(right)?);
+                if !is_string(&lt) || !is_string(&rt) {
+                    return refuse("|| on non-strings");
+                }
+                let l = self.render(left)?;
+                let r = self.render(right)?;
+                Ok(self.wrap(format!("({} || {})", l.text, r.text), &[&l, &r]))
+            }
+            other => refuse(format!("operator {other}")),
+        }
+    }
+
+    /// Two operands compared with each other: one type, with DuckDB's
+    /// order equal to Arrow's for it.
+    fn comparable(&mut self, left: &Expr, right: &Expr) -> Rendered<(Sql, Sql)> {
+        self.check_comparable(left, right)?;
+        Ok((self.render(left)?, self.render(right)?))
+    }
+
+    /// Refuses two operands whose comparison differs between the engines.
+    fn check_comparable(&self, left: &Expr, right: &Expr) -> Rendered<()> {
+        let lt = self.scope.data_type(left)?;
+        let rt = self.scope.data_type(right)?;
+        if lt != rt {
+            return refuse(format!("comparing {lt} with {rt}"));
+        }
+        if lt.is_floating() {
+            // A column against a literal other than ±0.0 and NaN orders the
+            // same in both engines; anything else may not.
+            let plain = |e: &Expr| match e {
+                Expr::Literal(v, _) => match v {
+                    ScalarValue::Float32(Some(x)) => *x != 0.0 && !x.is_nan(),
+                    ScalarValue::Float64(Some(x)) => *x != 0.0 && !x.is_nan(),
+                    _ => false,
+                },
+                _ => false,
+            };
+            let column = |e: &Expr| matches!(e, Expr::Column(_));
+            if !((column(left) && plain(right)) || (plain(left) && column(right))) {
+                return refuse("float comparison");
+            }
+        } else if !is_ordered_alike(&lt) {
+            return refuse(format!("comparing {lt}"));
+        }
+        Ok(())
+    }
+
+    fn like(&mut self, like: &Like) -> Rendered<Sql> {
+        let Like {
+            negated,
+            expr,
+            pattern,
+            escape_char,
+            case_insensitive,
+        } = like;
+        if escape_char.is_some() || *case_insensitive {
+            return refuse("LIKE with ESCAPE or ILIKE");
+        }
+        if !is_string(&self.scope.data_type(expr)?) {
+            return refuse("LIKE on a non-string");
+        }
+        // `_` is one character in DataFusion and one byte in some DuckDB
+        // paths, and `\` escapes by default in one engine only.
+        let safe = matches!(
+            pattern.as_ref(),
+            Expr::Literal(
+                ScalarValue::Utf8(Some(p)) | ScalarValue::LargeUtf8(Some(p)) | ScalarValue::Utf8View(Some(p)),
+                _,
+            ) if !p.contains(['_', '\\', '\0'])
+        );
+        if !safe {
+            return refuse("LIKE pattern");
+        }
+        let target = self.render(expr)?;
+        let pattern = self.render(pattern)?;
+        let not = if *negated { "NOT " } else { "" };
+        Ok(self.wrap(
+            format!("({} {not}LIKE {})", target.text, pattern.text),
+            &[&target, &pattern],
+        ))
+    }
+
+    /// Casts that cannot fail and keep every value exactly.
+    fn cast(&mut self, inner: &Expr, to: &DataType) -> Rendered<Sql> {
+        let from = self.scope.data_type(inner)?;
+        let exact = match (&from, to) {
+            (a, b) if a == b => true,
+            (a, b) if is_string(a) && is_string(b) => true,
+            (a, b) if a.is_integer() && b.is_integer() => integer_digits(a)
+                .zip(integer_digits(b))
+                .is_some_and(|(x, y)| x < y && (a.is_signed_integer() <= b.is_signed_integer())),
+            (a, DataType::Float64) if a.is_integer() => true,
+            (a, DataType::Decimal128(p, s)) if a.is_integer() => {
+                *s >= 0 && integer_digits(a).is_some_and(|d| d <= i32::from(*p) - i32::from(*s))
+            }
+            (DataType::Decimal128(p1, s1), DataType::Decimal128(p2, s2)) => {
+                *s1 >= 0
+                    && s2 >= s1
+                    && i32::from(*p2) - i32::from(*s2) >= i32::from(*p1) - i32::from(*s1)
+            }
+            (DataType::Date32, DataType::Timestamp(TimeUnit::Microsecond, None)) => true,
+            _ => false,
+        };
+        if !exact {
+            return refuse(format!("cast from {from} to {to}"));
+        }
+        let inner = self.render(inner)?;
+        let ty = duck_type(to)?;
+        Ok(self.wrap(format!("CAST({} AS {ty})", inner.text), &[&inner]))
+    }
+
+    fn case(&mut self, whole: &Expr, case: &Case) -> Rendered<Sql> {
+        let ty = duck_type(&self.scope.data_type(whole)?)?;
+        let mut parts = Vec::new();
+        let mut text = String::from("CASE");
+        if let Some(operand) = &case.expr {
+            let t = self.scope.data_type(operand)?;
+            if t.is_floating() || !is_ordered_alike(&t) {
+                return refuse("CASE operand type");
+            }
+            let operand = self.render(operand)?;
+            text.push(' ');
+            text.push_str(&operand.text);
+            parts.push(operand);
+        }
+        for (when, then) in &case.when_then_expr {
+            let when = if case.expr.is_some() {
+                self.render(when)?
+            } else {
+                self.boolean(when)?
+            };
+            let then = self.render(then)?;
+            text.push_str(&format!(" WHEN {} THEN {}", when.text, then.text));
+            parts.push(when);
+            parts.push(then);
+        }
+        if let Some(other) = &case.else_expr {
+            let other = self.render(other)?;
+            text.push_str(&format!(" ELSE {}", other.text));
+            parts.push(other);
+        }
+        let refs: Vec<&Sql> = parts.iter().collect();
+        Ok(self.wrap(format!("CAST({text} END AS {ty})"), &refs))
+    }
+
+    fn function(&mut self, whole: &Expr, function: &ScalarFunction) -> Rendered<Sql> {
+        let args = &function.args;
+        let ty = duck_type(&self.scope.data_type(whole)?)?;
+        match function.name() {
+            "date_part" => {
+                let [part, value] = args.as_slice() else {
+                    return refuse("date_part arity");
+                };
+                // Parts whose numbering is the same in both engines.
+                let part = match part {
+                    Expr::Literal(v, _) => {
+                        match v.try_as_str().flatten().map(str::to_ascii_lowercase) {
+                            Some(p) if p == "year" => "year",
+                            Some(p) if p == "month" => "month",
+                            Some(p) if p == "day" => "day",
+                            _ => return refuse("date_part part"),
+                        }
+                    }
+                    _ => return refuse("date_part part"),
+                };
+                if !matches!(
+                    self.scope.data_type(value)?,
+                    DataType::Date32 | DataType::Timestamp(_, None)
+                ) {
+                    return refuse("date_part argument type");
+                }
+                let value = self.render(value)?;
+                Ok(self.wrap(
+                    format!("CAST(date_part('{part}', {}) AS {ty})", value.text),
+                    &[&value],
+                ))
+            }
+            "substr" => {
+                // Positive start and non-negative length: both engines count
+                // characters from 1 and clip at the end.
+                let positive = |e: &Expr, min: i64| matches!(e, Expr::Literal(ScalarValue::Int64(Some(n)), _) if *n >= min);
+                let (value, rest) = match args.as_slice() {
+                    [v, start] if positive(start, 1) => (v, vec![start]),
+                    [v, start, len] if positive(start, 1) && positive(len, 0) => {
+                        (v, vec![start, len])
+                    }
+                    _ => return refuse("substr arguments"),
+                };
+                if !is_string(&self.scope.data_type(value)?) {
+                    return refuse("substr of a non-string");
+                }
+                let value = self.render(value)?;
+                let mut parts = vec![value];
+                for arg in rest {
+                    parts.push(self.render(arg)?);
+                }
+                let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
+                let refs: Vec<&Sql> = parts.iter().collect();
+                Ok(self.wrap(
+                    format!("CAST(substring({}) AS {ty})", texts.join(", ")),
+                    &refs,
+                ))
+            }
+            "coalesce" => {
+                let first = args.first().map(|a| self.scope.data_type(a)).transpose()?;
+                let mut parts = Vec::with_capacity(args.len());
+                for arg in args {
+                    if Some(self.scope.data_type(arg)?) != first {
+                        return refuse("coalesce of mixed types");
+                    }
+                    parts.push(self.render(arg)?);
+                }
+                if parts.is_empty() {
+                    return refuse("coalesce()");
+                }
+                let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
+                let refs: Vec<&Sql> = parts.iter().collect();
+                Ok(self.wrap(format!("coalesce({})", texts.join(", ")), &refs))
+            }
+            name => refuse(format!("function {name}")),
+        }
+    }
+}
+
+/// A timestamp as text DuckDB casts back exactly; NULL (refused as
+/// unbindable) when out of chrono's range.
+fn timestamp_text(datetime: Option<DateTime<chrono::Utc>>, instant: bool) -> ScalarValue {
+    ScalarValue::Utf8(datetime.map(|d| {
+        let text = d.naive_utc().format("%Y-%m-%d %H:%M:%S%.9f").to_string();
+        if instant { format!("{text}+00") } else { text }
+    }))
+}
+
+fn is_string(data_type: &DataType) -> bool {
+    matches!(
+        data_type,
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+    )
+}
+
+/// Types whose `<`, `=` and sort order are the same in both engines
+/// (strings compare as bytes in both).
+pub(crate) fn is_ordered_alike(data_type: &DataType) -> bool {
+    data_type.is_integer()
+        || is_string(data_type)
+        || matches!(
+            data_type,
+            DataType::Boolean
+                | DataType::Decimal128(_, _)
+                | DataType::Date32
+                | DataType::Timestamp(_, None)
+                | DataType::Timestamp(TimeUnit::Microsecond, Some(_))
+        )
+}
+
+/// Decimal digits an integer type can hold.
+fn integer_digits(data_type: &DataType) -> Option<i32> {
+    Some(match data_type {
+        DataType::Int8 | DataType::UInt8 => 3,
+        DataType::Int16 | DataType::UInt16 => 5,
+        DataType::Int32 | DataType::UInt32 => 10,
+        DataType::Int64 => 19,
+        DataType::UInt64 => 20,
+        _ => return None,
+    })
+}
+
+/// The DuckDB type with the same values as an Arrow type.
+pub(crate) fn duck_type(data_type: &DataType) -> Rendered<String> {
+    Ok(match data_type {
+        DataType::Boolean => "BOOLEAN".into(),
+        DataType::Int8 => "TINYINT".into(),
+        DataType::Int16 => "SMALLINT".into(),
+        DataType::Int32 => "INTEGER".into(),
+        DataType::Int64 => "BIGINT".into(),
+        DataType::UInt8 => "UTINYINT".into(),
+        DataType::UInt16 => "USMALLINT".into(),
+        DataType::UInt32 => "UINTEGER".into(),
+        DataType::UInt64 => "UBIGINT".into(),
+        DataType::Float32 => "FLOAT".into(),
+        DataType::Float64 => "DOUBLE".into(),
+        DataType::Decimal128(p, s) if *s >= 0 && *p <= 38 => format!("DECIMAL({p},{s})"),
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
+        DataType::Date32 => "DATE".into(),
+        DataType::Timestamp(TimeUnit::Second, None) => "TIMESTAMP_S".into(),
+        DataType::Timestamp(TimeUnit::Millisecond, None) => "TIMESTAMP_MS".into(),
+        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
+        DataType::Timestamp(TimeUnit::Nanosecond, None) => "TIMESTAMP_NS".into(),
+        // An instant (DuckDB keeps microseconds).
+        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "TIMESTAMPTZ".into(),
+        other => return refuse(format!("type {other}")),
+    })
+}
+
+/// The DuckDB value bound for a literal; `None` for values outside the
+/// supported set.
+pub(crate) fn bind_value(value: &ScalarValue) -> Option<duckdb::types::Value> {
+    use duckdb::types::Value;
+    Some(match value {
+        ScalarValue::Boolean(Some(v)) => Value::Boolean(*v),
+        ScalarValue::Int8(Some(v)) => Value::TinyInt(*v),
+        ScalarValue::Int16(Some(v)) => Value::SmallInt(*v),
+        ScalarValue::Int32(Some(v)) => Value::Int(*v),
+        ScalarValue::Int64(Some(v)) => Value::BigInt(*v),
+        ScalarValue::UInt8(Some(v)) => Value::UTinyInt(*v),
+        ScalarValue::UInt16(Some(v)) => Value::USmallInt(*v),
+        ScalarValue::UInt32(Some(v)) => Value::UInt(*v),
+        ScalarValue::UInt64(Some(v)) => Value::UBigInt(*v),
+        ScalarValue::Float32(Some(v)) => Value::Float(*v),
+        ScalarValue::Float64(Some(v)) => Value::Double(*v),
+        ScalarValue::Decimal128(Some(v), p, s) if *s >= 0 => {
+            Value::Decimal(duckdb::types::Decimal::new(*p, u8::try_from(*s).ok()?, *v).ok()?)
+        }
+        ScalarValue::Utf8(Some(v))
+        | ScalarValue::LargeUtf8(Some(v))
+        | ScalarValue::Utf8View(Some(v))
+            if !v.contains('\0') =>
+        {
+            Value::Text(v.clone())
+        }
+        ScalarValue::Date32(Some(v)) => Value::Date32(*v),
+        _ => return None,
+    })
+}
