@@ -16,6 +16,7 @@ mod provider;
 mod scan;
 mod settings;
 pub(crate) mod sql_expr;
+mod sql_values;
 mod types;
 
 use std::collections::BTreeMap;
@@ -423,7 +424,7 @@ impl Replica {
         table: &PhysicalTable,
         count: usize,
     ) -> Result<Vec<Connection>, ReplicaError> {
-        let _pins = self.pins.read().unwrap_or_else(|p| p.into_inner());
+        let _pins = self.no_commits();
         (0..count)
             .map(|_| {
                 let conn = self.connect()?;
@@ -437,6 +438,12 @@ impl Replica {
                 Ok(conn)
             })
             .collect()
+    }
+
+    /// Holds off in-place merge commits while held: a transaction that
+    /// takes its snapshot meanwhile sees each merge whole or not at all.
+    pub(crate) fn no_commits(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+        self.pins.read().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Publishes a changed copy of the table snapshot. Queries planned

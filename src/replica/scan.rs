@@ -139,22 +139,14 @@ impl DuckDbScanExec {
         Self { read, ..self }
     }
 
-    /// The connection for `partition`, its snapshot taken while no
-    /// in-place merge commits (see [`Replica::pin`]): a statement that
-    /// starts during DuckDB's commit can see the merge's inserts but not
-    /// yet its deletes. With several partitions, one of a set pinned to the
-    /// same snapshot, so that they agree.
+    /// The connection for `partition`: with several partitions, one of a
+    /// set pinned to one snapshot (see [`Replica::pin`]), so that they
+    /// agree; a fresh one otherwise, whose scan takes its snapshot itself
+    /// (see [`BlockingScan::prepare`]).
     fn connection(&self, partition: usize) -> Result<Connection, ReplicaError> {
-        let Some(physical) = self.tables.first() else {
+        let Some(physical) = self.tables.first().filter(|_| self.sql.len() > 1) else {
             return self.replica.connect();
         };
-        if self.sql.len() < 2 {
-            return self
-                .replica
-                .pin(physical, 1)?
-                .pop()
-                .map_or_else(|| self.replica.connect(), Ok);
-        }
         let mut pinned = self.pinned.lock().unwrap_or_else(|p| p.into_inner());
         // Each execution starts every partition once: a partition whose
         // connection is gone starts a new execution, with a new set.
@@ -260,6 +252,8 @@ impl ExecutionPlan for DuckDbScanExec {
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         let scan = BlockingScan {
             conn,
+            // A pinned connection already has its snapshot.
+            snapshot: (self.sql.len() < 2).then(|| Arc::clone(&self.replica)),
             sql: sql.clone(),
             params: Arc::clone(&self.params),
             _tables: self.tables.clone(),
@@ -373,6 +367,8 @@ mod interrupter {
 
 struct BlockingScan {
     conn: duckdb::Connection,
+    /// Take the snapshot while preparing, with no in-place merge committing.
+    snapshot: Option<Arc<Replica>>,
     _tables: Vec<Arc<PhysicalTable>>,
     sql: String,
     params: Arc<Vec<duckdb::types::Value>>,
@@ -399,7 +395,7 @@ impl BlockingScan {
             return Ok(());
         }
         let duck = |e: duckdb::Error| DataFusionError::External(Box::new(e));
-        let mut stmt = self.conn.prepare(&self.sql).map_err(duck)?;
+        let mut stmt = self.prepare().map_err(duck)?;
         tracing::debug!(sql = %self.sql, "DuckDB scan");
         // Executes lazily: chunks are produced as we fetch them.
         let _ = stmt
@@ -417,6 +413,19 @@ impl BlockingScan {
                 return Ok(());
             }
         }
+    }
+
+    /// Prepares the query. A statement that starts while DuckDB commits an
+    /// in-place merge can see the merge's inserts but not yet its deletes,
+    /// so an unpinned scan opens a transaction and prepares (binding takes
+    /// the transaction's snapshot) while no merge commits.
+    fn prepare(&self) -> Result<duckdb::Statement<'_>, duckdb::Error> {
+        let Some(replica) = &self.snapshot else {
+            return self.conn.prepare(&self.sql);
+        };
+        self.conn.execute_batch("BEGIN TRANSACTION")?;
+        let _no_commits = replica.no_commits();
+        self.conn.prepare(&self.sql)
     }
 
     /// Re-labels DuckDB's columns with the plan's schema. An empty

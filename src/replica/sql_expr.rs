@@ -29,6 +29,8 @@ use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::{Case, Cast, InList, ScalarFunction};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, Like, Operator};
 
+pub(crate) use super::sql_values::{bind_value, duck_type};
+use super::sql_values::{integer_digits, timestamp_text};
 use crate::table_name::quote_ident;
 
 /// Why an expression or plan stays in DataFusion (for the debug log).
@@ -538,15 +540,6 @@ impl Exprs<'_> {
     }
 }
 
-/// A timestamp as text DuckDB casts back exactly; NULL (refused as
-/// unbindable) when out of chrono's range.
-fn timestamp_text(datetime: Option<DateTime<chrono::Utc>>, instant: bool) -> ScalarValue {
-    ScalarValue::Utf8(datetime.map(|d| {
-        let text = d.naive_utc().format("%Y-%m-%d %H:%M:%S%.9f").to_string();
-        if instant { format!("{text}+00") } else { text }
-    }))
-}
-
 fn is_string(data_type: &DataType) -> bool {
     matches!(
         data_type,
@@ -567,74 +560,4 @@ pub(crate) fn is_ordered_alike(data_type: &DataType) -> bool {
                 | DataType::Timestamp(_, None)
                 | DataType::Timestamp(TimeUnit::Microsecond, Some(_))
         )
-}
-
-/// Decimal digits an integer type can hold.
-fn integer_digits(data_type: &DataType) -> Option<i32> {
-    Some(match data_type {
-        DataType::Int8 | DataType::UInt8 => 3,
-        DataType::Int16 | DataType::UInt16 => 5,
-        DataType::Int32 | DataType::UInt32 => 10,
-        DataType::Int64 => 19,
-        DataType::UInt64 => 20,
-        _ => return None,
-    })
-}
-
-/// The DuckDB type with the same values as an Arrow type.
-pub(crate) fn duck_type(data_type: &DataType) -> Rendered<String> {
-    Ok(match data_type {
-        DataType::Boolean => "BOOLEAN".into(),
-        DataType::Int8 => "TINYINT".into(),
-        DataType::Int16 => "SMALLINT".into(),
-        DataType::Int32 => "INTEGER".into(),
-        DataType::Int64 => "BIGINT".into(),
-        DataType::UInt8 => "UTINYINT".into(),
-        DataType::UInt16 => "USMALLINT".into(),
-        DataType::UInt32 => "UINTEGER".into(),
-        DataType::UInt64 => "UBIGINT".into(),
-        DataType::Float32 => "FLOAT".into(),
-        DataType::Float64 => "DOUBLE".into(),
-        DataType::Decimal128(p, s) if *s >= 0 && *p <= 38 => format!("DECIMAL({p},{s})"),
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "VARCHAR".into(),
-        DataType::Date32 => "DATE".into(),
-        DataType::Timestamp(TimeUnit::Second, None) => "TIMESTAMP_S".into(),
-        DataType::Timestamp(TimeUnit::Millisecond, None) => "TIMESTAMP_MS".into(),
-        DataType::Timestamp(TimeUnit::Microsecond, None) => "TIMESTAMP".into(),
-        DataType::Timestamp(TimeUnit::Nanosecond, None) => "TIMESTAMP_NS".into(),
-        // An instant (DuckDB keeps microseconds).
-        DataType::Timestamp(TimeUnit::Microsecond, Some(_)) => "TIMESTAMPTZ".into(),
-        other => return refuse(format!("type {other}")),
-    })
-}
-
-/// The DuckDB value bound for a literal; `None` for values outside the
-/// supported set.
-pub(crate) fn bind_value(value: &ScalarValue) -> Option<duckdb::types::Value> {
-    use duckdb::types::Value;
-    Some(match value {
-        ScalarValue::Boolean(Some(v)) => Value::Boolean(*v),
-        ScalarValue::Int8(Some(v)) => Value::TinyInt(*v),
-        ScalarValue::Int16(Some(v)) => Value::SmallInt(*v),
-        ScalarValue::Int32(Some(v)) => Value::Int(*v),
-        ScalarValue::Int64(Some(v)) => Value::BigInt(*v),
-        ScalarValue::UInt8(Some(v)) => Value::UTinyInt(*v),
-        ScalarValue::UInt16(Some(v)) => Value::USmallInt(*v),
-        ScalarValue::UInt32(Some(v)) => Value::UInt(*v),
-        ScalarValue::UInt64(Some(v)) => Value::UBigInt(*v),
-        ScalarValue::Float32(Some(v)) => Value::Float(*v),
-        ScalarValue::Float64(Some(v)) => Value::Double(*v),
-        ScalarValue::Decimal128(Some(v), p, s) if *s >= 0 => {
-            Value::Decimal(duckdb::types::Decimal::new(*p, u8::try_from(*s).ok()?, *v).ok()?)
-        }
-        ScalarValue::Utf8(Some(v))
-        | ScalarValue::LargeUtf8(Some(v))
-        | ScalarValue::Utf8View(Some(v))
-            if !v.contains('\0') =>
-        {
-            Value::Text(v.clone())
-        }
-        ScalarValue::Date32(Some(v)) => Value::Date32(*v),
-        _ => return None,
-    })
 }

@@ -1,9 +1,13 @@
 //! Pushing governed sub-plans into DuckDB.
 //!
 //! ```text
-//! optimized plan ─► push_down: each largest sub-plan that renders       ─► physical plan
-//!                   (render.rs nodes, replica::sql_expr expressions; fail closed)     DuckDbQueryExec
-//!                   becomes one DuckDbNode carrying generated SQL           for each node
+//! optimized plan ─► push_down: each largest sub-plan that renders ─► physical plan
+//!                   becomes one DuckDbNode carrying generated SQL     DuckDbQueryExec per node
+//!
+//!   render.rs     nodes (projection, filter, join, sort, limit, …) as nested SELECTs
+//!   aggregate.rs  GROUP BY and aggregate calls; averages finished above (finish.rs)
+//!   leaf.rs       replica tables; governed ones as derived tables, policy first
+//!   replica::sql_expr   expressions and literals (a whitelist that fails closed)
 //! ```
 //!
 //! The pass runs inside the query planner, after DataFusion optimized the
@@ -15,7 +19,9 @@
 //! aggregates, joins, sorts, limits); a lone scan keeps the provider's
 //! partitioned path.
 
+mod aggregate;
 mod finish;
+mod leaf;
 mod render;
 
 use std::cmp::Ordering;
@@ -132,7 +138,7 @@ fn into_plan(pushed: Pushed, original: &LogicalPlan) -> Rendered<LogicalPlan> {
             node: Arc::new(DuckDbNode::new(pushed, schema)),
         }));
     };
-    let query_schema = render::query_schema(&outputs)?;
+    let query_schema = aggregate::query_schema(&outputs)?;
     let node = LogicalPlan::Extension(Extension {
         node: Arc::new(DuckDbNode::new(pushed, query_schema)),
     });

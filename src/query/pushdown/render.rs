@@ -14,21 +14,14 @@
 
 use std::sync::Arc;
 
-use datafusion::arrow::datatypes::{DataType, Field};
-use datafusion::common::{DFSchema, DFSchemaRef, NullEquality, ScalarValue};
-use datafusion::datasource::source_as_provider;
-use datafusion::logical_expr::expr::{AggregateFunction, AggregateFunctionParams};
-use datafusion::logical_expr::expr_rewriter::unnormalize_col;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::common::{DFSchema, NullEquality, ScalarValue};
 use datafusion::logical_expr::{
-    Aggregate, Distinct, Expr, FetchType, Join, JoinType, Limit, LogicalPlan, SkipType, Sort,
-    TableScan, col,
+    Distinct, Expr, FetchType, Join, JoinType, Limit, LogicalPlan, SkipType, Sort,
 };
 
-use crate::query::governed::GovernedTable;
-use crate::replica::sql_expr::{
-    Exprs, Refusal, Rendered, Scope, duck_type, is_ordered_alike, refuse, uses_all_params,
-};
-use crate::replica::{PhysicalTable, Replica, ReplicaTable};
+use crate::replica::sql_expr::{Exprs, Rendered, Scope, is_ordered_alike, refuse, uses_all_params};
+use crate::replica::{PhysicalTable, Replica};
 
 /// A rendered sub-plan: the query, its parameters, the tables it reads.
 #[derive(Debug)]
@@ -61,18 +54,18 @@ pub(crate) enum Output {
 }
 
 /// A rendered node.
-struct Rel {
+pub(super) struct Rel {
     /// A SELECT (without its LIMIT).
-    select: String,
+    pub(super) select: String,
     /// `(skip, fetch)` applying to `select`.
-    limit: Option<(usize, Option<usize>)>,
+    pub(super) limit: Option<(usize, Option<usize>)>,
     /// Whether `select` ends in an ORDER BY the result must keep.
-    ordered: bool,
-    finish: Option<Vec<Output>>,
+    pub(super) ordered: bool,
+    pub(super) finish: Option<Vec<Output>>,
 }
 
 impl Rel {
-    fn plain(select: String) -> Self {
+    pub(super) fn plain(select: String) -> Self {
         Self {
             select,
             limit: None,
@@ -81,7 +74,7 @@ impl Rel {
         }
     }
 
-    fn sql(&self) -> String {
+    pub(super) fn sql(&self) -> String {
         match self.limit {
             None => self.select.clone(),
             Some((skip, fetch)) => {
@@ -123,32 +116,32 @@ pub(crate) fn render(plan: &LogicalPlan) -> Rendered<Pushed> {
 }
 
 #[derive(Default)]
-struct Renderer {
-    params: Vec<ScalarValue>,
-    aliases: usize,
-    replica: Option<Arc<Replica>>,
-    tables: Vec<Arc<PhysicalTable>>,
-    columns: Vec<String>,
+pub(super) struct Renderer {
+    pub(super) params: Vec<ScalarValue>,
+    pub(super) aliases: usize,
+    pub(super) replica: Option<Arc<Replica>>,
+    pub(super) tables: Vec<Arc<PhysicalTable>>,
+    pub(super) columns: Vec<String>,
     /// A governed table with a row filter is read.
-    barrier: bool,
+    pub(super) barrier: bool,
     /// Predicates (WHERE, ON, HAVING) that can raise an error.
-    failing_predicates: usize,
+    pub(super) failing_predicates: usize,
 }
 
 impl Renderer {
-    fn alias(&mut self) -> String {
+    pub(super) fn alias(&mut self) -> String {
         self.aliases += 1;
         format!("t{}", self.aliases)
     }
 
-    fn exprs<'a>(&'a mut self, scope: &'a Scope) -> Exprs<'a> {
+    pub(super) fn exprs<'a>(&'a mut self, scope: &'a Scope) -> Exprs<'a> {
         Exprs {
             scope,
             params: &mut self.params,
         }
     }
 
-    fn predicate(&mut self, scope: &Scope, expr: &Expr) -> Rendered<String> {
+    pub(super) fn predicate(&mut self, scope: &Scope, expr: &Expr) -> Rendered<String> {
         let sql = self.exprs(scope).boolean(expr)?;
         if sql.can_fail {
             self.failing_predicates += 1;
@@ -224,7 +217,7 @@ impl Renderer {
     }
 
     /// A child with no finishing step.
-    fn plain(&mut self, plan: &LogicalPlan) -> Rendered<Rel> {
+    pub(super) fn plain(&mut self, plan: &LogicalPlan) -> Rendered<Rel> {
         let rel = self.node(plan)?;
         if rel.finish.is_some() {
             return refuse("an average finished above DuckDB");
@@ -233,7 +226,7 @@ impl Renderer {
     }
 
     /// A child as derived table `tN`, with a scope over its columns.
-    fn child(&mut self, plan: &Arc<LogicalPlan>) -> Rendered<(String, Rel, Scope)> {
+    pub(super) fn child(&mut self, plan: &Arc<LogicalPlan>) -> Rendered<(String, Rel, Scope)> {
         let rel = self.plain(plan)?;
         let t = self.alias();
         let scope = Scope::derived(vec![(t.clone(), Arc::clone(plan.schema()))])?;
@@ -243,273 +236,15 @@ impl Renderer {
     /// A child whose order need not survive: DuckDB does not promise to
     /// keep a derived table's ORDER BY through a projection or filter, so
     /// an ordered child ends the pushed plan there.
-    fn unordered_child(&mut self, plan: &Arc<LogicalPlan>) -> Rendered<(String, Rel, Scope)> {
+    pub(super) fn unordered_child(
+        &mut self,
+        plan: &Arc<LogicalPlan>,
+    ) -> Rendered<(String, Rel, Scope)> {
         let (t, rel, scope) = self.child(plan)?;
         if rel.ordered {
             return refuse("a projection or filter over ORDER BY");
         }
         Ok((t, rel, scope))
-    }
-
-    fn scan(&mut self, scan: &TableScan) -> Rendered<Rel> {
-        let provider = source_as_provider(&scan.source).map_err(|e| Refusal(e.to_string()))?;
-        let (table, governed) = if let Some(governed) = provider.downcast_ref::<GovernedTable>() {
-            (governed.inner(), Some(governed))
-        } else if let Some(table) = provider.downcast_ref::<ReplicaTable>() {
-            (table, None)
-        } else {
-            return refuse(format!("{} is not a replica table", scan.table_name));
-        };
-        match &self.replica {
-            Some(replica) if !Arc::ptr_eq(replica, table.replica()) => {
-                return refuse("tables of two replicas");
-            }
-            _ => self.replica = Some(Arc::clone(table.replica())),
-        }
-        let stored = datafusion::catalog::TableProvider::schema(table);
-        let scope = Scope::table(&stored)?;
-        let (visible, outputs, mut filters) = match governed {
-            Some(governed) => {
-                if governed.remaining_filter().is_some() {
-                    return refuse("a row filter DuckDB cannot evaluate");
-                }
-                let policy = governed.policy();
-                self.barrier |= policy.row_filter.is_some();
-                let outputs: Vec<Expr> = policy
-                    .outputs
-                    .iter()
-                    .map(|e| match e {
-                        Expr::Alias(alias) => alias.expr.as_ref().clone(),
-                        other => other.clone(),
-                    })
-                    .collect();
-                (
-                    Arc::clone(&policy.schema),
-                    outputs,
-                    governed.pushed_filter().to_vec(),
-                )
-            }
-            None => {
-                let outputs = stored
-                    .fields()
-                    .iter()
-                    .map(|f| col(datafusion::common::Column::from_name(f.name())))
-                    .collect();
-                (Arc::clone(&stored), outputs, Vec::new())
-            }
-        };
-        // The user's predicates DataFusion pushed into the scan: leakproof
-        // ones for governed tables (the provider accepts only those).
-        filters.extend(scan.filters.iter().cloned().map(unnormalize_col));
-        let projection: Vec<usize> = match &scan.projection {
-            Some(p) => p.clone(),
-            None => (0..visible.fields().len()).collect(),
-        };
-
-        let mut columns = Vec::with_capacity(projection.len());
-        let mut read: Vec<String> = Vec::new();
-        for (i, &index) in projection.iter().enumerate() {
-            let Some(output) = outputs.get(index) else {
-                return refuse("projection out of range");
-            };
-            let sql = self.exprs(&scope).render(output)?;
-            columns.push(format!("{} AS c{i}", sql.text));
-            read.extend(output.column_refs().into_iter().map(|c| c.name.clone()));
-        }
-        if columns.is_empty() {
-            // count(*) and the like: DuckDB must still produce the rows.
-            columns.push("NULL AS c0".into());
-        }
-        let mut predicates = Vec::with_capacity(filters.len());
-        for filter in &filters {
-            predicates.push(self.exprs(&scope).boolean(filter)?.text);
-            read.extend(filter.column_refs().into_iter().map(|c| c.name.clone()));
-        }
-
-        let physical = table.physical();
-        let mut select = format!("SELECT {} FROM {}", columns.join(", "), physical.quoted());
-        if !predicates.is_empty() {
-            select.push_str(&format!(" WHERE {}", predicates.join(" AND ")));
-        }
-        for column in read {
-            let name = format!("{}.{column}", physical.logical());
-            if !self.columns.contains(&name) {
-                self.columns.push(name);
-            }
-        }
-        if !self.tables.iter().any(|t| Arc::ptr_eq(t, physical)) {
-            self.tables.push(Arc::clone(physical));
-        }
-        Ok(Rel {
-            limit: scan.fetch.map(|f| (0, Some(f))),
-            ..Rel::plain(select)
-        })
-    }
-
-    fn aggregate(&mut self, aggregate: &Aggregate) -> Rendered<Rel> {
-        let (t, child, scope) = self.child(&aggregate.input)?;
-        let input = aggregate.input.schema();
-        // Keys DuckDB would treat as positions (`GROUP BY 1`) or group
-        // differently than Arrow (floats) stay in DataFusion.
-        for key in &aggregate.group_expr {
-            if matches!(key, Expr::GroupingSet(_)) || key.column_refs().is_empty() {
-                return refuse("grouping sets or constant keys");
-            }
-            if !is_ordered_alike(&scope.data_type(key)?) {
-                return refuse("a group key whose equality differs");
-            }
-        }
-        // Keys are computed once, in an inner SELECT, so that a key with
-        // parameters is not written (and numbered) twice.
-        let plain_keys = aggregate
-            .group_expr
-            .iter()
-            .all(|k| matches!(k, Expr::Column(_)));
-        let (from, keys) = if plain_keys {
-            let mut keys = Vec::new();
-            for key in &aggregate.group_expr {
-                keys.push(self.exprs(&scope).render(key)?.text);
-            }
-            (format!("({}) AS {t}", child.sql()), keys)
-        } else {
-            let mut inner = passthrough(&t, input, 0);
-            for (i, key) in aggregate.group_expr.iter().enumerate() {
-                let sql = self.exprs(&scope).render(key)?;
-                inner.push(format!("{} AS k{i}", sql.text));
-            }
-            let keys = (0..aggregate.group_expr.len())
-                .map(|i| format!("{t}.k{i}"))
-                .collect();
-            (
-                format!("({}) AS {t}", select_from(&inner, &child, &t)),
-                keys,
-            )
-        };
-
-        let mut columns: Vec<String> = Vec::new();
-        let mut outputs: Vec<Output> = Vec::new();
-        let mut finished = false;
-        let fields = aggregate.schema.fields();
-        for (i, key) in keys.iter().enumerate() {
-            outputs.push(Output::Column {
-                index: columns.len(),
-                data_type: fields[i].data_type().clone(),
-            });
-            columns.push(format!("{key} AS c{}", columns.len()));
-        }
-        for (j, expr) in aggregate.aggr_expr.iter().enumerate() {
-            let data_type = fields[keys.len() + j].data_type().clone();
-            match self.aggregate_call(&scope, expr, &data_type)? {
-                Call::One(sql) => {
-                    outputs.push(Output::Column {
-                        index: columns.len(),
-                        data_type,
-                    });
-                    columns.push(format!("{sql} AS c{}", columns.len()));
-                }
-                Call::DecimalAvg {
-                    sum,
-                    count,
-                    sum_scale,
-                } => {
-                    let DataType::Decimal128(precision, scale) = data_type else {
-                        return refuse("decimal average of another type");
-                    };
-                    finished = true;
-                    outputs.push(Output::DecimalAvg {
-                        sum: columns.len(),
-                        count: columns.len() + 1,
-                        sum_scale,
-                        precision,
-                        scale,
-                    });
-                    columns.push(format!("{sum} AS c{}", columns.len()));
-                    columns.push(format!("{count} AS c{}", columns.len()));
-                }
-            }
-        }
-        if columns.is_empty() {
-            return refuse("an aggregate without outputs");
-        }
-        let mut select = format!("SELECT {} FROM {from}", columns.join(", "));
-        if !keys.is_empty() {
-            select.push_str(&format!(" GROUP BY {}", keys.join(", ")));
-        }
-        Ok(Rel {
-            finish: finished.then_some(outputs),
-            ..Rel::plain(select)
-        })
-    }
-
-    fn aggregate_call(
-        &mut self,
-        scope: &Scope,
-        expr: &Expr,
-        data_type: &DataType,
-    ) -> Rendered<Call> {
-        let expr = match expr {
-            Expr::Alias(alias) => alias.expr.as_ref(),
-            other => other,
-        };
-        let Expr::AggregateFunction(AggregateFunction {
-            func,
-            params:
-                AggregateFunctionParams {
-                    args,
-                    distinct,
-                    filter,
-                    order_by,
-                    null_treatment,
-                },
-        }) = expr
-        else {
-            return refuse("an aggregate that is not a plain call");
-        };
-        if filter.is_some() || !order_by.is_empty() || null_treatment.is_some() {
-            return refuse("aggregate FILTER, ORDER BY or null treatment");
-        }
-        let [arg] = args.as_slice() else {
-            return refuse("aggregate arity");
-        };
-        let arg_type = scope.data_type(arg)?;
-        let name = func.name();
-        let distinct_kw = if *distinct { "DISTINCT " } else { "" };
-        let ty = duck_type(data_type)?;
-        if name == "count" {
-            if let Expr::Literal(value, _) = arg
-                && !value.is_null()
-                && !distinct
-            {
-                return Ok(Call::One("count(*)".into()));
-            }
-            if *distinct && !is_ordered_alike(&arg_type) {
-                return refuse("count(DISTINCT) of a type whose equality differs");
-            }
-        }
-        let arg = self.exprs(scope).render(arg)?.text;
-        Ok(match (name, &arg_type) {
-            ("count", _) => Call::One(format!("count({distinct_kw}{arg})")),
-            ("sum", DataType::Decimal128(_, _)) | ("sum", DataType::Float64) => {
-                Call::One(format!("CAST(sum({distinct_kw}{arg}) AS {ty})"))
-            }
-            // DataFusion sums integers into an Int64 that wraps on
-            // overflow; DuckDB sums into a HUGEINT, wrapped here the same way.
-            ("sum", t) if t.is_signed_integer() && *data_type == DataType::Int64 => {
-                Call::One(format!(
-                    "CAST((((sum({distinct_kw}{arg}) % {TWO_64}) + {TWO_64_PLUS_63}) % {TWO_64}) - {TWO_63} AS BIGINT)"
-                ))
-            }
-            ("min" | "max", t) if is_ordered_alike(t) && !*distinct => {
-                Call::One(format!("CAST({name}({arg}) AS {ty})"))
-            }
-            ("avg", DataType::Float64) => Call::One(format!("avg({distinct_kw}{arg})")),
-            ("avg", DataType::Decimal128(_, s)) => Call::DecimalAvg {
-                sum: format!("CAST(sum({distinct_kw}{arg}) AS DECIMAL(38,{s}))"),
-                count: format!("count({distinct_kw}{arg})"),
-                sum_scale: *s,
-            },
-            _ => return refuse(format!("aggregate {name} of {arg_type}")),
-        })
     }
 
     fn sort(&mut self, sort: &Sort) -> Rendered<Rel> {
@@ -649,22 +384,8 @@ impl Renderer {
     }
 }
 
-// Integer literals past BIGINT are HUGEINTs in DuckDB.
-const TWO_64: &str = "18446744073709551616";
-const TWO_63: &str = "9223372036854775808";
-const TWO_64_PLUS_63: &str = "27670116110564327424";
-
-enum Call {
-    One(String),
-    DecimalAvg {
-        sum: String,
-        count: String,
-        sum_scale: i8,
-    },
-}
-
 /// `tN.c0 AS c<first>, …` for every column of `schema`.
-fn passthrough(t: &str, schema: &DFSchema, first: usize) -> Vec<String> {
+pub(super) fn passthrough(t: &str, schema: &DFSchema, first: usize) -> Vec<String> {
     (0..schema.fields().len())
         .map(|i| format!("{t}.c{i} AS c{}", first + i))
         .collect()
@@ -679,7 +400,7 @@ fn non_empty(columns: Vec<String>) -> Vec<String> {
     }
 }
 
-fn select_from(columns: &[String], child: &Rel, t: &str) -> String {
+pub(super) fn select_from(columns: &[String], child: &Rel, t: &str) -> String {
     format!(
         "SELECT {} FROM ({}) AS {t}",
         non_empty(columns.to_vec()).join(", "),
@@ -689,37 +410,4 @@ fn select_from(columns: &[String], child: &Rel, t: &str) -> String {
 
 fn node_name(plan: &LogicalPlan) -> String {
     plan.display().to_string()
-}
-
-/// The schema of a pushed query's own columns, when DataFusion finishes
-/// them (`outputs` of a root aggregate).
-pub(crate) fn query_schema(outputs: &[Output]) -> Rendered<DFSchemaRef> {
-    let mut fields = Vec::new();
-    for output in outputs {
-        match output {
-            Output::Column { data_type, .. } => {
-                fields.push(Field::new(
-                    format!("c{}", fields.len()),
-                    data_type.clone(),
-                    true,
-                ));
-            }
-            Output::DecimalAvg { sum_scale, .. } => {
-                fields.push(Field::new(
-                    format!("c{}", fields.len()),
-                    DataType::Decimal128(38, *sum_scale),
-                    true,
-                ));
-                fields.push(Field::new(
-                    format!("c{}", fields.len()),
-                    DataType::Int64,
-                    true,
-                ));
-            }
-        }
-    }
-    let schema = datafusion::arrow::datatypes::Schema::new(fields);
-    DFSchema::try_from(schema)
-        .map(Arc::new)
-        .map_err(|e| Refusal(e.to_string()))
 }
