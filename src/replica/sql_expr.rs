@@ -61,11 +61,22 @@ impl Sql {
     }
 }
 
+/// A derived table in scope.
+pub(crate) struct Input {
+    pub(crate) alias: String,
+    pub(crate) schema: DFSchemaRef,
+    /// Per column: computed by an expression that can fail.
+    pub(crate) failing: Vec<bool>,
+}
+
 /// Where an expression's columns come from.
 pub(crate) struct Scope {
-    /// `(alias, schema)` of each derived input, whose columns are named
-    /// `c0, c1, …` in schema order; empty for a stored table.
-    inputs: Vec<(String, DFSchemaRef)>,
+    /// Each derived input: its alias, its schema (columns are named `c0,
+    /// c1, …` in schema order), and which of its columns are computed by
+    /// an expression that can fail. A predicate over such a column can fail
+    /// too: DuckDB may substitute the expression when it moves the
+    /// predicate down. Empty for a stored table.
+    inputs: Vec<Input>,
     /// All columns in reach, for typing expressions.
     typing: DFSchema,
 }
@@ -80,28 +91,32 @@ impl Scope {
     }
 
     /// Derived tables, each under its alias.
-    pub(crate) fn derived(inputs: Vec<(String, DFSchemaRef)>) -> Rendered<Self> {
+    pub(crate) fn derived(inputs: Vec<Input>) -> Rendered<Self> {
         let mut typing = DFSchema::empty();
-        for (_, schema) in &inputs {
-            typing = typing.join(schema).map_err(|e| Refusal(e.to_string()))?;
+        for input in &inputs {
+            typing = typing
+                .join(&input.schema)
+                .map_err(|e| Refusal(e.to_string()))?;
         }
         Ok(Self { inputs, typing })
     }
 
-    fn column(&self, column: &Column) -> Rendered<String> {
+    fn column(&self, column: &Column) -> Rendered<Sql> {
         if self.inputs.is_empty() {
             return match self.typing.field_with_unqualified_name(&column.name) {
-                Ok(field) => Ok(quote_ident(field.name())),
+                Ok(field) => Ok(Sql::safe(quote_ident(field.name()))),
                 Err(_) => refuse(format!("no column {column}")),
             };
         }
-        let mut found = self.inputs.iter().filter_map(|(alias, schema)| {
-            schema
-                .maybe_index_of_column(column)
-                .map(|i| format!("{alias}.c{i}"))
+        let mut found = self.inputs.iter().filter_map(|input| {
+            input.schema.maybe_index_of_column(column).map(|i| Sql {
+                text: format!("{}.c{i}", input.alias),
+                // Unknown lineage counts as failing.
+                can_fail: input.failing.get(i).copied().unwrap_or(true),
+            })
         });
         match (found.next(), found.next()) {
-            (Some(name), None) => Ok(name),
+            (Some(sql), None) => Ok(sql),
             _ => refuse(format!("column {column} is missing or ambiguous")),
         }
     }
@@ -129,7 +144,7 @@ impl Exprs<'_> {
     pub(crate) fn render(&mut self, expr: &Expr) -> Rendered<Sql> {
         match expr {
             Expr::Alias(alias) => self.render(&alias.expr),
-            Expr::Column(column) => Ok(Sql::safe(self.scope.column(column)?)),
+            Expr::Column(column) => self.scope.column(column),
             Expr::Literal(value, _) => self.literal(value),
             Expr::BinaryExpr(binary) => self.binary(binary),
             Expr::Not(inner) => {
@@ -342,22 +357,9 @@ impl Exprs<'_> {
         if lt != rt {
             return refuse(format!("comparing {lt} with {rt}"));
         }
-        if lt.is_floating() {
-            // A column against a literal other than ±0.0 and NaN orders the
-            // same in both engines; anything else may not.
-            let plain = |e: &Expr| match e {
-                Expr::Literal(v, _) => match v {
-                    ScalarValue::Float32(Some(x)) => *x != 0.0 && !x.is_nan(),
-                    ScalarValue::Float64(Some(x)) => *x != 0.0 && !x.is_nan(),
-                    _ => false,
-                },
-                _ => false,
-            };
-            let column = |e: &Expr| matches!(e, Expr::Column(_));
-            if !((column(left) && plain(right)) || (plain(left) && column(right))) {
-                return refuse("float comparison");
-            }
-        } else if !is_ordered_alike(&lt) {
+        // Never floats: Arrow orders them totally (-0.0 < 0.0, -NaN first,
+        // NaN last), DuckDB by IEEE with every NaN greatest.
+        if !is_ordered_alike(&lt) {
             return refuse(format!("comparing {lt}"));
         }
         Ok(())
@@ -424,7 +426,10 @@ impl Exprs<'_> {
         }
         let inner = self.render(inner)?;
         let ty = duck_type(to)?;
-        Ok(self.wrap(format!("CAST({} AS {ty})", inner.text), &[&inner]))
+        let mut out = self.wrap(format!("CAST({} AS {ty})", inner.text), &[&inner]);
+        // Exact, but DuckDB refuses dates past its timestamps' range.
+        out.can_fail |= from == DataType::Date32;
+        Ok(out)
     }
 
     fn case(&mut self, whole: &Expr, case: &Case) -> Rendered<Sql> {
@@ -496,7 +501,11 @@ impl Exprs<'_> {
             "substr" => {
                 // Positive start and non-negative length: both engines count
                 // characters from 1 and clip at the end.
-                let positive = |e: &Expr, min: i64| matches!(e, Expr::Literal(ScalarValue::Int64(Some(n)), _) if *n >= min);
+                // DuckDB refuses positions past 32 bits; DataFusion takes them.
+                let positive = |e: &Expr, min: i64| {
+                    matches!(e, Expr::Literal(ScalarValue::Int64(Some(n)), _)
+                        if *n >= min && *n <= i64::from(i32::MAX))
+                };
                 let (value, rest) = match args.as_slice() {
                     [v, start] if positive(start, 1) => (v, vec![start]),
                     [v, start, len] if positive(start, 1) && positive(len, 0) => {

@@ -15,6 +15,8 @@ pub(super) fn timestamp_text(
     datetime: Option<DateTime<chrono::Utc>>,
     instant: bool,
 ) -> ScalarValue {
+    // chrono writes years past 9999 as `+10000`, which DuckDB does not read.
+    let datetime = datetime.filter(|d| (0..=9999).contains(&chrono::Datelike::year(d)));
     ScalarValue::Utf8(datetime.map(|d| {
         let text = d.naive_utc().format("%Y-%m-%d %H:%M:%S%.9f").to_string();
         if instant { format!("{text}+00") } else { text }

@@ -31,16 +31,22 @@ impl Renderer {
             .group_expr
             .iter()
             .all(|k| matches!(k, Expr::Column(_)));
+        // A key computed by an expression that can fail makes a HAVING on
+        // it fail too (DuckDB moves such a filter below the aggregate).
+        let mut failing = Vec::new();
         let (from, keys) = if plain_keys {
             let mut keys = Vec::new();
             for key in &aggregate.group_expr {
-                keys.push(self.exprs(&scope).render(key)?.text);
+                let sql = self.exprs(&scope).render(key)?;
+                failing.push(sql.can_fail);
+                keys.push(sql.text);
             }
             (format!("({}) AS {t}", child.sql()), keys)
         } else {
             let mut inner = passthrough(&t, input, 0);
             for (i, key) in aggregate.group_expr.iter().enumerate() {
                 let sql = self.exprs(&scope).render(key)?;
+                failing.push(sql.can_fail);
                 inner.push(format!("{} AS k{i}", sql.text));
             }
             let keys = (0..aggregate.group_expr.len())
@@ -101,9 +107,12 @@ impl Renderer {
         if !keys.is_empty() {
             select.push_str(&format!(" GROUP BY {}", keys.join(", ")));
         }
+        // Aggregate results are computed from rows the derived tables
+        // emitted; no filter moves below them.
+        failing.resize(columns.len(), false);
         Ok(Rel {
             finish: finished.then_some(outputs),
-            ..Rel::plain(select)
+            ..Rel::plain(select, failing)
         })
     }
 
@@ -141,16 +150,16 @@ impl Renderer {
         let name = func.name();
         let distinct_kw = if *distinct { "DISTINCT " } else { "" };
         let ty = duck_type(data_type)?;
-        if name == "count" {
-            if let Expr::Literal(value, _) = arg
-                && !value.is_null()
-                && !distinct
-            {
-                return Ok(Call::One("count(*)".into()));
-            }
-            if *distinct && !is_ordered_alike(&arg_type) {
-                return refuse("count(DISTINCT) of a type whose equality differs");
-            }
+        // Arrow tells -0.0 from 0.0 (and orders NaNs) where DuckDB does not.
+        if *distinct && !is_ordered_alike(&arg_type) {
+            return refuse(format!("{name}(DISTINCT) of {arg_type}"));
+        }
+        if name == "count"
+            && let Expr::Literal(value, _) = arg
+            && !value.is_null()
+            && !distinct
+        {
+            return Ok(Call::One("count(*)".into()));
         }
         let arg = self.exprs(scope).render(arg)?.text;
         Ok(match (name, &arg_type) {

@@ -69,6 +69,7 @@ impl Renderer {
         };
 
         let mut columns = Vec::with_capacity(projection.len());
+        let mut failing = Vec::with_capacity(projection.len());
         let mut read: Vec<String> = Vec::new();
         for (i, &index) in projection.iter().enumerate() {
             let Some(output) = outputs.get(index) else {
@@ -76,6 +77,9 @@ impl Renderer {
             };
             let sql = self.exprs(&scope).render(output)?;
             columns.push(format!("{} AS c{i}", sql.text));
+            // A mask that can fail must not meet a predicate DuckDB moves
+            // down next to the row filter.
+            failing.push(sql.can_fail);
             read.extend(output.column_refs().into_iter().map(|c| c.name.clone()));
         }
         if columns.is_empty() {
@@ -104,7 +108,7 @@ impl Renderer {
         }
         Ok(Rel {
             limit: scan.fetch.map(|f| (0, Some(f))),
-            ..Rel::plain(select)
+            ..Rel::plain(select, failing)
         })
     }
 }

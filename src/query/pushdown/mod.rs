@@ -89,11 +89,14 @@ pub(crate) fn unpushed(planned: &PlannedQuery) -> Fallback {
 /// `plan` with each largest renderable sub-plan replaced by a
 /// [`DuckDbNode`]; `plan` itself if nothing renders.
 pub(crate) fn push_down(plan: &LogicalPlan) -> LogicalPlan {
+    // transform_down visits the root first.
+    let mut is_root = true;
     let pushed = plan.clone().transform_down(|node| {
+        let root = std::mem::take(&mut is_root);
         if !worth_pushing(&node) {
             return Ok(Transformed::no(node));
         }
-        match render::render(&node).and_then(|pushed| into_plan(pushed, &node)) {
+        match render::render(&node, root).and_then(|pushed| into_plan(pushed, &node)) {
             Ok(replaced) => Ok(Transformed::new(replaced, true, TreeNodeRecursion::Jump)),
             Err(refusal) => {
                 tracing::debug!(why = %refusal.0, "sub-plan stays in DataFusion");

@@ -20,7 +20,9 @@ use datafusion::logical_expr::{
     Distinct, Expr, FetchType, Join, JoinType, Limit, LogicalPlan, SkipType, Sort,
 };
 
-use crate::replica::sql_expr::{Exprs, Rendered, Scope, is_ordered_alike, refuse, uses_all_params};
+use crate::replica::sql_expr::{
+    Exprs, Input, Rendered, Scope, is_ordered_alike, refuse, uses_all_params,
+};
 use crate::replica::{PhysicalTable, Replica};
 
 /// A rendered sub-plan: the query, its parameters, the tables it reads.
@@ -62,15 +64,18 @@ pub(super) struct Rel {
     /// Whether `select` ends in an ORDER BY the result must keep.
     pub(super) ordered: bool,
     pub(super) finish: Option<Vec<Output>>,
+    /// Per output column: computed by an expression that can fail.
+    pub(super) failing: Vec<bool>,
 }
 
 impl Rel {
-    pub(super) fn plain(select: String) -> Self {
+    pub(super) fn plain(select: String, failing: Vec<bool>) -> Self {
         Self {
             select,
             limit: None,
             ordered: false,
             finish: None,
+            failing,
         }
     }
 
@@ -91,10 +96,15 @@ impl Rel {
     }
 }
 
-/// Renders `plan` as one DuckDB query, or says why it cannot be.
-pub(crate) fn render(plan: &LogicalPlan) -> Rendered<Pushed> {
+/// Renders `plan` as one DuckDB query, or says why it cannot be. Only the
+/// root of the whole plan may be ordered by DuckDB: above a pushed node,
+/// DataFusion does not know DuckDB's order and may not keep it.
+pub(crate) fn render(plan: &LogicalPlan, is_root: bool) -> Rendered<Pushed> {
     let mut renderer = Renderer::default();
     let rel = renderer.node(plan)?;
+    if rel.ordered && !is_root {
+        return refuse("an ORDER BY with DataFusion operators above it");
+    }
     if renderer.barrier && renderer.failing_predicates > 0 {
         return refuse("a predicate that can fail would run beside a row filter");
     }
@@ -156,20 +166,20 @@ impl Renderer {
             LogicalPlan::Projection(projection) => {
                 let (t, child, scope) = self.unordered_child(&projection.input)?;
                 let mut columns = Vec::with_capacity(projection.expr.len());
+                let mut failing = Vec::with_capacity(projection.expr.len());
                 for (i, expr) in projection.expr.iter().enumerate() {
                     let sql = self.exprs(&scope).render(expr)?;
                     columns.push(format!("{} AS c{i}", sql.text));
+                    failing.push(sql.can_fail);
                 }
-                Ok(Rel::plain(select_from(&columns, &child, &t)))
+                Ok(Rel::plain(select_from(&columns, &child, &t), failing))
             }
             LogicalPlan::Filter(filter) => {
                 let (t, child, scope) = self.unordered_child(&filter.input)?;
                 let predicate = self.predicate(&scope, &filter.predicate)?;
                 let columns = passthrough(&t, filter.input.schema(), 0);
-                Ok(Rel::plain(format!(
-                    "{} WHERE {predicate}",
-                    select_from(&columns, &child, &t)
-                )))
+                let select = format!("{} WHERE {predicate}", select_from(&columns, &child, &t));
+                Ok(Rel::plain(select, child.failing))
             }
             LogicalPlan::Aggregate(aggregate) => self.aggregate(aggregate),
             LogicalPlan::Sort(sort) => self.sort(sort),
@@ -185,18 +195,20 @@ impl Renderer {
                     return refuse("DISTINCT over a type whose equality differs");
                 }
                 let (t, child, _) = self.child(input)?;
-                let columns = passthrough(&t, input.schema(), 0);
-                Ok(Rel::plain(format!(
+                let columns = non_empty(passthrough(&t, input.schema(), 0));
+                let select = format!(
                     "SELECT DISTINCT {} FROM ({}) AS {t}",
                     columns.join(", "),
                     child.sql()
-                )))
+                );
+                Ok(Rel::plain(select, child.failing))
             }
             LogicalPlan::Union(union) => {
                 if union.schema.fields().is_empty() {
                     return refuse("UNION without columns");
                 }
                 let mut parts = Vec::with_capacity(union.inputs.len());
+                let mut failing = vec![false; union.schema.fields().len()];
                 for input in &union.inputs {
                     let types_match = input
                         .schema()
@@ -209,8 +221,14 @@ impl Renderer {
                     }
                     let child = self.plain(input)?;
                     parts.push(format!("({})", child.sql()));
+                    for (any, one) in failing
+                        .iter_mut()
+                        .zip(child.failing.iter().chain(std::iter::repeat(&true)))
+                    {
+                        *any |= *one;
+                    }
                 }
-                Ok(Rel::plain(parts.join(" UNION ALL ")))
+                Ok(Rel::plain(parts.join(" UNION ALL "), failing))
             }
             other => refuse(format!("{} is not pushed", node_name(other))),
         }
@@ -229,7 +247,11 @@ impl Renderer {
     pub(super) fn child(&mut self, plan: &Arc<LogicalPlan>) -> Rendered<(String, Rel, Scope)> {
         let rel = self.plain(plan)?;
         let t = self.alias();
-        let scope = Scope::derived(vec![(t.clone(), Arc::clone(plan.schema()))])?;
+        let scope = Scope::derived(vec![Input {
+            alias: t.clone(),
+            schema: Arc::clone(plan.schema()),
+            failing: rel.failing.clone(),
+        }])?;
         Ok((t, rel, scope))
     }
 
@@ -263,14 +285,15 @@ impl Renderer {
             ));
         }
         let columns = passthrough(&t, sort.input.schema(), 0);
+        let select = format!(
+            "{} ORDER BY {}",
+            select_from(&columns, &child, &t),
+            keys.join(", ")
+        );
         Ok(Rel {
             limit: sort.fetch.map(|f| (0, Some(f))),
             ordered: true,
-            ..Rel::plain(format!(
-                "{} ORDER BY {}",
-                select_from(&columns, &child, &t),
-                keys.join(", ")
-            ))
+            ..Rel::plain(select, child.failing)
         })
     }
 
@@ -280,6 +303,11 @@ impl Renderer {
         else {
             return refuse("a LIMIT that is not a constant");
         };
+        // DuckDB's LIMIT and OFFSET are BIGINTs.
+        let too_big = |n: usize| i64::try_from(n).is_err();
+        if too_big(skip) || fetch.is_some_and(too_big) {
+            return refuse("a LIMIT or OFFSET past BIGINT");
+        }
         let child = self.plain(&limit.input)?;
         // A limit over ORDER BY joins its SELECT (the order holds there).
         if child.ordered {
@@ -291,7 +319,10 @@ impl Renderer {
                         (Some(a), Some(b)) => Some(a.min(b)),
                         (a, b) => a.or(b),
                     };
-                    (inner_skip + skip, fetch)
+                    let Some(skip) = inner_skip.checked_add(skip).filter(|s| !too_big(*s)) else {
+                        return refuse("an OFFSET past BIGINT");
+                    };
+                    (skip, fetch)
                 }
             };
             return Ok(Rel {
@@ -301,9 +332,10 @@ impl Renderer {
         }
         let t = self.alias();
         let columns = passthrough(&t, limit.input.schema(), 0);
+        let select = select_from(&columns, &child, &t);
         Ok(Rel {
             limit: Some((skip, fetch)),
-            ..Rel::plain(select_from(&columns, &child, &t))
+            ..Rel::plain(select, child.failing)
         })
     }
 
@@ -314,8 +346,16 @@ impl Renderer {
         let (ta, left, _) = self.child(&join.left)?;
         let (tb, right, _) = self.child(&join.right)?;
         let scope = Scope::derived(vec![
-            (ta.clone(), Arc::clone(join.left.schema())),
-            (tb.clone(), Arc::clone(join.right.schema())),
+            Input {
+                alias: ta.clone(),
+                schema: Arc::clone(join.left.schema()),
+                failing: left.failing.clone(),
+            },
+            Input {
+                alias: tb.clone(),
+                schema: Arc::clone(join.right.schema()),
+                failing: right.failing.clone(),
+            },
         ])?;
         let mut conditions = Vec::new();
         for (l, r) in &join.on {
@@ -355,10 +395,13 @@ impl Renderer {
                     ""
                 };
                 let columns = passthrough(&ta, join.left.schema(), 0);
-                return Ok(Rel::plain(format!(
-                    "SELECT {} FROM ({l_sql}) AS {ta} WHERE {not}EXISTS (SELECT 1 FROM ({r_sql}) AS {tb} WHERE {condition})",
-                    non_empty(columns).join(", ")
-                )));
+                return Ok(Rel::plain(
+                    format!(
+                        "SELECT {} FROM ({l_sql}) AS {ta} WHERE {not}EXISTS (SELECT 1 FROM ({r_sql}) AS {tb} WHERE {condition})",
+                        non_empty(columns).join(", ")
+                    ),
+                    left.failing,
+                ));
             }
             JoinType::RightSemi | JoinType::RightAnti => {
                 let not = if join.join_type == JoinType::RightAnti {
@@ -367,20 +410,27 @@ impl Renderer {
                     ""
                 };
                 let columns = passthrough(&tb, join.right.schema(), 0);
-                return Ok(Rel::plain(format!(
-                    "SELECT {} FROM ({r_sql}) AS {tb} WHERE {not}EXISTS (SELECT 1 FROM ({l_sql}) AS {ta} WHERE {condition})",
-                    non_empty(columns).join(", ")
-                )));
+                return Ok(Rel::plain(
+                    format!(
+                        "SELECT {} FROM ({r_sql}) AS {tb} WHERE {not}EXISTS (SELECT 1 FROM ({l_sql}) AS {ta} WHERE {condition})",
+                        non_empty(columns).join(", ")
+                    ),
+                    right.failing,
+                ));
             }
             _ => return refuse("a mark join"),
         };
         let mut columns = passthrough(&ta, join.left.schema(), 0);
         columns.extend(passthrough(&tb, join.right.schema(), nl));
         debug_assert_eq!(columns.len(), nl + nr);
-        Ok(Rel::plain(format!(
-            "SELECT {} FROM ({l_sql}) AS {ta} {kind} JOIN ({r_sql}) AS {tb} ON {condition}",
-            non_empty(columns).join(", ")
-        )))
+        let failing = left.failing.iter().chain(&right.failing).copied().collect();
+        Ok(Rel::plain(
+            format!(
+                "SELECT {} FROM ({l_sql}) AS {ta} {kind} JOIN ({r_sql}) AS {tb} ON {condition}",
+                non_empty(columns).join(", ")
+            ),
+            failing,
+        ))
     }
 }
 
