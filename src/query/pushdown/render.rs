@@ -388,34 +388,27 @@ impl Renderer {
             JoinType::Left => "LEFT",
             JoinType::Right => "RIGHT",
             JoinType::Full => "FULL",
-            JoinType::LeftSemi | JoinType::LeftAnti => {
-                let not = if join.join_type == JoinType::LeftAnti {
+            // Semi and anti joins keep one side's rows for which a row of
+            // the other side does (not) match.
+            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::RightSemi | JoinType::RightAnti => {
+                let not = if matches!(join.join_type, JoinType::LeftAnti | JoinType::RightAnti) {
                     "NOT "
                 } else {
                     ""
                 };
-                let columns = passthrough(&ta, join.left.schema(), 0);
-                return Ok(Rel::plain(
-                    format!(
-                        "SELECT {} FROM ({l_sql}) AS {ta} WHERE {not}EXISTS (SELECT 1 FROM ({r_sql}) AS {tb} WHERE {condition})",
-                        non_empty(columns).join(", ")
-                    ),
-                    left.failing,
-                ));
-            }
-            JoinType::RightSemi | JoinType::RightAnti => {
-                let not = if join.join_type == JoinType::RightAnti {
-                    "NOT "
+                let left_kept = matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti);
+                let ((tk, k_sql, kept, k_schema), (to, o_sql)) = if left_kept {
+                    ((&ta, &l_sql, left, join.left.schema()), (&tb, &r_sql))
                 } else {
-                    ""
+                    ((&tb, &r_sql, right, join.right.schema()), (&ta, &l_sql))
                 };
-                let columns = passthrough(&tb, join.right.schema(), 0);
+                let columns = non_empty(passthrough(tk, k_schema, 0));
                 return Ok(Rel::plain(
                     format!(
-                        "SELECT {} FROM ({r_sql}) AS {tb} WHERE {not}EXISTS (SELECT 1 FROM ({l_sql}) AS {ta} WHERE {condition})",
-                        non_empty(columns).join(", ")
+                        "SELECT {} FROM ({k_sql}) AS {tk} WHERE {not}EXISTS (SELECT 1 FROM ({o_sql}) AS {to} WHERE {condition})",
+                        columns.join(", ")
                     ),
-                    right.failing,
+                    kept.failing,
                 ));
             }
             _ => return refuse("a mark join"),
