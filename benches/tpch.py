@@ -1,21 +1,48 @@
 """TPC-H benchmark: airlock over Flight SQL (ADBC) vs the same data in DuckDB in-process.
 
 Steps (each cached under bench-data/ when possible):
-  1. generate TPC-H lineitem and orders as Parquet with tpchgen-cli;
-  2. start airlock (release build), register both tables with table.register
-     and load them with sync.start (load time is reported too);
-  3. build the in-process reference: DuckDB (same version airlock embeds)
-     loading the same Parquet files;
-  4. time each workload on both sides in the same run and report medians,
-     ratios, and airlock's peak RSS during the full scan.
+  1. generate the eight TPC-H tables as Parquet with tpchgen-cli (only the
+     ones missing: older runs generated lineitem and orders only);
+  2. start airlock (release build), register the tables with table.register
+     and load them with sync.start (load times are reported too), then
+     restart it so loading leaves nothing in its memory;
+  3. build two in-process references from the same Parquet, each in its own
+     database file with the tables in a schema `tpch` (so every query's SQL
+     is the same text on all sides): DuckDB 1.5.6, the version airlock
+     embeds (this venv), and the newest DuckDB from PyPI, 2.0.1 (a second
+     venv, benches/requirements-duckdb2.txt, created by benches/run). One
+     process cannot load two duckdb versions, so both run
+     benches/duckdb_worker.py as a subprocess and are timed the same way:
+     the SQL to a whole Arrow table in the worker's process.
 
-Nothing here asserts a time: it measures and reports.
+Measured, side by side in one run, one side at a time (two shared cores),
+medians after a warm-up; nothing here asserts a time:
+  * a full scan of lineitem to Arrow (result size; airlock's peak RSS);
+  * the 22 TPC-H queries (tests/interop/tpch_queries.py), airlock as admin
+    via ADBC vs each DuckDB; row counts must agree (else SystemExit);
+    ratios per query and their geometric mean per reference. A query that
+    fails on airlock is reported (and saved) and the run goes on;
+  * point lookups on orders by random key (--lookups, default 1000);
+  * governance: TPC-H Q1 (--pairs alternated admin/agent pairs, default
+    20) and the point lookups as an agent under BENCH_GRANT (row filters
+    and masks) vs as admin: medians, added %, and the spread of the
+    per-pair agent/admin ratios (10th and 90th percentile);
+  * concurrency: --agents (default 64) threads, each an agent with its own
+    token and ADBC connection under BENCH_GRANT, running a mix of small
+    queries (point lookup, a one-day count on orders, a LIMIT 10 select,
+    Q6) for --concurrency-seconds (default 60): queries per second, p50
+    and p99 latency, errors, and the server's RSS at start, middle and end.
+
+Results print as tables and are saved to bench-data/results-sf<SF>.json.
 """
 
 import argparse
+import datetime
 import json
+import math
 import os
 import platform
+import random
 import socket
 import statistics
 import subprocess
@@ -25,39 +52,25 @@ import time
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
-import duckdb
-import pyarrow as pa
 import pyarrow.flight as flight
 
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests" / "interop"))
+from tpch_queries import QUERIES  # noqa: E402
+
 PASSWORD = "bench-password"
+SCHEMA = "tpch"
+TABLES = ["lineitem", "orders", "customer", "part", "partsupp", "supplier", "nation", "region"]
+WORKER = HERE / "duckdb_worker.py"
+DUCKDB2_VENV = Path(os.environ.get("AIRLOCK_BENCH_VENV_DUCKDB2", Path.home() / ".cache" / "airlock-bench-venv-duckdb2"))
 
-Q1 = """
-SELECT l_returnflag, l_linestatus,
-       sum(l_quantity) AS sum_qty,
-       sum(l_extendedprice) AS sum_base_price,
-       sum(l_extendedprice * (1 - l_discount)) AS sum_disc_price,
-       sum(l_extendedprice * (1 - l_discount) * (1 + l_tax)) AS sum_charge,
-       avg(l_quantity) AS avg_qty,
-       avg(l_extendedprice) AS avg_price,
-       avg(l_discount) AS avg_disc,
-       count(*) AS count_order
-FROM {lineitem}
-WHERE l_shipdate <= DATE '1998-09-02'
-GROUP BY l_returnflag, l_linestatus
-ORDER BY l_returnflag, l_linestatus
-"""
-
-Q6 = """
-SELECT sum(l_extendedprice * l_discount) AS revenue
-FROM {lineitem}
-WHERE l_shipdate >= DATE '1994-01-01'
-  AND l_shipdate < DATE '1995-01-01'
-  AND l_discount BETWEEN 0.05 AND 0.07
-  AND l_quantity < 24
-"""
-
-SCAN = "SELECT * FROM {lineitem}"
-LOOKUP = "SELECT * FROM {orders} WHERE o_orderkey = {key}"
+Q1 = QUERIES[1].format(s=SCHEMA)
+Q6 = QUERIES[6].format(s=SCHEMA)
+SCAN = f"SELECT * FROM {SCHEMA}.lineitem"
+LOOKUP = "SELECT * FROM tpch.orders WHERE o_orderkey = {key}"
+# The small queries of the concurrency mix (besides LOOKUP and Q6).
+DAY_COUNT = "SELECT count(*) FROM tpch.orders WHERE o_orderdate = DATE '{day}'"
+LIMIT10 = "SELECT * FROM tpch.lineitem LIMIT 10"
 
 
 def free_port():
@@ -66,18 +79,27 @@ def free_port():
         return s.getsockname()[1]
 
 
-def generate(data: Path, sf: str):
+def generate(data: Path, sf: str, tables=("lineitem", "orders")):
+    """TPC-H tables as Parquet under data/sf<sf>/<table>/*.parquet, each
+    generated once (a `.done-<table>` marker; `.done` alone marks lineitem
+    and orders, as older runs left them)."""
     target = data / f"sf{sf}"
-    done = target / ".done"
-    if done.exists():
-        return target
     target.mkdir(parents=True, exist_ok=True)
-    print(f"generating TPC-H sf{sf} Parquet into {target} ...", flush=True)
-    subprocess.run(
-        ["tpchgen-cli", "parquet", "-s", sf, "--tables", "lineitem,orders", "--parts", "4", "--output-dir", str(target)],
-        check=True,
-    )
-    done.touch()
+
+    def done(table):
+        return (target / f".done-{table}").exists() or (
+            table in ("lineitem", "orders") and (target / ".done").exists()
+        )
+
+    missing = [t for t in tables if not done(t)]
+    if missing:
+        print(f"generating TPC-H sf{sf} {', '.join(missing)} as Parquet into {target} ...", flush=True)
+        subprocess.run(
+            ["tpchgen-cli", "parquet", "-s", sf, "--tables", ",".join(missing), "--parts", "4", "--output-dir", str(target)],
+            check=True,
+        )
+        for table in missing:
+            (target / f".done-{table}").touch()
     return target
 
 
@@ -117,24 +139,30 @@ class Airlock:
                     return int(line.split()[1]) * 1024
         return 0
 
+    def cpu_seconds(self):
+        """User + system CPU time the server has used so far."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         self.process.terminate()
         self.process.wait(timeout=30)
         self.log.close()
 
 
-def load(airlock: Airlock, parquet: Path):
+def load(airlock: Airlock, parquet: Path, tables=TABLES):
     timings = {}
-    for table in ["lineitem", "orders"]:
-        name = f"tpch.{table}"
-        listed = airlock.action("table.list", {})
-        if not any(t["name"] == name for t in listed["tables"]):
+    listed = {t["name"] for t in airlock.action("table.list", {})["tables"]}
+    for table in tables:
+        name = f"{SCHEMA}.{table}"
+        if name not in listed:
             airlock.action("table.register", {"name": name, "source": f"file://{parquet}/{table}/*.parquet"})
         started = time.perf_counter()
         job = airlock.action("sync.start", {"table": name})["job_id"]
         while True:
             status = airlock.action("sync.status", {"job_id": job})
-            if status["state"] in ("succeeded", "failed"):
+            if status["state"] in ("succeeded", "failed", "cancelled"):
                 break
             time.sleep(0.1)
         if status["state"] != "succeeded":
@@ -144,31 +172,92 @@ def load(airlock: Airlock, parquet: Path):
     return timings
 
 
-def reference_db(data: Path, parquet: Path, sf: str):
-    path = data / f"reference-sf{sf}.duckdb"
-    con = duckdb.connect(str(path))
-    existing = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    for table in ["lineitem", "orders"]:
-        if table not in existing:
-            started = time.perf_counter()
-            con.execute(f"CREATE TABLE {table} AS SELECT * FROM read_parquet('{parquet}/{table}/*.parquet')")
-            print(f"  duckdb loaded {table} in {time.perf_counter() - started:.1f}s", flush=True)
-    return con
+class Reference:
+    """A DuckDB version in its own process (benches/duckdb_worker.py)."""
+
+    def __init__(self, python, db: Path, role):
+        self.role = role
+        self.db = db
+        self.process = subprocess.Popen(
+            [str(python), str(WORKER), "--db", str(db)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        hello = self.call({"op": "hello"})
+        self.version, self.api = hello["version"], hello["api"]
+        self.label = f"DuckDB {self.version}"
+
+    def call(self, request):
+        self.process.stdin.write(json.dumps(request) + "\n")
+        self.process.stdin.flush()
+        line = self.process.stdout.readline()
+        if not line:
+            raise SystemExit(f"the DuckDB worker ({self.db.name}) exited (code {self.process.wait()})")
+        reply = json.loads(line)
+        if "error" in reply:
+            raise SystemExit(f"DuckDB {getattr(self, 'version', '?')} failed {request.get('op')}: {reply['error']}")
+        return reply
+
+    def close(self):
+        try:
+            if self.process.poll() is None:
+                self.process.stdin.write(json.dumps({"op": "quit"}) + "\n")
+                self.process.stdin.close()
+        except OSError:
+            pass
+        self.process.wait(timeout=60)
 
 
-def timed(fn, repeat):
-    times = []
-    result = None
-    for _ in range(repeat):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times), result
+class PeakRss:
+    """Samples the server's resident set size in the background (during
+    untimed runs only, so the sampler never competes with a timed one)."""
+
+    def __init__(self, airlock, every=0.005):
+        self.airlock, self.every, self.peak = airlock, every, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+
+    def run(self):
+        while not self.stop.is_set():
+            self.peak = max(self.peak, self.airlock.rss_bytes())
+            time.sleep(self.every)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
 
 
-# An agent's grant for the governance comparison: on each table a row
-# filter using an agent attribute (keeping every row, so results match the
-# admin's) and two masks.
+def percentile(values, p):
+    """The p-th percentile (0-100) by linear interpolation."""
+    s = sorted(values)
+    if not s:
+        return float("nan")
+    k = (len(s) - 1) * p / 100
+    lo = math.floor(k)
+    hi = min(lo + 1, len(s) - 1)
+    return s[lo] + (s[hi] - s[lo]) * (k - lo)
+
+
+def geomean(values):
+    values = [v for v in values if v and v > 0]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else float("nan")
+
+
+def first_line(error):
+    text = str(error).strip().splitlines()
+    return text[0][:300] if text else type(error).__name__
+
+
+# An agent's grant for the governance comparison and the concurrency run:
+# on each table a row filter using an agent attribute (keeping every row,
+# so results match the admin's) and two masks; limits allowing 64 agents'
+# queries at once.
 BENCH_GRANT = {
     "swarm": "bench",
     "tables": {
@@ -181,49 +270,211 @@ BENCH_GRANT = {
             "columns": {"o_clerk": {"mask": "'***'"}, "o_comment": {"mask": "left(o_comment, 2) || '***'"}},
         },
     },
-    "limits": {"per_minute": 1000000, "max_concurrent": 8},
+    "limits": {"per_minute": 1000000, "max_concurrent": 64},
 }
 
 
-def governance_overhead(airlock, via_admin, keys, repeat):
-    """The same Q1 and point lookups as an agent under BENCH_GRANT vs as
-    admin, alternating run by run so both see the same machine state."""
-    airlock.action("grant.set", BENCH_GRANT)
-    token = airlock.action(
-        "token.create", {"kind": "agent", "name": "bench", "swarm": "bench", "attributes": {"hidden": "X"}}
-    )["token"]
-    conn = flightsql.connect(
+def agent_token(airlock, name):
+    created = airlock.action(
+        "token.create", {"kind": "agent", "name": name, "swarm": "bench", "attributes": {"hidden": "X"}}
+    )
+    return created["id"], created["token"]
+
+
+def agent_connection(airlock, token):
+    return flightsql.connect(
         airlock.uri, db_kwargs={"adbc.flight.sql.authorization_header": f"Bearer {token}"}, autocommit=True
     )
-    cur = conn.cursor()
 
+
+def spread(admin, agent):
+    """Medians, added %, and the spread of the per-pair agent/admin ratios."""
+    ratios = [g / a for a, g in zip(admin, agent)]
+    a, g = statistics.median(admin), statistics.median(agent)
+    return {
+        "pairs": len(ratios),
+        "admin_s": a,
+        "agent_s": g,
+        "added": g / a - 1,
+        "pair_ratio_p10": percentile(ratios, 10),
+        "pair_ratio_median": percentile(ratios, 50),
+        "pair_ratio_p90": percentile(ratios, 90),
+        "pair_ratio_min": min(ratios),
+        "pair_ratio_max": max(ratios),
+    }
+
+
+def governance_overhead(airlock, via_admin, keys, pairs):
+    """The same Q1 and point lookups as an agent under BENCH_GRANT vs as
+    admin, in pairs run back to back (which side goes first alternates),
+    so both see the same machine state."""
+    token_id, token = agent_token(airlock, "bench")
+    conn = agent_connection(airlock, token)
+    try:
+        return governed_pairs(conn.cursor(), via_admin, keys, pairs)
+    finally:
+        conn.close()
+        airlock.action("token.revoke", {"id": token_id})
+
+
+def governed_pairs(cur, via_admin, keys, pairs):
     def via_agent(sql):
         cur.execute(sql)
         return cur.fetch_arrow_table()
 
-    out = {}
-    q1 = Q1.format(lineitem="tpch.lineitem")
-    admin_q1, agent_q1 = [], []
-    via_admin(q1), via_agent(q1)
-    for _ in range(repeat):
-        for side, times in ((via_admin, admin_q1), (via_agent, agent_q1)):
-            started = time.perf_counter()
-            side(q1)
-            times.append(time.perf_counter() - started)
-    if via_admin(q1).to_pylist() != via_agent(q1).to_pylist():
+    def run_pairs(sqls):
+        admin, agent = [], []
+        for i, sql in enumerate(sqls):
+            sides = ((via_admin, admin), (via_agent, agent))
+            for side, times in sides if i % 2 == 0 else reversed(sides):
+                started = time.perf_counter()
+                side(sql)
+                times.append(time.perf_counter() - started)
+        return admin, agent
+
+    via_admin(Q1), via_agent(Q1)
+    if via_admin(Q1).to_pylist() != via_agent(Q1).to_pylist():
         raise SystemExit("TPC-H Q1 differs between admin and agent")
-    admin_lookup, agent_lookup = [], []
-    for key in keys:
-        sql = LOOKUP.format(orders="tpch.orders", key=key)
-        for side, times in ((via_admin, admin_lookup), (via_agent, agent_lookup)):
-            started = time.perf_counter()
-            side(sql)
-            times.append(time.perf_counter() - started)
-    for label, admin, agent in (("Q1", admin_q1, agent_q1), ("point lookup", admin_lookup, agent_lookup)):
-        a, g = statistics.median(admin), statistics.median(agent)
-        out[f"governed {label}"] = {"admin_s": a, "agent_s": g, "added": g / a - 1}
-    conn.close()
+    out = {"governed Q1": spread(*run_pairs([Q1] * pairs))}
+    lookups = [LOOKUP.format(key=key) for key in keys]
+    for sql in lookups[:10]:
+        if via_admin(sql).num_rows != via_agent(sql).num_rows:
+            raise SystemExit(f"{sql}: rows differ between admin and agent")
+    out["governed point lookup"] = spread(*run_pairs(lookups))
     return out
+
+
+def concurrency(airlock, agents, seconds, keys, seed=7):
+    """`agents` threads, each an agent with its own token and ADBC
+    connection, running a mix of small queries for `seconds`."""
+    tokens = [agent_token(airlock, f"bench-c{i}") for i in range(agents)]
+    days = (datetime.date(1998, 8, 2) - datetime.date(1992, 1, 1)).days
+    kinds = ["point lookup", "day count", "limit 10", "Q6"]
+    barrier = threading.Barrier(agents + 1)
+    deadline = [0.0]
+    per_thread = [None] * agents
+
+    def pick(rng):
+        kind = rng.choice(kinds)
+        if kind == "point lookup":
+            return kind, LOOKUP.format(key=rng.choice(keys))
+        if kind == "day count":
+            return kind, DAY_COUNT.format(day=datetime.date(1992, 1, 1) + datetime.timedelta(days=rng.randrange(days)))
+        if kind == "limit 10":
+            return kind, LIMIT10
+        return kind, Q6
+
+    def agent(i):
+        rng = random.Random(seed * 1000 + i)
+        latencies, errors = [], []
+        conn = cur = None
+        try:
+            conn = agent_connection(airlock, tokens[i][1])
+            cur = conn.cursor()
+            cur.execute(LOOKUP.format(key=keys[i % len(keys)]))  # connect and authenticate before the clock
+            cur.fetch_arrow_table()
+        except Exception as e:
+            errors.append(("setup", first_line(e)))
+        barrier.wait()
+        while conn is not None and time.perf_counter() < deadline[0]:
+            kind, sql = pick(rng)
+            started = time.perf_counter()
+            try:
+                cur.execute(sql)
+                cur.fetch_arrow_table()
+                latencies.append((kind, time.perf_counter() - started))
+            except Exception as e:
+                errors.append((kind, first_line(e)))
+                try:
+                    cur.close()
+                except Exception:
+                    pass
+                cur = conn.cursor()
+        if conn is not None:
+            conn.close()
+        per_thread[i] = (latencies, errors)
+
+    threads = [threading.Thread(target=agent, args=(i,), daemon=True) for i in range(agents)]
+    for t in threads:
+        t.start()
+    samples = []
+    rss_stop = threading.Event()
+
+    def sample_rss():
+        while not rss_stop.is_set():
+            samples.append((time.perf_counter(), airlock.rss_bytes()))
+            rss_stop.wait(0.5)
+
+    rss_start = airlock.rss_bytes()
+    server_cpu, client_cpu = airlock.cpu_seconds(), sum(os.times()[:2])
+    started = time.perf_counter()
+    deadline[0] = started + seconds
+    sampler = threading.Thread(target=sample_rss, daemon=True)
+    sampler.start()
+    barrier.wait()
+    time.sleep(seconds / 2)
+    rss_middle = airlock.rss_bytes()
+    time.sleep(max(0.0, deadline[0] - time.perf_counter()))
+    rss_end = airlock.rss_bytes()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    server_cpu, client_cpu = airlock.cpu_seconds() - server_cpu, sum(os.times()[:2]) - client_cpu
+    rss_stop.set()
+    sampler.join()
+    rss_after = airlock.rss_bytes()
+    for token_id, _ in tokens:
+        airlock.action("token.revoke", {"id": token_id})
+
+    latencies = [x for lat, _ in per_thread for x in lat]
+    errors = [x for _, err in per_thread for x in err]
+    all_lat = [s for _, s in latencies]
+    by_kind = {}
+    for kind in kinds:
+        lat = [s for k, s in latencies if k == kind]
+        by_kind[kind] = {
+            "queries": len(lat),
+            "p50_s": percentile(lat, 50),
+            "p99_s": percentile(lat, 99),
+            "errors": sum(1 for k, _ in errors if k == kind),
+        }
+    distinct = []
+    for kind, msg in errors:
+        if (kind, msg) not in distinct:
+            distinct.append((kind, msg))
+    return {
+        "agents": agents,
+        "seconds": elapsed,
+        "queries": len(all_lat),
+        "qps": len(all_lat) / elapsed,
+        "p50_s": percentile(all_lat, 50),
+        "p99_s": percentile(all_lat, 99),
+        "errors": len(errors),
+        "first_errors": [f"{k}: {m}" for k, m in distinct[:5]],
+        "by_kind": by_kind,
+        # Where the two cores went: the server and this (client) process.
+        "cpu_s": {"server": server_cpu, "client": client_cpu, "available": elapsed * (os.cpu_count() or 1)},
+        "rss_mb": {
+            "start": rss_start / 2**20,
+            "middle": rss_middle / 2**20,
+            "end": rss_end / 2**20,
+            "max": max([b for _, b in samples] + [rss_start, rss_middle, rss_end]) / 2**20,
+            "after": rss_after / 2**20,
+        },
+    }
+
+
+def fmt_time(seconds):
+    if seconds is None or (isinstance(seconds, float) and math.isnan(seconds)):
+        return "-"
+    ms = seconds * 1000
+    if ms >= 1000:
+        return f"{seconds:.2f} s"
+    if ms >= 100:
+        return f"{ms:.0f} ms"
+    if ms >= 10:
+        return f"{ms:.1f} ms"
+    return f"{ms:.2f} ms"
 
 
 def main():
@@ -231,13 +482,26 @@ def main():
     parser.add_argument("--airlock", required=True, help="path to the airlock binary (release build)")
     parser.add_argument("--sf", default="1", help="TPC-H scale factor (default 1)")
     parser.add_argument("--data", default="bench-data", help="working directory for generated data")
-    parser.add_argument("--repeat", type=int, default=7, help="runs per workload (median reported)")
-    parser.add_argument("--lookups", type=int, default=200, help="point lookups per side")
+    parser.add_argument("--repeat", type=int, default=5, help="timed runs per query and side, after a warm-up (median reported)")
+    parser.add_argument("--lookups", type=int, default=1000, help="point lookups per side")
+    parser.add_argument("--pairs", type=int, default=20, help="alternated admin/agent pairs of Q1")
+    parser.add_argument("--agents", type=int, default=64, help="concurrent agents")
+    parser.add_argument("--concurrency-seconds", type=float, default=60, help="length of the concurrency run (0: skip)")
+    parser.add_argument("--queries", default="1-22", help="TPC-H queries to time, e.g. 1,6,10-12 (default all)")
+    parser.add_argument(
+        "--duckdb2-python",
+        default=str(DUCKDB2_VENV / "bin" / "python"),
+        help="python of the venv with the newest DuckDB (default $AIRLOCK_BENCH_VENV_DUCKDB2/bin/python)",
+    )
     parser.add_argument("--duckdb-memory-limit", help="airlock's DuckDB memory limit, e.g. 256MiB (default: airlock's)")
     args = parser.parse_args()
+    numbers = []
+    for part in args.queries.split(","):
+        lo, _, hi = part.partition("-")
+        numbers += range(int(lo), int(hi or lo) + 1)
 
     data = Path(args.data).resolve()
-    parquet = generate(data, args.sf)
+    parquet = generate(data, args.sf, TABLES)
     airlock_dir = data / f"airlock-sf{args.sf}"
     loader = Airlock(args.airlock, airlock_dir, args.duckdb_memory_limit)
     try:
@@ -245,121 +509,229 @@ def main():
         load_times = load(loader, parquet)
     finally:
         loader.stop()
-    # Serve from a fresh process, as after a deploy: memory the loads left
-    # with the allocator must not count as query memory.
-    airlock = Airlock(args.airlock, airlock_dir, args.duckdb_memory_limit)
+
+    # The references, each built (once) from the same Parquet into its own
+    # file; the embedded version keeps the file older runs made.
+    refs = []
     try:
-        ref = reference_db(data, parquet, args.sf)
-        conn = flightsql.connect(airlock.uri, db_kwargs={"username": "admin", "password": PASSWORD}, autocommit=True)
-        cur = conn.cursor()
+        refs.append(Reference(sys.executable, data / f"reference-sf{args.sf}.duckdb", "embedded"))
+        if not Path(args.duckdb2_python).exists():
+            raise SystemExit(
+                f"{args.duckdb2_python} is missing: benches/run creates that venv (or: python3 -m venv DIR && "
+                "DIR/bin/pip install -r benches/requirements-duckdb2.txt, then AIRLOCK_BENCH_VENV_DUCKDB2=DIR)"
+            )
+        version2 = subprocess.run(
+            [args.duckdb2_python, "-c", "import duckdb; print(duckdb.__version__)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        refs.append(Reference(args.duckdb2_python, data / f"reference-sf{args.sf}-duckdb-{version2}.duckdb", "newest"))
+        for ref in refs:
+            print(f"reference {ref.label} ({ref.db.name}, timed as {ref.api}):", flush=True)
+            ref.call({"op": "load", "parquet": str(parquet), "schema": SCHEMA, "tables": TABLES})
+        # Random keys (the same every run): the first --lookups for the
+        # lookups, all of them for the concurrency mix.
+        sample = f"SELECT o_orderkey FROM tpch.orders ORDER BY hash(o_orderkey, 42) LIMIT {max(args.lookups, 100)}"
+        keys = [r[0] for r in refs[0].call({"op": "rows", "sql": sample})["rows"]]
 
-        def via_airlock(sql):
-            cur.execute(sql)
-            return cur.fetch_arrow_table()
-
-        def in_process(sql):
-            return ref.execute(sql).to_arrow_table()
-
-        results = {}
-        workloads = [
-            ("full scan lineitem", SCAN),
-            ("TPC-H Q1", Q1),
-            ("TPC-H Q6", Q6),
-        ]
-        for label, sql in workloads:
-            ours = sql.format(lineitem="tpch.lineitem")
-            theirs = sql.format(lineitem="lineitem")
-            # Warm both sides once (page cache, DuckDB buffers).
-            via_airlock(ours)
-            in_process(theirs)
-            t_airlock, table_a = timed(lambda: via_airlock(ours), args.repeat)
-            rows_a = table_a.num_rows
-            del table_a
-            t_ref, table_r = timed(lambda: in_process(theirs), args.repeat)
-            rows_r = table_r.num_rows
-            del table_r
-            if rows_a != rows_r:
-                raise SystemExit(f"{label}: airlock returned {rows_a} rows, DuckDB {rows_r}")
-            # Peak server memory, sampled during one more (untimed) run so the
-            # sampling thread does not compete with the timed runs.
-            peak = [0]
-            stop = threading.Event()
-
-            def sample():
-                while not stop.is_set():
-                    peak[0] = max(peak[0], airlock.rss_bytes())
-                    time.sleep(0.005)
-
-            sampler = threading.Thread(target=sample)
-            sampler.start()
-            table_a = via_airlock(ours)
-            stop.set()
-            sampler.join()
-            results[label] = {
-                "airlock_s": t_airlock,
-                "duckdb_in_process_s": t_ref,
-                "ratio": t_airlock / t_ref,
-                "rows": rows_a,
-                "result_mb": table_a.nbytes / 2**20,
-                "airlock_peak_rss_mb": peak[0] / 2**20,
-            }
-            del table_a
-
-        all_keys = [r[0] for r in ref.execute(f"SELECT o_orderkey FROM orders USING SAMPLE {args.lookups} ROWS").fetchall()]
-        keys = all_keys
-        lat_a, lat_r = [], []
-        for key in keys[:10]:
-            via_airlock(LOOKUP.format(orders="tpch.orders", key=key))
-            in_process(LOOKUP.format(orders="orders", key=key))
-        # One side at a time, so DuckDB's in-process threads never compete
-        # with the server for the CPU during the other side's lookups.
-        for key in keys:
-            t0 = time.perf_counter()
-            via_airlock(LOOKUP.format(orders="tpch.orders", key=key))
-            lat_a.append(time.perf_counter() - t0)
-        for key in keys:
-            t0 = time.perf_counter()
-            in_process(LOOKUP.format(orders="orders", key=key))
-            lat_r.append(time.perf_counter() - t0)
-        results["point lookup orders"] = {
-            "airlock_s": statistics.median(lat_a),
-            "duckdb_in_process_s": statistics.median(lat_r),
-            "ratio": statistics.median(lat_a) / statistics.median(lat_r),
-            "airlock_p95_s": sorted(lat_a)[int(len(lat_a) * 0.95) - 1],
-            "rows": 1,
-        }
-        results.update(governance_overhead(airlock, via_airlock, keys, args.repeat))
-        conn.close()
+        # Serve from a fresh process, as after a deploy: memory the loads
+        # left with the allocator must not count as query memory.
+        airlock = Airlock(args.airlock, airlock_dir, args.duckdb_memory_limit)
+        try:
+            results, failures = run_workloads(airlock, refs, numbers, keys, args)
+        finally:
+            airlock.stop()
     finally:
-        airlock.stop()
+        for ref in refs:
+            ref.close()
 
     report = {
         "scale_factor": args.sf,
         "duckdb_memory_limit": args.duckdb_memory_limit,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "settings": {"repeat": args.repeat, "lookups": args.lookups, "pairs": args.pairs, "agents": args.agents,
+                     "concurrency_seconds": args.concurrency_seconds, "queries": numbers},
+        "references": [{"version": r.version, "role": r.role, "api": r.api, "db": str(r.db)} for r in refs],
         "load": load_times,
-        "results": results,
+        **results,
+        "airlock_failures": failures,
     }
+    ok = [w for k, w in results["workloads"].items() if k.startswith("TPC-H Q") and w["airlock_s"] is not None]
+    report["geomean_ratio"] = {r.version: geomean([w["reference"][r.version]["ratio"] for w in ok]) for r in refs}
     suffix = f"-duckdb-{args.duckdb_memory_limit}" if args.duckdb_memory_limit else ""
     out = data / f"results-sf{args.sf}{suffix}.json"
     out.write_text(json.dumps(report, indent=2))
-    print()
-    print(f"{'workload':<22} {'airlock (ADBC)':>15} {'DuckDB in-proc':>15} {'ratio':>7}  notes")
-    for label, r in results.items():
-        if "admin_s" in r:
-            continue
-        notes = ""
-        if "airlock_peak_rss_mb" in r:
-            notes = f"result {r['result_mb']:.0f} MB, server peak RSS {r['airlock_peak_rss_mb']:.0f} MB"
-        if "airlock_p95_s" in r:
-            notes = f"p95 {r['airlock_p95_s'] * 1000:.2f} ms"
-        print(f"{label:<22} {r['airlock_s'] * 1000:>12.1f} ms {r['duckdb_in_process_s'] * 1000:>12.1f} ms {r['ratio']:>6.2f}x  {notes}")
-    print()
-    print(f"{'as agent vs admin':<22} {'admin':>15} {'agent':>15} {'added':>7}")
-    for label, r in results.items():
-        if "admin_s" in r:
-            print(f"{label:<22} {r['admin_s'] * 1000:>12.1f} ms {r['agent_s'] * 1000:>12.1f} ms {r['added'] * 100:>6.1f}%")
+    print_summary(report, refs)
     print(f"\nsaved {out}")
+    if failures:
+        print(f"WARNING: {len(failures)} TPC-H queries FAILED on airlock: {', '.join(failures)} (errors above)")
+    if results.get("concurrency", {}).get("errors"):
+        print(f"WARNING: {results['concurrency']['errors']} queries failed under concurrency (first errors above)")
+
+
+def run_workloads(airlock, refs, numbers, keys, args):
+    conn = flightsql.connect(airlock.uri, db_kwargs={"username": "admin", "password": PASSWORD}, autocommit=True)
+    try:
+        return admin_workloads(airlock, conn, refs, numbers, keys, args)
+    finally:
+        conn.close()
+
+
+def admin_workloads(airlock, conn, refs, numbers, keys, args):
+    cur = [conn.cursor()]
+
+    def via_airlock(sql):
+        cur[0].execute(sql)
+        return cur[0].fetch_arrow_table()
+
+    workloads = {}
+    failures = {}
+    plan = [("full scan lineitem", SCAN)] + [(f"TPC-H Q{n}", QUERIES[n].format(s=SCHEMA)) for n in numbers]
+    for label, sql in plan:
+        entry = {"reference": {}}
+        # Warm-up (page cache, DuckDB buffers, plan cache), untimed, with
+        # the server's peak RSS sampled during it.
+        try:
+            with PeakRss(airlock) as rss:
+                warm = via_airlock(sql)
+            entry["airlock_peak_rss_mb"] = rss.peak / 2**20
+            entry["result_mb"] = warm.nbytes / 2**20
+            del warm
+            times = []
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                table = via_airlock(sql)
+                times.append(time.perf_counter() - started)
+                rows = table.num_rows
+                del table
+            entry["airlock_s"] = statistics.median(times)
+            entry["airlock_times"] = times
+            entry["rows"] = rows
+        except Exception as e:
+            message = first_line(e)
+            print(f"!! {label} FAILED on airlock: {message}", flush=True)
+            failures[label] = message
+            entry["airlock_error"] = message
+            entry["airlock_s"] = None
+            cur[0] = conn.cursor()
+        for ref in refs:
+            r = ref.call({"op": "run", "sql": sql, "repeat": args.repeat, "warmup": 1})
+            entry["reference"][ref.version] = {"s": r["median_s"], "times": r["times"], "rows": r["rows"]}
+            if entry["airlock_s"] is not None:
+                if r["rows"] != entry["rows"]:
+                    raise SystemExit(f"{label}: airlock returned {entry['rows']} rows, {ref.label} {r['rows']}")
+                entry["reference"][ref.version]["ratio"] = entry["airlock_s"] / r["median_s"]
+            entry.setdefault("rows", r["rows"])
+        workloads[label] = entry
+        line = f"  {label}: airlock {fmt_time(entry['airlock_s']) if entry['airlock_s'] else 'FAILED'}"
+        for ref in refs:
+            line += f", {ref.label} {fmt_time(entry['reference'][ref.version]['s'])}"
+        print(line, flush=True)
+
+    # Point lookups, one side at a time, so no side's threads compete with
+    # the server for the CPU during another's lookups.
+    lookups = [LOOKUP.format(key=key) for key in keys[: args.lookups]]
+    for sql in lookups[:10]:
+        via_airlock(sql)
+    lat_a = []
+    for sql in lookups:
+        started = time.perf_counter()
+        via_airlock(sql)
+        lat_a.append(time.perf_counter() - started)
+    entry = {
+        "airlock_s": statistics.median(lat_a),
+        "airlock_p95_s": percentile(lat_a, 95),
+        "rows": 1,
+        "lookups": len(lookups),
+        "reference": {},
+    }
+    for ref in refs:
+        r = ref.call({"op": "each", "sqls": lookups, "warmup": 10})
+        if any(n != 1 for n in r["rows"]):
+            raise SystemExit(f"point lookups: {ref.label} returned other than one row")
+        m = statistics.median(r["times"])
+        entry["reference"][ref.version] = {"s": m, "p95_s": percentile(r["times"], 95), "ratio": entry["airlock_s"] / m}
+    workloads["point lookup orders"] = entry
+    print(f"  point lookups: airlock {fmt_time(entry['airlock_s'])}", flush=True)
+
+    # Governance and concurrency only involve airlock; the references sit idle.
+    airlock.action("grant.set", BENCH_GRANT)
+    governed = governance_overhead(airlock, via_airlock, keys[: args.lookups], args.pairs)
+    print("  governed vs admin done", flush=True)
+    results = {"workloads": workloads, "governed": governed}
+    if args.concurrency_seconds > 0:
+        print(f"  concurrency: {args.agents} agents for {args.concurrency_seconds:.0f}s ...", flush=True)
+        results["concurrency"] = concurrency(airlock, args.agents, args.concurrency_seconds, keys)
+    return results, failures
+
+
+def print_summary(report, refs):
+    workloads = report["workloads"]
+    versions = [r.version for r in refs]
+    print()
+    header = f"{'workload':<20} {'airlock (ADBC)':>14}"
+    for v in versions:
+        header += f" {'DuckDB ' + v:>13} {'ratio':>7}"
+    print(f"ratio = airlock's median / DuckDB's (above 1: airlock slower); the README's targets "
+          f"are against the newest, DuckDB {versions[-1]}")
+    print(header + "  notes")
+    for label, r in workloads.items():
+        a = r["airlock_s"]
+        line = f"{label:<20} {fmt_time(a) if a is not None else 'FAILED':>14}"
+        for v in versions:
+            ref = r["reference"][v]
+            ratio = f"{ref['ratio']:.2f}x" if "ratio" in ref else "-"
+            line += f" {fmt_time(ref['s']):>13} {ratio:>7}"
+        notes = ""
+        if label == "full scan lineitem" and a is not None:
+            notes = f"{r['rows']:,} rows, {r['result_mb']:.0f} MB; server peak RSS {r['airlock_peak_rss_mb']:.0f} MB"
+        elif "airlock_p95_s" in r:
+            notes = f"{r['lookups']} keys; p95 airlock {fmt_time(r['airlock_p95_s'])}, " + ", ".join(
+                f"{v} {fmt_time(r['reference'][v]['p95_s'])}" for v in versions
+            )
+        elif a is None:
+            notes = f"ERROR: {r['airlock_error'][:80]}"
+        else:
+            notes = f"{r['rows']:,} row{'s' if r['rows'] != 1 else ''}"
+        print(f"{line}  {notes}")
+    queries = {k: v for k, v in workloads.items() if k.startswith("TPC-H Q")}
+    ok = {k: v for k, v in queries.items() if v["airlock_s"] is not None}
+    line = f"{'geomean, ' + str(len(ok)) + ' queries':<20} {'':>14}"
+    for v in versions:
+        line += f" {'':>13} {report['geomean_ratio'][v]:>6.2f}x"
+    print(line)
+    peak = max((q.get("airlock_peak_rss_mb", 0) for q in queries.values()), default=0)
+    print(f"server peak RSS over the TPC-H queries: {peak:.0f} MB")
+    if report["airlock_failures"]:
+        print()
+        print(f"!!! {len(report['airlock_failures'])} of {len(queries)} TPC-H queries FAILED on airlock "
+              f"(left out of the geometric mean):")
+        for label, message in report["airlock_failures"].items():
+            print(f"!!!   {label}: {message}")
+
+    print()
+    print(f"{'as agent vs admin':<22} {'admin':>10} {'agent':>10} {'added':>7}  per-pair agent/admin p10..p90 (min..max)")
+    for label, r in report["governed"].items():
+        print(
+            f"{label:<22} {fmt_time(r['admin_s']):>10} {fmt_time(r['agent_s']):>10} {r['added'] * 100:>+6.1f}%  "
+            f"{r['pair_ratio_p10']:.2f}..{r['pair_ratio_p90']:.2f} ({r['pair_ratio_min']:.2f}..{r['pair_ratio_max']:.2f}), "
+            f"{r['pairs']} pairs"
+        )
+
+    c = report.get("concurrency")
+    if c:
+        print()
+        print(
+            f"concurrency: {c['agents']} agents, {c['seconds']:.0f}s, mix of point lookup / day count / limit 10 / Q6\n"
+            f"  {c['qps']:.1f} queries/s ({c['queries']:,} ok), latency p50 {fmt_time(c['p50_s'])}, "
+            f"p99 {fmt_time(c['p99_s'])}, errors {c['errors']}\n"
+            f"  per kind p50/p99: "
+            + ", ".join(f"{k} {fmt_time(v['p50_s'])}/{fmt_time(v['p99_s'])}" for k, v in c["by_kind"].items())
+            + f"\n  server RSS start {c['rss_mb']['start']:.0f} MB, middle {c['rss_mb']['middle']:.0f} MB, "
+            f"end {c['rss_mb']['end']:.0f} MB (max {c['rss_mb']['max']:.0f} MB)\n"
+            f"  CPU: server {c['cpu_s']['server']:.0f} s, bench client {c['cpu_s']['client']:.0f} s "
+            f"of {c['cpu_s']['available']:.0f} s ({os.cpu_count()} cores shared)"
+        )
+        for e in c["first_errors"]:
+            print(f"  error: {e}")
 
 
 if __name__ == "__main__":

@@ -9,18 +9,25 @@
 //! nobody reads its output any more (dropping it interrupts the DuckDB scans
 //! below it).
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 
 use datafusion::common::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
-use futures::StreamExt;
-use tokio::runtime::Runtime;
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, future};
+use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
+
+use crate::replica::DuckDbScanExec;
 
 /// Builds the plan to run instead when a pushed query fails in DuckDB
 /// before producing anything (see [`QueryExecutor::execute`]).
@@ -94,13 +101,71 @@ impl QueryExecutor {
         deadline: Instant,
         fallback: Option<Fallback>,
     ) -> SendableRecordBatchStream {
-        let schema = plan.schema();
+        let run = Run {
+            // Only during shutdown is there no runtime of our own; running
+            // on the caller's is still correct.
+            handle: self
+                .runtime
+                .as_ref()
+                .map_or_else(Handle::current, |runtime| runtime.handle().clone()),
+            context,
+            cancel,
+            deadline,
+        };
+        if runs_in_duckdb(&plan) {
+            run.direct(plan, fallback)
+        } else {
+            run.pumped(
+                plan.schema(),
+                Box::new(move || Box::pin(future::ready(Ok(plan)))),
+                fallback,
+            )
+        }
+    }
+}
+
+/// Whether all of `plan` runs inside DuckDB: a pushed query or a table scan
+/// with nothing of DataFusion's above it.
+fn runs_in_duckdb(plan: &Arc<dyn ExecutionPlan>) -> bool {
+    let plan = match plan.downcast_ref::<CooperativeExec>() {
+        Some(cooperative) => cooperative.input(),
+        None => plan,
+    };
+    plan.downcast_ref::<DuckDbScanExec>().is_some()
+}
+
+/// One execution: where it runs, and when it must stop.
+struct Run {
+    handle: Handle,
+    context: Arc<TaskContext>,
+    cancel: CancellationToken,
+    deadline: Instant,
+}
+
+impl Run {
+    /// Runs the plan `build` makes on the executor's threads, handing its
+    /// batches over a channel.
+    fn pumped(
+        self,
+        schema: SchemaRef,
+        build: Fallback,
+        fallback: Option<Fallback>,
+    ) -> SendableRecordBatchStream {
+        let Self {
+            handle,
+            context,
+            cancel,
+            deadline,
+        } = self;
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         // The plan is started inside the task: operators spawn their own
         // tasks (repartitioning, merging) and DuckDB scans spawn blocking
         // work, all on whatever runtime starts them — this one.
         let pump = async move {
-            let mut inner = match execute_stream(plan, Arc::clone(&context)) {
+            let mut inner = match build()
+                .await
+                .and_then(|plan| execute_stream(plan, Arc::clone(&context)))
+            {
                 Ok(inner) => inner,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;
@@ -143,14 +208,64 @@ impl QueryExecutor {
                 () = tokio::time::sleep_until(deadline) => {}
             }
         };
-        let handle = match &self.runtime {
-            Some(runtime) => runtime.spawn(task),
-            // Only during shutdown; running on the caller's runtime is still correct.
-            None => tokio::spawn(task),
-        };
-        let guard = AbortOnDrop(handle);
+        let guard = AbortOnDrop(handle.spawn(task));
         let stream = ReceiverStream::new(rx).map(move |item| {
             let _ = &guard;
+            item
+        });
+        Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+
+    /// The short path for a plan that runs entirely in DuckDB: its scan
+    /// threads' channels are read directly, without a task and channel of
+    /// the executor's in between. A watchdog still drops the scans at the
+    /// deadline or on cancel — which interrupts DuckDB — even if nobody
+    /// reads.
+    fn direct(self, plan: Arc<dyn ExecutionPlan>, fallback: Option<Fallback>) -> SendableRecordBatchStream {
+        let schema = plan.schema();
+        let partitions = plan.properties().partitioning.partition_count();
+        let started = (0..partitions)
+            .map(|partition| plan.execute(partition, Arc::clone(&self.context)))
+            .collect::<DfResult<Vec<_>>>();
+        let mut scans: BoxStream<'static, DfResult<RecordBatch>> = match started {
+            Ok(streams) => stream::select_all(streams).boxed(),
+            Err(e) => stream::iter([Err(e)]).boxed(),
+        };
+        let (cancel, deadline) = (self.cancel.clone(), self.deadline);
+        let handle = self.handle.clone();
+        let output_schema = Arc::clone(&schema);
+        let output = stream::once(async move {
+            let first = scans.next().await;
+            match (first, fallback) {
+                (Some(Err(e)), Some(build)) if is_duckdb_out_of_range(&e) => {
+                    tracing::debug!(error = %e, "DuckDB could not finish a pushed query; running it in DataFusion");
+                    self.pumped(output_schema, build, None).boxed()
+                }
+                (first, _) => stream::iter(first).chain(scans).boxed(),
+            }
+        })
+        .flatten();
+        let slot = Arc::new(Mutex::new(Some(output.boxed())));
+        let watched = Arc::clone(&slot);
+        let watchdog = handle.spawn(async move {
+            tokio::select! {
+                () = cancel.cancelled() => {}
+                () = tokio::time::sleep_until(deadline) => {}
+            }
+            let scans = watched.lock().unwrap_or_else(PoisonError::into_inner).take();
+            drop(scans);
+        });
+        let guard = AbortOnDrop(watchdog);
+        let stream = stream::poll_fn(move |cx| {
+            let _ = &guard;
+            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
+            let Some(output) = slot.as_mut() else {
+                return Poll::Ready(None);
+            };
+            let item = output.poll_next_unpin(cx);
+            if let Poll::Ready(None) = item {
+                *slot = None;
+            }
             item
         });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
