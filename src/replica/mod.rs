@@ -16,6 +16,7 @@ mod provider;
 mod scan;
 mod settings;
 pub(crate) mod sql_expr;
+mod sql_functions;
 mod sql_values;
 mod types;
 
@@ -30,7 +31,7 @@ use duckdb::Connection;
 pub use filter_sql::{filter_sql, is_pushable_filter};
 pub use load::{BatchSource, Merge, Pull, StagingTable};
 pub use physical::PhysicalTable;
-pub use provider::ReplicaTable;
+pub use provider::{ReplicaTable, is_point_predicate};
 pub use scan::DuckDbScanExec;
 pub use settings::DuckDbConfig;
 pub use types::duckdb_type;

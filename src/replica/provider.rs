@@ -172,7 +172,7 @@ impl ReplicaTable {
 }
 
 /// `column = literal` or `column IN (literals)`, possibly inside an `AND`.
-fn is_point_predicate(expr: &Expr) -> bool {
+pub fn is_point_predicate(expr: &Expr) -> bool {
     use datafusion::logical_expr::{BinaryExpr, Operator, expr::InList};
     match expr {
         Expr::BinaryExpr(BinaryExpr {

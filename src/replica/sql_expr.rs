@@ -26,7 +26,7 @@
 use chrono::DateTime;
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
-use datafusion::logical_expr::expr::{Case, Cast, InList, ScalarFunction};
+use datafusion::logical_expr::expr::{Case, Cast, InList, TryCast};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, Like, Operator};
 
 pub(crate) use super::sql_values::{bind_value, duck_type};
@@ -201,6 +201,26 @@ impl Exprs<'_> {
             }
             Expr::Like(like) => self.like(like),
             Expr::Cast(Cast { expr: inner, field }) => self.cast(inner, field.data_type()),
+            // Masks are wrapped in a TRY_CAST to their column's type.
+            // Between string types it keeps every value as it is; of a
+            // constant, DataFusion's own cast gives the value (NULL when
+            // it does not fit).
+            Expr::TryCast(TryCast { expr: inner, field })
+                if is_string(field.data_type()) && is_string(&self.scope.data_type(inner)?) =>
+            {
+                self.render(inner)
+            }
+            Expr::TryCast(TryCast { expr: inner, field }) => match inner.as_ref() {
+                Expr::Literal(value, _) => {
+                    let target = field.data_type();
+                    let cast = value.cast_to(target).or_else(|_| ScalarValue::try_from(target));
+                    match cast {
+                        Ok(value) => self.literal(&value),
+                        Err(_) => refuse(format!("TRY_CAST to {target}")),
+                    }
+                }
+                _ => refuse("TRY_CAST of a non-constant"),
+            },
             Expr::Case(case) => self.case(expr, case),
             Expr::ScalarFunction(function) => self.function(expr, function),
             other => refuse(format!("{} is not pushed", other.variant_name())),
@@ -215,7 +235,7 @@ impl Exprs<'_> {
         self.render(expr)
     }
 
-    fn wrap(&self, text: String, parts: &[&Sql]) -> Sql {
+    pub(super) fn wrap(&self, text: String, parts: &[&Sql]) -> Sql {
         Sql {
             text,
             can_fail: parts.iter().any(|p| p.can_fail),
@@ -465,91 +485,9 @@ impl Exprs<'_> {
         let refs: Vec<&Sql> = parts.iter().collect();
         Ok(self.wrap(format!("CAST({text} END AS {ty})"), &refs))
     }
-
-    fn function(&mut self, whole: &Expr, function: &ScalarFunction) -> Rendered<Sql> {
-        let args = &function.args;
-        let ty = duck_type(&self.scope.data_type(whole)?)?;
-        match function.name() {
-            "date_part" => {
-                let [part, value] = args.as_slice() else {
-                    return refuse("date_part arity");
-                };
-                // Parts whose numbering is the same in both engines.
-                let part = match part {
-                    Expr::Literal(v, _) => {
-                        match v.try_as_str().flatten().map(str::to_ascii_lowercase) {
-                            Some(p) if p == "year" => "year",
-                            Some(p) if p == "month" => "month",
-                            Some(p) if p == "day" => "day",
-                            _ => return refuse("date_part part"),
-                        }
-                    }
-                    _ => return refuse("date_part part"),
-                };
-                if !matches!(
-                    self.scope.data_type(value)?,
-                    DataType::Date32 | DataType::Timestamp(_, None)
-                ) {
-                    return refuse("date_part argument type");
-                }
-                let value = self.render(value)?;
-                Ok(self.wrap(
-                    format!("CAST(date_part('{part}', {}) AS {ty})", value.text),
-                    &[&value],
-                ))
-            }
-            "substr" => {
-                // Positive start and non-negative length: both engines count
-                // characters from 1 and clip at the end.
-                // DuckDB refuses positions past 32 bits; DataFusion takes them.
-                let positive = |e: &Expr, min: i64| {
-                    matches!(e, Expr::Literal(ScalarValue::Int64(Some(n)), _)
-                        if *n >= min && *n <= i64::from(i32::MAX))
-                };
-                let (value, rest) = match args.as_slice() {
-                    [v, start] if positive(start, 1) => (v, vec![start]),
-                    [v, start, len] if positive(start, 1) && positive(len, 0) => {
-                        (v, vec![start, len])
-                    }
-                    _ => return refuse("substr arguments"),
-                };
-                if !is_string(&self.scope.data_type(value)?) {
-                    return refuse("substr of a non-string");
-                }
-                let value = self.render(value)?;
-                let mut parts = vec![value];
-                for arg in rest {
-                    parts.push(self.render(arg)?);
-                }
-                let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
-                let refs: Vec<&Sql> = parts.iter().collect();
-                Ok(self.wrap(
-                    format!("CAST(substring({}) AS {ty})", texts.join(", ")),
-                    &refs,
-                ))
-            }
-            "coalesce" => {
-                let first = args.first().map(|a| self.scope.data_type(a)).transpose()?;
-                let mut parts = Vec::with_capacity(args.len());
-                for arg in args {
-                    if Some(self.scope.data_type(arg)?) != first {
-                        return refuse("coalesce of mixed types");
-                    }
-                    parts.push(self.render(arg)?);
-                }
-                if parts.is_empty() {
-                    return refuse("coalesce()");
-                }
-                let texts: Vec<&str> = parts.iter().map(|p| p.text.as_str()).collect();
-                let refs: Vec<&Sql> = parts.iter().collect();
-                Ok(self.wrap(format!("coalesce({})", texts.join(", ")), &refs))
-            }
-            name => refuse(format!("function {name}")),
-        }
-    }
 }
 
-fn is_string(data_type: &DataType) -> bool {
+pub(crate) fn is_string(data_type: &DataType) -> bool {
     matches!(
         data_type,
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View

@@ -136,7 +136,17 @@ def pair(airlock_bin):
                     client,
                     options,
                     "grant.set",
-                    {"swarm": "probe", "tables": {"e.guarded": {"row_filter": "region = 'EU'"}}},
+                    {
+                        "swarm": "probe",
+                        "tables": {
+                            "e.guarded": {"row_filter": "region = 'EU'"},
+                            # Masks, for lookups pushed with their masks.
+                            "e.nums": {
+                                "row_filter": "id <> 4",
+                                "columns": {"s": {"mask": "left(s, 2) || '*'"}, "d": {"mask": "0"}},
+                            },
+                        },
+                    },
                 )
                 agent = call(client, options, "token.create", {"kind": "agent", "name": "probe", "swarm": "probe"})
                 world[key] = {
@@ -316,6 +326,34 @@ def test_hidden_rows_never_fail_a_pushed_query(pair, sql, expected_pushed, ids):
         filters = [f.strip() for f in re.findall(r"Filters:\s*([^│]*)", duck)]
         assert filters and all(f == "region='EU'" for f in filters), duck
         assert not re.search(r"│\s*FILTER\s*│", duck), duck
+
+
+# Lookups on a governed table with masks: one DuckDB query finds the rows
+# and computes their masks (`left` on Unicode, NULL and empty strings
+# included); a plain read keeps the partitioned scan.
+MASKED = [
+    ("SELECT * FROM e.nums WHERE id = 5", 1, [5]),
+    ("SELECT id, s FROM e.nums WHERE id IN (4, 5, 8, 9) ORDER BY id", 1, [5, 8, 9]),
+    ("SELECT id, s, d FROM e.nums WHERE id = 4", 1, []),
+    ("SELECT id, s FROM e.nums LIMIT 3", 1, None),
+    # Masks render, so queries over them push like any other; a predicate on
+    # a mask sees the mask.
+    ("SELECT id, s FROM e.nums WHERE s = 'a_*' ORDER BY id", 1, [1]),
+    ("SELECT id, s, d FROM e.nums ORDER BY id", 1, [1, 2, 3, 5, 6, 7, 8, 9, 10]),
+    ("SELECT id, s, d FROM e.nums", 0, None),
+]
+
+
+@pytest.mark.parametrize("sql,expected_pushed,ids", MASKED)
+def test_masked_lookups_run_in_duckdb_with_their_masks(pair, sql, expected_pushed, ids):
+    on, _ = differential(pair, sql, expected_pushed, as_agent=True)
+    assert on[0] == "ok", f"{sql}: {on}"
+    if ids is not None:
+        assert [row["id"] for row in on[2]] == ids
+    masked = {row["id"]: row["s"] for row in on[2]} if "s" in [c for c, _ in on[1]] else {}
+    expected = {1: "a_*", 2: "a%*", 3: "10*", 5: "日本*", 6: "it*", 7: "--*", 8: None, 9: "*", 10: "/**"}
+    for id_, value in masked.items():
+        assert value == expected[id_], (sql, id_, value)
 
 
 def test_the_barrier_is_what_keeps_a_failing_predicate_out(pair):

@@ -36,13 +36,15 @@ use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, Projection, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
+use datafusion::datasource::source_as_provider;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
 use super::PlannedQuery;
 use super::executor::Fallback;
+use super::governed::GovernedTable;
 use crate::replica::sql_expr::{Refusal, Rendered, bind_value};
-use crate::replica::{DuckDbScanExec, PhysicalTable, Replica};
+use crate::replica::{DuckDbScanExec, PhysicalTable, Replica, is_point_predicate};
 use render::{Output, Pushed};
 
 /// The query planner that pushes sub-plans into DuckDB, then plans the
@@ -115,21 +117,41 @@ pub(crate) fn push_down(plan: &LogicalPlan) -> LogicalPlan {
 
 /// Whether a sub-plan does work beyond what a table scan already pushes.
 fn worth_pushing(plan: &LogicalPlan) -> bool {
-    !matches!(plan, LogicalPlan::TableScan(_))
-        && plan
-            .exists(|node| {
-                Ok(matches!(
-                    node,
-                    LogicalPlan::Filter(_)
-                        | LogicalPlan::Aggregate(_)
-                        | LogicalPlan::Join(_)
-                        | LogicalPlan::Sort(_)
-                        | LogicalPlan::Limit(_)
-                        | LogicalPlan::Distinct(_)
-                        | LogicalPlan::Union(_)
-                ))
-            })
-            .unwrap_or(false)
+    is_masked_lookup(plan)
+        || !matches!(plan, LogicalPlan::TableScan(_))
+            && plan
+                .exists(|node| {
+                    Ok(matches!(
+                        node,
+                        LogicalPlan::Filter(_)
+                            | LogicalPlan::Aggregate(_)
+                            | LogicalPlan::Join(_)
+                            | LogicalPlan::Sort(_)
+                            | LogicalPlan::Limit(_)
+                            | LogicalPlan::Distinct(_)
+                            | LogicalPlan::Union(_)
+                    ) || is_masked_lookup(node))
+                })
+                .unwrap_or(false)
+}
+
+/// A lookup (an equality or a LIMIT) on a governed table with masks.
+/// Pushed, the one DuckDB query that finds the rows computes their masks
+/// too, instead of DataFusion computing them over a repartitioned scan.
+/// Bigger governed reads keep the provider's parallel partitions.
+fn is_masked_lookup(node: &LogicalPlan) -> bool {
+    let LogicalPlan::TableScan(scan) = node else {
+        return false;
+    };
+    source_as_provider(&scan.source)
+        .ok()
+        .and_then(|provider| {
+            provider
+                .downcast_ref::<GovernedTable>()
+                .map(|governed| !governed.policy().masked.is_empty())
+        })
+        .unwrap_or(false)
+        && (scan.fetch.is_some() || scan.filters.iter().any(is_point_predicate))
 }
 
 /// The node (and, for averages, the projection finishing it) replacing
