@@ -12,12 +12,12 @@
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::Poll;
 
-use datafusion::common::{DataFusionError, Result as DfResult};
-use datafusion::execution::{SendableRecordBatchStream, TaskContext};
-use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::common::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::coop::CooperativeExec;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, future};
@@ -221,7 +221,11 @@ impl Run {
     /// the executor's in between. A watchdog still drops the scans at the
     /// deadline or on cancel — which interrupts DuckDB — even if nobody
     /// reads.
-    fn direct(self, plan: Arc<dyn ExecutionPlan>, fallback: Option<Fallback>) -> SendableRecordBatchStream {
+    fn direct(
+        self,
+        plan: Arc<dyn ExecutionPlan>,
+        fallback: Option<Fallback>,
+    ) -> SendableRecordBatchStream {
         let schema = plan.schema();
         let partitions = plan.properties().partitioning.partition_count();
         let started = (0..partitions)
@@ -252,7 +256,10 @@ impl Run {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            let scans = watched.lock().unwrap_or_else(PoisonError::into_inner).take();
+            let scans = watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
             drop(scans);
         });
         let guard = AbortOnDrop(watchdog);

@@ -213,7 +213,9 @@ impl Exprs<'_> {
             Expr::TryCast(TryCast { expr: inner, field }) => match inner.as_ref() {
                 Expr::Literal(value, _) => {
                     let target = field.data_type();
-                    let cast = value.cast_to(target).or_else(|_| ScalarValue::try_from(target));
+                    let cast = value
+                        .cast_to(target)
+                        .or_else(|_| ScalarValue::try_from(target));
                     match cast {
                         Ok(value) => self.literal(&value),
                         Err(_) => refuse(format!("TRY_CAST to {target}")),

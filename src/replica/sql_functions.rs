@@ -2,10 +2,10 @@
 //! arm names the argument shapes on which the two engines agree and
 //! refuses the rest.
 
+use datafusion::arrow::datatypes::DataType;
 use datafusion::common::ScalarValue;
 use datafusion::logical_expr::Expr;
 use datafusion::logical_expr::expr::ScalarFunction;
-use datafusion::arrow::datatypes::DataType;
 
 use super::sql_expr::{Exprs, Rendered, Sql, duck_type, is_string, refuse};
 

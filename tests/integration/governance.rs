@@ -452,10 +452,13 @@ async fn explain_shows_an_admin_the_plan_with_policies_applied() {
     )
     .await
     .unwrap();
+    // A lookup: one DuckDB query applies the row filter and computes the
+    // mask, a constant — the masked column is not even read.
     let physical = explained["physical_plan"].as_str().unwrap();
     assert!(
-        physical.contains(r#"("region" = CAST($1 AS VARCHAR))"#)
-            && physical.contains(r#"("id" = CAST($2 AS BIGINT))"#),
+        physical.contains(r#"SELECT CAST($1 AS VARCHAR) AS c0 FROM "sales"."orders$1""#)
+            && physical.contains(r#"("region" = CAST($2 AS VARCHAR))"#)
+            && physical.contains(r#"("id" = CAST($3 AS BIGINT))"#),
         "{physical}"
     );
     // DuckDB's own plan shows the bound values at the scan.
@@ -464,7 +467,6 @@ async fn explain_shows_an_admin_the_plan_with_policies_applied() {
         duckdb.contains("region='EU'") && duckdb.contains("id=1"),
         "{duckdb}"
     );
-    assert!(physical.contains("***"), "{physical}");
     assert_eq!(
         explained["access"]["tables"]["sales.orders"]["denied"],
         json!(["ssn"])

@@ -32,11 +32,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Column, DFSchemaRef, Result as DfResult, ScalarValue, internal_err};
+use datafusion::datasource::source_as_provider;
 use datafusion::execution::context::{QueryPlanner, SessionState};
 use datafusion::logical_expr::{
     Expr, Extension, LogicalPlan, Projection, UserDefinedLogicalNode, UserDefinedLogicalNodeCore,
 };
-use datafusion::datasource::source_as_provider;
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, ExtensionPlanner, PhysicalPlanner};
 
