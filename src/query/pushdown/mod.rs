@@ -93,7 +93,7 @@ pub(crate) fn unpushed(planned: &PlannedQuery) -> Fallback {
 pub(crate) fn push_down(plan: &LogicalPlan) -> LogicalPlan {
     // transform_down visits the root first.
     let mut is_root = true;
-    let pushed = plan.clone().transform_down(|node| {
+    let pushed = plan.clone().transform_down_with_subqueries(|node| {
         let root = std::mem::take(&mut is_root);
         if !worth_pushing(&node) {
             return Ok(Transformed::no(node));
