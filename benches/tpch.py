@@ -350,9 +350,17 @@ def concurrency(airlock, agents, seconds, keys, seed=7):
     tokens = [agent_token(airlock, f"bench-c{i}") for i in range(agents)]
     days = (datetime.date(1998, 8, 2) - datetime.date(1992, 1, 1)).days
     kinds = ["point lookup", "day count", "limit 10", "Q6"]
-    barrier = threading.Barrier(agents + 1)
-    deadline = [0.0]
-    per_thread = [None] * agents
+    clock = {}
+
+    def start_clock():
+        # Runs once every agent is connected, just before they all start.
+        clock["rss"] = airlock.rss_bytes()
+        clock["cpu"] = (airlock.cpu_seconds(), sum(os.times()[:2]))
+        clock["started"] = time.perf_counter()
+        clock["deadline"] = clock["started"] + seconds
+
+    barrier = threading.Barrier(agents + 1, action=start_clock)
+    per_thread = [([], [("thread", "ended without a result")])] * agents
 
     def pick(rng):
         kind = rng.choice(kinds)
@@ -376,7 +384,7 @@ def concurrency(airlock, agents, seconds, keys, seed=7):
         except Exception as e:
             errors.append(("setup", first_line(e)))
         barrier.wait()
-        while conn is not None and time.perf_counter() < deadline[0]:
+        while conn is not None and time.perf_counter() < clock["deadline"]:
             kind, sql = pick(rng)
             started = time.perf_counter()
             try:
@@ -390,8 +398,11 @@ def concurrency(airlock, agents, seconds, keys, seed=7):
                 except Exception:
                     pass
                 cur = conn.cursor()
-        if conn is not None:
-            conn.close()
+        try:
+            if conn is not None:
+                conn.close()
+        except Exception as e:
+            errors.append(("close", first_line(e)))
         per_thread[i] = (latencies, errors)
 
     threads = [threading.Thread(target=agent, args=(i,), daemon=True) for i in range(agents)]
@@ -405,21 +416,19 @@ def concurrency(airlock, agents, seconds, keys, seed=7):
             samples.append((time.perf_counter(), airlock.rss_bytes()))
             rss_stop.wait(0.5)
 
-    rss_start = airlock.rss_bytes()
-    server_cpu, client_cpu = airlock.cpu_seconds(), sum(os.times()[:2])
-    started = time.perf_counter()
-    deadline[0] = started + seconds
+    barrier.wait()
+    rss_start = clock["rss"]
     sampler = threading.Thread(target=sample_rss, daemon=True)
     sampler.start()
-    barrier.wait()
     time.sleep(seconds / 2)
     rss_middle = airlock.rss_bytes()
-    time.sleep(max(0.0, deadline[0] - time.perf_counter()))
+    time.sleep(max(0.0, clock["deadline"] - time.perf_counter()))
     rss_end = airlock.rss_bytes()
     for t in threads:
         t.join()
-    elapsed = time.perf_counter() - started
-    server_cpu, client_cpu = airlock.cpu_seconds() - server_cpu, sum(os.times()[:2]) - client_cpu
+    elapsed = time.perf_counter() - clock["started"]
+    server_cpu = airlock.cpu_seconds() - clock["cpu"][0]
+    client_cpu = sum(os.times()[:2]) - clock["cpu"][1]
     rss_stop.set()
     sampler.join()
     rss_after = airlock.rss_bytes()
