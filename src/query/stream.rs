@@ -210,7 +210,10 @@ impl QueryStream {
     fn cut_short(&self) -> Option<QueryError> {
         if self.token.is_cancelled() {
             Some(QueryError::Cancelled)
-        } else if self.deadline.is_elapsed() {
+        } else if tokio::time::Instant::now() >= self.deadline.deadline() {
+            // The clock, not `is_elapsed`: the producer stops on another
+            // runtime's timer, which can fire before this one's has been
+            // processed (the stream then looked whole).
             Some(QueryError::Timeout(self.timeout))
         } else {
             None
