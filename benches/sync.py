@@ -22,39 +22,15 @@ import platform
 import shutil
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 
 import duckdb
 
-from tpch import Airlock, generate
+from tpch import Airlock, PeakRss, generate
 
 KEY = ["l_orderkey", "l_linenumber"]
 BASE_TS = "2024-01-01 00:00:00"
-
-
-class PeakRss:
-    """Samples a process's resident set size in the background."""
-
-    def __init__(self, airlock):
-        self.airlock = airlock
-        self.peak = 0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.run)
-
-    def run(self):
-        while not self.stop.is_set():
-            self.peak = max(self.peak, self.airlock.rss_bytes())
-            time.sleep(0.01)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        self.thread.join()
 
 
 def sync(airlock, table):
