@@ -10,7 +10,7 @@
 //! below it).
 
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::Poll;
+use std::task::{Context, Poll};
 
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -20,6 +20,7 @@ use datafusion::physical_plan::coop::CooperativeExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use futures::stream::{self, BoxStream};
+use futures::task::AtomicWaker;
 use futures::{StreamExt, future};
 use tokio::runtime::{Handle, Runtime};
 use tokio::task::JoinHandle;
@@ -218,27 +219,32 @@ impl Run {
 
     /// The short path for a plan that runs entirely in DuckDB: its scan
     /// threads' channels are read directly, without a task and channel of
-    /// the executor's in between. A watchdog still drops the scans at the
-    /// deadline or on cancel — which interrupts DuckDB — even if nobody
-    /// reads.
+    /// the executor's in between. The scans are started on the executor's
+    /// blocking threads (big stacks for DuckDB; pinning a snapshot may wait
+    /// for a merge's commit), and a watchdog drops them at the deadline or
+    /// on cancel — which interrupts DuckDB — even if nobody reads.
     fn direct(
         self,
         plan: Arc<dyn ExecutionPlan>,
         fallback: Option<Fallback>,
     ) -> SendableRecordBatchStream {
         let schema = plan.schema();
-        let partitions = plan.properties().partitioning.partition_count();
-        let started = (0..partitions)
-            .map(|partition| plan.execute(partition, Arc::clone(&self.context)))
-            .collect::<DfResult<Vec<_>>>();
-        let mut scans: BoxStream<'static, DfResult<RecordBatch>> = match started {
-            Ok(streams) => stream::select_all(streams).boxed(),
-            Err(e) => stream::iter([Err(e)]).boxed(),
-        };
+        let context = Arc::clone(&self.context);
+        let started = self.handle.spawn_blocking(move || {
+            let partitions = plan.properties().partitioning.partition_count();
+            (0..partitions)
+                .map(|partition| plan.execute(partition, Arc::clone(&context)))
+                .collect::<DfResult<Vec<_>>>()
+        });
         let (cancel, deadline) = (self.cancel.clone(), self.deadline);
         let handle = self.handle.clone();
         let output_schema = Arc::clone(&schema);
         let output = stream::once(async move {
+            let mut scans: BoxStream<'static, DfResult<RecordBatch>> = match started.await {
+                Ok(Ok(streams)) => stream::select_all(streams).boxed(),
+                Ok(Err(e)) => stream::iter([Err(e)]).boxed(),
+                Err(e) => stream::iter([Err(DataFusionError::External(Box::new(e)))]).boxed(),
+            };
             let first = scans.next().await;
             match (first, fallback) {
                 (Some(Err(e)), Some(build)) if is_duckdb_out_of_range(&e) => {
@@ -249,33 +255,70 @@ impl Run {
             }
         })
         .flatten();
-        let slot = Arc::new(Mutex::new(Some(output.boxed())));
-        let watched = Arc::clone(&slot);
+        let slot = Slot::new(output.boxed());
+        let watched = slot.clone();
         let watchdog = handle.spawn(async move {
             tokio::select! {
                 () = cancel.cancelled() => {}
                 () = tokio::time::sleep_until(deadline) => {}
             }
-            let scans = watched
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take();
-            drop(scans);
+            watched.empty();
         });
         let guard = AbortOnDrop(watchdog);
         let stream = stream::poll_fn(move |cx| {
             let _ = &guard;
-            let mut slot = slot.lock().unwrap_or_else(PoisonError::into_inner);
-            let Some(output) = slot.as_mut() else {
-                return Poll::Ready(None);
-            };
-            let item = output.poll_next_unpin(cx);
-            if let Poll::Ready(None) = item {
-                *slot = None;
-            }
-            item
+            slot.poll_next(cx)
         });
         Box::pin(RecordBatchStreamAdapter::new(schema, stream))
+    }
+}
+
+/// A stream shared by its reader and the watchdog. Either one empties it
+/// when done — the reader when dropped, the watchdog at the deadline or on
+/// cancel (or when aborted) — which drops the stream, and the DuckDB scans
+/// under it are interrupted at once; the reader is woken to see the end.
+#[derive(Clone)]
+struct Slot {
+    stream: Arc<Mutex<Option<BoxStream<'static, DfResult<RecordBatch>>>>>,
+    reader: Arc<AtomicWaker>,
+}
+
+impl Slot {
+    fn new(stream: BoxStream<'static, DfResult<RecordBatch>>) -> Self {
+        Self {
+            stream: Arc::new(Mutex::new(Some(stream))),
+            reader: Arc::new(AtomicWaker::new()),
+        }
+    }
+
+    fn poll_next(&self, cx: &mut Context<'_>) -> Poll<Option<DfResult<RecordBatch>>> {
+        self.reader.register(cx.waker());
+        let mut slot = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(stream) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = stream.poll_next_unpin(cx);
+        if let Poll::Ready(None) = item {
+            *slot = None;
+        }
+        item
+    }
+
+    fn empty(&self) {
+        // Dropped outside the lock.
+        let stream = self
+            .stream
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        drop(stream);
+        self.reader.wake();
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.empty();
     }
 }
 

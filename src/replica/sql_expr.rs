@@ -24,7 +24,9 @@
 //!   or text casts (their failure and rounding rules differ).
 
 use chrono::DateTime;
+use datafusion::arrow::compute::CastOptions;
 use datafusion::arrow::datatypes::{DataType, Schema, TimeUnit};
+use datafusion::common::format::DEFAULT_FORMAT_OPTIONS;
 use datafusion::common::{Column, DFSchema, DFSchemaRef, ScalarValue};
 use datafusion::logical_expr::expr::{Case, Cast, InList, TryCast};
 use datafusion::logical_expr::{Between, BinaryExpr, Expr, ExprSchemable, Like, Operator};
@@ -212,11 +214,14 @@ impl Exprs<'_> {
             }
             Expr::TryCast(TryCast { expr: inner, field }) => match inner.as_ref() {
                 Expr::Literal(value, _) => {
+                    // As DataFusion's TRY_CAST evaluates it (a value that
+                    // does not fit is NULL; a cast it refuses is an error).
                     let target = field.data_type();
-                    let cast = value
-                        .cast_to(target)
-                        .or_else(|_| ScalarValue::try_from(target));
-                    match cast {
+                    let options = CastOptions {
+                        safe: true,
+                        format_options: DEFAULT_FORMAT_OPTIONS,
+                    };
+                    match value.cast_to_with_options(target, &options) {
                         Ok(value) => self.literal(&value),
                         Err(_) => refuse(format!("TRY_CAST to {target}")),
                     }
