@@ -8,6 +8,10 @@
 //! once, and the plan itself is dropped at the deadline or on cancel even if
 //! nobody reads its output any more (dropping it interrupts the DuckDB scans
 //! below it).
+//!
+//! A plan that is one DuckDB query or scan computes nothing in `poll`: its
+//! work runs on DuckDB's threads already, so its batches skip that hop
+//! ([`Run::direct`]).
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
