@@ -34,8 +34,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::replica::DuckDbScanExec;
 
-/// Builds the plan to run instead when a pushed query fails in DuckDB
-/// before producing anything (see [`QueryExecutor::execute`]).
+/// Builds a plan to run: the one to run instead when a pushed query fails
+/// in DuckDB before producing anything (see [`QueryExecutor::execute`]),
+/// or, inside the executor, the plan itself.
 pub(crate) type Fallback = Box<
     dyn FnOnce() -> futures::future::BoxFuture<'static, DfResult<Arc<dyn ExecutionPlan>>> + Send,
 >;

@@ -92,6 +92,16 @@ def call(client, options, name, body=None):
     return json.loads(results[0].body.to_pybytes())
 
 
+def wait_for_job(client, options, job_id, seconds=60):
+    """Polls sync.status until the job finishes; returns its last status."""
+    deadline = time.time() + seconds
+    while True:
+        status = call(client, options, "sync.status", {"job_id": job_id})
+        if status["state"] in ("succeeded", "failed") or time.time() > deadline:
+            return status
+        time.sleep(0.05)
+
+
 @pytest.fixture(scope="session")
 def airlock_bin() -> str:
     binary = os.environ.get("AIRLOCK_BIN")

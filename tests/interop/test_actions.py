@@ -1,7 +1,6 @@
 """Flight actions through pyarrow.flight, and tokens used by ADBC."""
 
 import json
-import time
 
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
@@ -10,6 +9,8 @@ import pyarrow.csv as pacsv
 import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
+
+from conftest import wait_for_job
 
 
 # pyarrow raises ArrowInvalid for INVALID_ARGUMENT, ArrowKeyError for NOT_FOUND, Flight* for the rest.
@@ -83,12 +84,7 @@ def test_register_sync_and_query_a_csv(server, admin, tmp_path):
     registered = call(client, options, "table.register", {"name": "games.scores", "source": f"file://{csv_path}"})
     assert registered["format"] == "csv"
     started = call(client, options, "sync.start", {"table": "games.scores"})
-    job_id = started["job_id"]
-    for _ in range(500):
-        status = call(client, options, "sync.status", {"job_id": job_id})
-        if status["state"] in ("succeeded", "failed"):
-            break
-        time.sleep(0.05)
+    status = wait_for_job(client, options, started["job_id"])
     assert status["state"] == "succeeded", status
     assert status["rows"] == 500
     assert status["started_at"] and status["finished_at"] and status["duration_ms"] is not None

@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
 
-from conftest import PASSWORD, Airlock, call
+from conftest import PASSWORD, Airlock, call, wait_for_job
 from tpch_queries import QUERIES
 
 TPCH_TABLES = ["part", "supplier", "partsupp", "customer", "orders", "lineitem", "nation", "region"]
@@ -54,11 +54,7 @@ def load(server: Airlock, name: str, source: Path):
     options = flight.FlightCallOptions(headers=headers)
     call(client, options, "table.register", {"name": name, "source": f"file://{source}"})
     job = call(client, options, "sync.start", {"table": name})["job_id"]
-    for _ in range(1200):
-        status = call(client, options, "sync.status", {"job_id": job})
-        if status["state"] in ("succeeded", "failed"):
-            break
-        time.sleep(0.05)
+    status = wait_for_job(client, options, job)
     assert status["state"] == "succeeded", status
 
 
