@@ -2,8 +2,9 @@
 
 One Python process can load only one duckdb version, so benches/tpch.py
 starts this script once per reference version, each from its own venv
-(DuckDB 1.5.6, the version airlock embeds, from the bench venv; the newest
-DuckDB from PyPI from a second venv that benches/run creates), each on its
+(DuckDB 1.5.6, which airlock embedded before 2.0.1, from the bench venv;
+the newest DuckDB from PyPI, which airlock embeds, from a second venv that
+benches/run creates), each on its
 own database file (database files are not shared across versions). Both
 sides run this same code, so they are timed the same way.
 

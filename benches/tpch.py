@@ -9,8 +9,9 @@ Steps (each cached under bench-data/ when possible):
   3. build two in-process references from the same Parquet, each in its own
      database file with the tables in a schema `tpch` (so every query's SQL
      is the same text on all sides): DuckDB 1.5.6, the version airlock
-     embeds (this venv), and the newest DuckDB from PyPI, 2.0.1 (a second
-     venv, benches/requirements-duckdb2.txt, created by benches/run). One
+     embedded before 2.0.1 (this venv), and the newest DuckDB from PyPI,
+     2.0.1, the one airlock embeds now (a second venv,
+     benches/requirements-duckdb2.txt, created by benches/run). One
      process cannot load two duckdb versions, so both run
      benches/duckdb_worker.py as a subprocess and are timed the same way:
      the SQL to a whole Arrow table in the worker's process.
@@ -520,7 +521,7 @@ def main():
         loader.stop()
 
     # The references, each built (once) from the same Parquet into its own
-    # file; the embedded version keeps the file older runs made.
+    # file; 1.5.6 keeps the file older runs made.
     refs = []
     try:
         refs.append(Reference(sys.executable, data / f"reference-sf{args.sf}.duckdb", "embedded"))

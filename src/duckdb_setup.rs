@@ -14,6 +14,10 @@ use std::path::Path;
 use bytesize::ByteSize;
 use duckdb::{Connection, ffi};
 
+/// An in-memory catalog beside each database, for objects that must never
+/// be committed to its file (see `replica::ingest`).
+pub(crate) const SCRATCH_CATALOG: &str = "airlock_scratch";
+
 /// Why a DuckDB database could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
@@ -197,7 +201,8 @@ pub(crate) fn open_hardened(
     let conn = database.connect()?;
     let allowed = sql_string(&allowed_dir.to_string_lossy());
     conn.execute_batch(&format!(
-        "SET memory_limit = {memory};
+        "ATTACH ':memory:' AS {SCRATCH_CATALOG};
+         SET memory_limit = {memory};
          SET temp_directory = {temp};
          SET max_temp_directory_size = {max_temp};
          SET allowed_directories = [{allowed}];

@@ -23,13 +23,13 @@ use datafusion::arrow::ffi_stream::FFI_ArrowArrayStream;
 use duckdb::ffi;
 
 use super::ReplicaError;
-use crate::duckdb_setup::Database;
+use crate::duckdb_setup::{Database, SCRATCH_CATALOG};
 use crate::table_name::quote_ident;
 
 /// Names the views streams are scanned through. `duckdb_arrow_scan`
-/// creates a view in the database's catalog (not a temporary one), so
-/// each gets a name of its own and lives only inside its insert's
-/// transaction: never committed, never seen by another connection.
+/// creates a view in the connection's default catalog — for an ingest, the
+/// in-memory scratch catalog (see [`Ingest::open`]) — so each gets a name of
+/// its own and lives only as long as its insert: never in the file.
 static NEXT_VIEW: AtomicU64 = AtomicU64::new(0);
 
 /// One load's raw connection; each [`Ingest::insert`] commits on its own
@@ -42,8 +42,20 @@ pub(super) struct Ingest {
 impl Ingest {
     /// A connection for loading into `table` (a quoted, qualified name).
     pub(super) fn open(database: &Database, table: String) -> Result<Self, ReplicaError> {
-        let conn = RawConnection::open(database)
-            .map_err(ReplicaError::duckdb(format!("start loading {table}")))?;
+        let context = || format!("start loading {table}");
+        // `duckdb_arrow_scan` creates its view in the connection's default
+        // catalog, and DuckDB 2 cannot commit such a view to a database
+        // file (it would have to serialize the process-local stream), even
+        // one dropped before the commit. So this connection defaults to the
+        // in-memory scratch catalog, and names the target's catalog.
+        let catalog: String = database
+            .connect()
+            .and_then(|conn| conn.query_row("SELECT current_database()", [], |row| row.get(0)))
+            .map_err(ReplicaError::duckdb(context()))?;
+        let conn = RawConnection::open(database).map_err(ReplicaError::duckdb(context()))?;
+        conn.rows_changed(&format!("USE {SCRATCH_CATALOG}"))
+            .map_err(ReplicaError::duckdb(context()))?;
+        let table = format!("{}.{table}", quote_ident(&catalog));
         Ok(Self { conn, table })
     }
 
@@ -62,32 +74,36 @@ impl Ingest {
             NEXT_VIEW.fetch_add(1, Ordering::Relaxed)
         );
         let quoted = quote_ident(&view);
+        // The view is created and dropped in transactions of its own (the
+        // scratch catalog's), the insert in the target's: a transaction
+        // may write to one database only.
+        self.conn
+            .scan_stream(&view, &stream)
+            .map_err(ReplicaError::duckdb(context()))?;
         let inserted = (|| {
             self.conn.rows_changed("BEGIN TRANSACTION")?;
-            self.conn.scan_stream(&view, &stream)?;
             let rows = self.conn.rows_changed(&format!(
                 "INSERT INTO {} SELECT * FROM {quoted}",
                 self.table
             ))?;
-            // The view points at the stream: it goes before the stream
-            // does, and is never committed.
-            self.conn.rows_changed(&format!("DROP VIEW {quoted}"))?;
             self.conn.rows_changed("COMMIT")?;
             Ok(rows)
         })();
-        match inserted {
-            Ok(rows) => Ok(rows),
-            Err(error) => {
-                if self.conn.rows_changed("ROLLBACK").is_err() {
-                    // The view may still point at the stream: keep the
-                    // stream's memory rather than risk DuckDB reading it
-                    // freed. Only a broken connection gets here.
-                    tracing::error!(table = %self.table, "could not roll back a failed load; keeping its stream");
-                    std::mem::forget(stream);
-                }
-                Err(ReplicaError::duckdb(context())(error))
-            }
+        if inserted.is_err() {
+            let _ = self.conn.rows_changed("ROLLBACK");
         }
+        // The view points at the stream: it goes before the stream does.
+        if self
+            .conn
+            .rows_changed(&format!("DROP VIEW {quoted}"))
+            .is_err()
+        {
+            // Keep the stream's memory rather than risk DuckDB reading it
+            // freed. Only a broken connection gets here.
+            tracing::error!(table = %self.table, "could not drop a load's view; keeping its stream");
+            std::mem::forget(stream);
+        }
+        inserted.map_err(ReplicaError::duckdb(context()))
     }
 }
 

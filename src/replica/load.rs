@@ -180,7 +180,8 @@ impl StagingTable {
         let batches: Vec<RecordBatch> = stmt
             .query_arrow([])
             .map_err(ReplicaError::duckdb(context()))?
-            .collect();
+            .map(super::arrow_bridge::record_batch)
+            .collect::<Result<_, _>>()?;
         let value = match batches.iter().find(|b| b.num_rows() > 0) {
             Some(batch) => ScalarValue::try_from_array(batch.column(0), 0).map_err(|e| {
                 ReplicaError::UnsupportedType {

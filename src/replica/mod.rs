@@ -8,6 +8,7 @@
 //! projection, filters DataFusion already parsed and typed, and a limit
 //! ([`filter_sql`]). No text an agent wrote is ever passed through.
 
+mod arrow_bridge;
 mod filter_sql;
 mod ingest;
 mod load;
@@ -429,13 +430,7 @@ impl Replica {
         (0..count)
             .map(|_| {
                 let conn = self.connect()?;
-                // DuckDB takes a transaction's snapshot when it first reads:
-                // the empty select makes that now.
-                conn.execute_batch(&format!(
-                    "BEGIN TRANSACTION; SELECT 1 FROM {} LIMIT 0;",
-                    table.quoted()
-                ))
-                .map_err(ReplicaError::duckdb("start a scan"))?;
+                begin_snapshot(&conn, table)?;
                 Ok(conn)
             })
             .collect()
@@ -443,7 +438,7 @@ impl Replica {
 
     /// Holds off in-place merge commits while held: a transaction that
     /// takes its snapshot meanwhile sees each merge whole or not at all.
-    pub(crate) fn no_commits(&self) -> std::sync::RwLockReadGuard<'_, ()> {
+    fn no_commits(&self) -> std::sync::RwLockReadGuard<'_, ()> {
         self.pins.read().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -557,6 +552,18 @@ fn recover(
     Ok((tables, max_version))
 }
 
+/// Begins a transaction on `conn` and takes its snapshot now. DuckDB takes
+/// it when the transaction first reads a table's storage — not when a
+/// statement is prepared, nor (DuckDB 2) for a `LIMIT 0` it answers
+/// without scanning: reading one row makes that now.
+fn begin_snapshot(conn: &Connection, table: &PhysicalTable) -> Result<(), ReplicaError> {
+    conn.execute_batch(&format!(
+        "BEGIN TRANSACTION; SELECT rowid FROM {} LIMIT 1;",
+        table.quoted()
+    ))
+    .map_err(ReplicaError::duckdb("start a scan"))
+}
+
 /// The Arrow schema DuckDB produces when scanning a version (exactly what
 /// scans will yield, so plans and streams agree) and its row count.
 fn table_info(conn: &Connection, physical: Arc<PhysicalTable>) -> Result<TableInfo, ReplicaError> {
@@ -569,6 +576,7 @@ fn table_info(conn: &Connection, physical: Arc<PhysicalTable>) -> Result<TableIn
         .query_arrow([])
         .map_err(ReplicaError::duckdb(context()))?
         .get_schema();
+    let schema = arrow_bridge::schema(&schema)?;
     let rows: i64 = conn
         .query_row(&format!("SELECT count(*) FROM {table}"), [], |row| {
             row.get(0)

@@ -141,8 +141,8 @@ impl DuckDbScanExec {
 
     /// The connection for `partition`: with several partitions, one of a
     /// set pinned to one snapshot (see [`Replica::pin`]), so that they
-    /// agree; a fresh one otherwise, whose scan takes its snapshot itself
-    /// (see [`BlockingScan::prepare`]).
+    /// agree; a fresh one otherwise (one DuckDB statement reads one
+    /// snapshot, each in-place merge whole or not at all).
     fn connection(&self, partition: usize) -> Result<Connection, ReplicaError> {
         let Some(physical) = self.tables.first().filter(|_| self.sql.len() > 1) else {
             return self.replica.connect();
@@ -252,8 +252,6 @@ impl ExecutionPlan for DuckDbScanExec {
         let (tx, rx) = tokio::sync::mpsc::channel(CHANNEL_BATCHES);
         let scan = BlockingScan {
             conn,
-            // A pinned connection already has its snapshot.
-            snapshot: (self.sql.len() < 2).then(|| Arc::clone(&self.replica)),
             sql: sql.clone(),
             params: Arc::clone(&self.params),
             _tables: self.tables.clone(),
@@ -367,8 +365,7 @@ mod interrupter {
 
 struct BlockingScan {
     conn: duckdb::Connection,
-    /// Take the snapshot while preparing, with no in-place merge committing.
-    snapshot: Option<Arc<Replica>>,
+    /// The table versions read (kept alive until the scan ends).
     _tables: Vec<Arc<PhysicalTable>>,
     sql: String,
     params: Arc<Vec<duckdb::types::Value>>,
@@ -395,7 +392,7 @@ impl BlockingScan {
             return Ok(());
         }
         let duck = |e: duckdb::Error| DataFusionError::External(Box::new(e));
-        let mut stmt = self.prepare().map_err(duck)?;
+        let mut stmt = self.conn.prepare(&self.sql).map_err(duck)?;
         tracing::debug!(sql = %self.sql, "DuckDB scan");
         // Executes lazily: chunks are produced as we fetch them.
         let _ = stmt
@@ -408,24 +405,11 @@ impl BlockingScan {
             let Some(chunk) = stmt.step().map_err(duck)? else {
                 return Ok(());
             };
-            let batch = self.to_batch(&chunk)?;
+            let batch = self.to_batch(&super::arrow_bridge::struct_array(&chunk)?)?;
             if tx.blocking_send(Ok(batch)).is_err() {
                 return Ok(());
             }
         }
-    }
-
-    /// Prepares the query. A statement that starts while DuckDB commits an
-    /// in-place merge can see the merge's inserts but not yet its deletes,
-    /// so an unpinned scan opens a transaction and prepares (binding takes
-    /// the transaction's snapshot) while no merge commits.
-    fn prepare(&self) -> Result<duckdb::Statement<'_>, duckdb::Error> {
-        let Some(replica) = &self.snapshot else {
-            return self.conn.prepare(&self.sql);
-        };
-        self.conn.execute_batch("BEGIN TRANSACTION")?;
-        let _no_commits = replica.no_commits();
-        self.conn.prepare(&self.sql)
     }
 
     /// Re-labels DuckDB's columns with the plan's schema. An empty

@@ -46,7 +46,7 @@ pub(crate) fn refuse<T>(why: impl Into<String>) -> Rendered<T> {
 }
 
 /// A rendered expression.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Sql {
     pub(crate) text: String,
     /// Whether evaluating it can raise an error (a cast, an overflow): such
@@ -79,6 +79,9 @@ pub(crate) struct Scope {
     /// too: DuckDB may substitute the expression when it moves the
     /// predicate down. Empty for a stored table.
     inputs: Vec<Input>,
+    /// Or, when not empty, how each column of `typing` renders (a flat
+    /// join's columns come from several derived tables).
+    mapped: Vec<Sql>,
     /// All columns in reach, for typing expressions.
     typing: DFSchema,
 }
@@ -88,7 +91,20 @@ impl Scope {
     pub(crate) fn table(schema: &Schema) -> Rendered<Self> {
         Ok(Self {
             inputs: Vec::new(),
+            mapped: Vec::new(),
             typing: DFSchema::try_from(schema.clone()).map_err(|e| Refusal(e.to_string()))?,
+        })
+    }
+
+    /// The columns of `schema`, column `i` rendering as `columns[i]`.
+    pub(crate) fn mapped(schema: &DFSchema, columns: Vec<Sql>) -> Rendered<Self> {
+        if columns.is_empty() || columns.len() != schema.fields().len() {
+            return refuse("a column mapping that does not match its schema");
+        }
+        Ok(Self {
+            inputs: Vec::new(),
+            mapped: columns,
+            typing: schema.clone(),
         })
     }
 
@@ -100,10 +116,25 @@ impl Scope {
                 .join(&input.schema)
                 .map_err(|e| Refusal(e.to_string()))?;
         }
-        Ok(Self { inputs, typing })
+        Ok(Self {
+            inputs,
+            mapped: Vec::new(),
+            typing,
+        })
     }
 
-    fn column(&self, column: &Column) -> Rendered<Sql> {
+    /// How `column` renders.
+    pub(crate) fn column(&self, column: &Column) -> Rendered<Sql> {
+        if !self.mapped.is_empty() {
+            return match self.typing.maybe_index_of_column(column) {
+                Some(i) => self
+                    .mapped
+                    .get(i)
+                    .cloned()
+                    .map_or_else(|| refuse(format!("no column {column}")), Ok),
+                None => refuse(format!("no column {column}")),
+            };
+        }
         if self.inputs.is_empty() {
             return match self.typing.field_with_unqualified_name(&column.name) {
                 Ok(field) => Ok(Sql::safe(quote_ident(field.name()))),

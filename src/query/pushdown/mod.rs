@@ -21,6 +21,7 @@
 
 mod aggregate;
 mod finish;
+mod joins;
 mod leaf;
 mod render;
 

@@ -5,7 +5,8 @@
 //! query wrote (aliases, qualifiers, quoted identifiers that DuckDB would
 //! match case-insensitively) reaches DuckDB, and no unparser rule can fold
 //! a filter into the wrong join side. DuckDB flattens the nesting when it
-//! plans.
+//! plans, except between joins: a tree of inner joins renders as one
+//! SELECT over its leaves (see `joins`), so that DuckDB orders the joins.
 //!
 //! Leaves are replica scans. A governed table becomes a derived table that
 //! applies its row filter and masks first; a predicate anywhere above it
@@ -15,10 +16,8 @@
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::DataType;
-use datafusion::common::{DFSchema, NullEquality, ScalarValue};
-use datafusion::logical_expr::{
-    Distinct, Expr, FetchType, Join, JoinType, Limit, LogicalPlan, SkipType, Sort,
-};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::logical_expr::{Distinct, Expr, FetchType, Limit, LogicalPlan, SkipType, Sort};
 
 use crate::replica::sql_expr::{
     Exprs, Input, Rendered, Scope, is_ordered_alike, refuse, uses_all_params,
@@ -338,112 +337,6 @@ impl Renderer {
             ..Rel::plain(select, child.failing)
         })
     }
-
-    fn join(&mut self, join: &Join) -> Rendered<Rel> {
-        if join.null_aware || join.null_equality != NullEquality::NullEqualsNothing {
-            return refuse("a null-aware join (NOT IN) or one matching NULLs");
-        }
-        let (ta, left, _) = self.child(&join.left)?;
-        let (tb, right, _) = self.child(&join.right)?;
-        let scope = Scope::derived(vec![
-            Input {
-                alias: ta.clone(),
-                schema: Arc::clone(join.left.schema()),
-                failing: left.failing.clone(),
-            },
-            Input {
-                alias: tb.clone(),
-                schema: Arc::clone(join.right.schema()),
-                failing: right.failing.clone(),
-            },
-        ])?;
-        let mut conditions = Vec::new();
-        let mut keys = Vec::new();
-        for (l, r) in &join.on {
-            let t = scope.data_type(l)?;
-            if t != scope.data_type(r)? || t.is_floating() || !is_ordered_alike(&t) {
-                return refuse("join keys whose equality differs");
-            }
-            let l = self.exprs(&scope).render(l)?;
-            let r = self.exprs(&scope).render(r)?;
-            if l.can_fail || r.can_fail {
-                self.failing_predicates += 1;
-            }
-            conditions.push(format!("({} = {})", l.text, r.text));
-            keys.push((l.text, r.text));
-        }
-        if let Some(filter) = &join.filter {
-            conditions.push(self.predicate(&scope, filter)?);
-        }
-        let condition = if conditions.is_empty() {
-            "TRUE".to_string()
-        } else {
-            conditions.join(" AND ")
-        };
-        let (l_sql, r_sql) = (left.sql(), right.sql());
-        let (nl, nr) = (
-            join.left.schema().fields().len(),
-            join.right.schema().fields().len(),
-        );
-        let kind = match join.join_type {
-            JoinType::Inner => "INNER",
-            JoinType::Left => "LEFT",
-            JoinType::Right => "RIGHT",
-            JoinType::Full => "FULL",
-            // Semi and anti joins keep one side's rows for which a row of
-            // the other side does (not) match.
-            JoinType::LeftSemi | JoinType::LeftAnti | JoinType::RightSemi | JoinType::RightAnti => {
-                let not = if matches!(join.join_type, JoinType::LeftAnti | JoinType::RightAnti) {
-                    "NOT "
-                } else {
-                    ""
-                };
-                let left_kept = matches!(join.join_type, JoinType::LeftSemi | JoinType::LeftAnti);
-                let ((tk, k_sql, kept, k_schema), (to, o_sql)) = if left_kept {
-                    ((&ta, &l_sql, left, join.left.schema()), (&tb, &r_sql))
-                } else {
-                    ((&tb, &r_sql, right, join.right.schema()), (&ta, &l_sql))
-                };
-                let columns = non_empty(passthrough(tk, k_schema, 0)).join(", ");
-                // A semi join on one key is an uncorrelated IN, which DuckDB
-                // runs as a hash semi join; as a correlated EXISTS it was
-                // twice as slow (TPC-H Q18). In a WHERE both keep exactly the
-                // rows with a match; an anti join stays NOT EXISTS (NOT IN
-                // differs on NULLs).
-                if let ([(l_key, r_key)], None, "") = (keys.as_slice(), &join.filter, not) {
-                    let (k_key, o_key) = if left_kept {
-                        (l_key, r_key)
-                    } else {
-                        (r_key, l_key)
-                    };
-                    return Ok(Rel::plain(
-                        format!(
-                            "SELECT {columns} FROM ({k_sql}) AS {tk} WHERE {k_key} IN (SELECT {o_key} FROM ({o_sql}) AS {to})"
-                        ),
-                        kept.failing,
-                    ));
-                }
-                return Ok(Rel::plain(
-                    format!(
-                        "SELECT {columns} FROM ({k_sql}) AS {tk} WHERE {not}EXISTS (SELECT 1 FROM ({o_sql}) AS {to} WHERE {condition})"
-                    ),
-                    kept.failing,
-                ));
-            }
-            _ => return refuse("a mark join"),
-        };
-        let mut columns = passthrough(&ta, join.left.schema(), 0);
-        columns.extend(passthrough(&tb, join.right.schema(), nl));
-        debug_assert_eq!(columns.len(), nl + nr);
-        let failing = left.failing.iter().chain(&right.failing).copied().collect();
-        Ok(Rel::plain(
-            format!(
-                "SELECT {} FROM ({l_sql}) AS {ta} {kind} JOIN ({r_sql}) AS {tb} ON {condition}",
-                non_empty(columns).join(", ")
-            ),
-            failing,
-        ))
-    }
 }
 
 /// `tN.c0 AS c<first>, …` for every column of `schema`.
@@ -454,7 +347,7 @@ pub(super) fn passthrough(t: &str, schema: &DFSchema, first: usize) -> Vec<Strin
 }
 
 /// A select list DuckDB accepts even when the node has no columns.
-fn non_empty(columns: Vec<String>) -> Vec<String> {
+pub(super) fn non_empty(columns: Vec<String>) -> Vec<String> {
     if columns.is_empty() {
         vec!["NULL AS c0".into()]
     } else {
