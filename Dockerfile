@@ -12,10 +12,12 @@ RUN apt-get update \
  && useradd --system --create-home --home-dir /var/lib/airlock airlock
 COPY --from=build /src/target/release/airlock /usr/local/bin/airlock
 USER airlock
-# Listen on all interfaces inside the container; publish with -p 50051:50051.
+# Listen on all interfaces inside the container; publish with
+# -p 50051:50051 (Flight SQL) -p 8080:8080 (HTTP: health, readiness).
 ENV AIRLOCK_DATA_DIR=/var/lib/airlock/data \
-    AIRLOCK_FLIGHT_ADDR=0.0.0.0:50051
+    AIRLOCK_FLIGHT_ADDR=0.0.0.0:50051 \
+    AIRLOCK_HTTP_ADDR=0.0.0.0:8080
 VOLUME /var/lib/airlock
-EXPOSE 50051
+EXPOSE 50051 8080
 ENTRYPOINT ["airlock"]
 CMD ["serve"]

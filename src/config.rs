@@ -80,6 +80,10 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_FLIGHT_ADDR", value_name = "HOST:PORT")]
     pub flight_addr: Option<SocketAddr>,
 
+    /// Address the HTTP port (health, readiness) listens on, or `none` [default: 127.0.0.1:8080]
+    #[arg(long, env = "AIRLOCK_HTTP_ADDR", value_name = "HOST:PORT|none")]
+    pub http_addr: Option<crate::http::HttpAddr>,
+
     /// Generate and load a small demo dataset (schema `demo`) at start.
     #[arg(long, env = "AIRLOCK_DEMO")]
     pub demo: bool,
@@ -163,6 +167,7 @@ impl ServeArgs {
         }
         set!("data_dir", self.data_dir);
         set!("flight_addr", self.flight_addr);
+        set!("http_addr", self.http_addr);
         if self.demo {
             figment = figment.merge(Serialized::default("demo", true));
         }

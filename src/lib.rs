@@ -35,6 +35,7 @@ pub mod demo;
 mod duckdb_setup;
 mod duration_text;
 pub mod flight;
+pub mod http;
 pub mod jobs;
 pub mod llm;
 pub mod meta;

@@ -1,5 +1,6 @@
 //! The `airlock` binary: parse flags, set up logging, serve.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -79,7 +80,17 @@ async fn serve_until_signal(config: Settings) -> Result<(), Box<dyn std::error::
         tls = opened.app.settings.tls.cert.is_some(),
         "airlock is serving Flight SQL"
     );
-    run(listener, opened.app, shutdown_signal()).await?;
+    let http = match opened.app.settings.http_addr.0 {
+        None => None,
+        Some(addr) => {
+            let http = TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (HTTP): {e}"))?;
+            tracing::info!(addr = %http.local_addr()?, "airlock is serving HTTP");
+            Some(http)
+        }
+    };
+    run(listener, http, opened.app, shutdown_signal()).await?;
     tracing::info!("airlock stopped");
     Ok(())
 }
@@ -114,8 +125,10 @@ fn init_tracing(config: &Settings) {
         );
         EnvFilter::new("info")
     });
+    // Colours only for a terminal: a log file or collector gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match config.log.format {
         LogFormat::Text => builder.init(),

@@ -1,8 +1,8 @@
 //! Assembling a server from its configuration, and running it.
 //!
 //! [`App::open`] opens the data directory (metadata, secrets, replica) and
-//! wires the modules together; [`run`] serves Flight SQL on a listener until
-//! a shutdown signal. `main` and the tests use exactly these two calls, the
+//! wires the modules together; [`run`] serves Flight SQL (and the HTTP port)
+//! on listeners until a shutdown signal. `main` and the tests use exactly these two calls, the
 //! tests with a listener on `127.0.0.1:0`.
 
 use std::collections::BTreeMap;
@@ -17,6 +17,7 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::actions::Actions;
@@ -82,6 +83,9 @@ pub enum ServerError {
     /// A config section that cannot work (a missing secret, say).
     #[error("config: {0}")]
     Config(String),
+    /// The HTTP server failed.
+    #[error("serving HTTP failed: {0}")]
+    Http(std::io::Error),
     /// The gRPC server failed.
     #[error("serving Flight SQL failed: {0}")]
     Transport(#[from] tonic::transport::Error),
@@ -127,6 +131,8 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// Flight SQL listen address.
     pub flight_addr: SocketAddr,
+    /// HTTP listen address (health and readiness), or `none`.
+    pub http_addr: crate::http::HttpAddr,
     /// Load the generated demo dataset at start.
     pub demo: bool,
     /// Query execution limits.
@@ -169,6 +175,7 @@ impl Default for Settings {
         Self {
             data_dir: PathBuf::from("./airlock-data"),
             flight_addr: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            http_addr: crate::http::HttpAddr::default(),
             demo: false,
             query: crate::query::QueryConfig::default(),
             limits: crate::query::LimitDefaults::default(),
@@ -385,9 +392,12 @@ impl App {
     }
 }
 
-/// Serves Flight SQL on `listener` until `shutdown` completes.
+/// Serves Flight SQL on `listener`, and HTTP on `http` if given, until
+/// `shutdown` completes or either server fails; both drain their requests
+/// in flight before this returns.
 pub async fn run(
     listener: TcpListener,
+    http: Option<TcpListener>,
     app: Arc<App>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServerError> {
@@ -425,10 +435,35 @@ pub async fn run(
         stream.set_nodelay(true)?;
         Ok::<_, std::io::Error>(stream)
     });
-    let result = builder
-        .add_service(service)
-        .serve_with_incoming_shutdown(incoming, shutdown)
-        .await;
+    // One stop for both ports: the signal, or either server ending.
+    let stop = CancellationToken::new();
+    let flight = async {
+        let served = builder
+            .add_service(service)
+            .serve_with_incoming_shutdown(incoming, stop.clone().cancelled_owned())
+            .await;
+        stop.cancel();
+        served
+    };
+    let http = async {
+        let Some(listener) = http else {
+            return Ok(());
+        };
+        let router = crate::http::router(crate::http::Health {
+            replica: Arc::clone(&app.replica),
+            sync: Arc::clone(&app.sync),
+        });
+        let served = crate::http::serve(listener, router, stop.clone().cancelled_owned()).await;
+        stop.cancel();
+        served
+    };
+    let signal = async {
+        tokio::select! {
+            () = shutdown => stop.cancel(),
+            () = stop.cancelled() => {}
+        }
+    };
+    let (result, http_result, ()) = tokio::join!(flight, http, signal);
     housekeeping.abort();
     expiry.abort();
     // Records of the last requests are on disk before the process exits.
@@ -436,7 +471,8 @@ pub async fn run(
     if let Err(e) = flushed {
         tracing::warn!(error = %e, "flushing the audit trail failed");
     }
-    Ok(result?)
+    result?;
+    http_result.map_err(ServerError::Http)
 }
 
 /// Periodic cleanup: forget token records a day after they expire.

@@ -196,6 +196,14 @@ impl Replica {
             .map_err(ReplicaError::duckdb("open a connection"))
     }
 
+    /// Whether the database answers a query.
+    pub fn check(&self) -> Result<(), ReplicaError> {
+        self.connect()?
+            .query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+            .map(|_| ())
+            .map_err(ReplicaError::duckdb("run a query"))
+    }
+
     /// A table airlock keeps for itself in the replica database (the audit
     /// trail): created by `ddl` if missing, stored as `quoted`, queried as
     /// `logical`, and never listed with the replicated tables.

@@ -159,6 +159,8 @@ pub struct SyncService {
     // Registering, removing, starting and recording a job's end change
     // registrations and the active set together; one at a time.
     changes: tokio::sync::Mutex<()>,
+    // The scheduler's task, set once it is started.
+    scheduler: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 impl SyncService {
@@ -182,6 +184,7 @@ impl SyncService {
             active: Mutex::new(HashMap::new()),
             due: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
+            scheduler: std::sync::OnceLock::new(),
         });
         let mut interrupted = HashMap::new();
         for mut job in service.meta.list::<SyncJob>(Collection::Jobs).await? {
@@ -216,8 +219,23 @@ impl SyncService {
                 service.lock_due().insert(registration.name.clone(), next);
             }
         }
-        tokio::spawn(scheduler::scheduler(Arc::downgrade(&service), interrupted));
+        let scheduler = tokio::spawn(scheduler::scheduler(Arc::downgrade(&service), interrupted));
+        // Set only here, once: it cannot be set already.
+        let _ = service.scheduler.set(scheduler);
         Ok(service)
+    }
+
+    /// Whether the scheduler still runs (it ends only if it panicked).
+    pub fn scheduler_running(&self) -> bool {
+        self.scheduler.get().is_some_and(|task| !task.is_finished())
+    }
+
+    /// Whether the metadata store answers a read.
+    pub async fn check_metadata(&self) -> Result<(), SyncError> {
+        self.meta
+            .get::<serde_json::Value>(Collection::Jobs, "readiness-probe")
+            .await?;
+        Ok(())
     }
 
     /// The sources this service reads.

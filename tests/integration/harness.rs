@@ -71,7 +71,7 @@ impl TestServer {
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let app = Arc::clone(&opened.app);
         let handle = tokio::spawn(async move {
-            run(listener, app, async {
+            run(listener, None, app, async {
                 let _ = rx.await;
             })
             .await

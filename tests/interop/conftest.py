@@ -7,6 +7,7 @@ port and the demo dataset.
 
 import json
 import os
+import re
 import socket
 import subprocess
 import tempfile
@@ -37,12 +38,16 @@ class Airlock:
             {
                 "AIRLOCK_DATA_DIR": str(data_dir),
                 "AIRLOCK_FLIGHT_ADDR": f"127.0.0.1:{self.port}",
+                # Any free port: the server reports the one it bound.
+                "AIRLOCK_HTTP_ADDR": "127.0.0.1:0",
                 "AIRLOCK_LOG": "info",
             }
         )
         if password is not None:
             env["AIRLOCK_ADMIN_PASSWORD"] = password
         env.update(extra_env or {})
+        self.serves_http = env["AIRLOCK_HTTP_ADDR"] != "none"
+        self.http_url = None
         log_dir = Path(cwd) if cwd else data_dir.parent
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"airlock-{self.port}.log"
@@ -63,9 +68,17 @@ class Airlock:
                 raise RuntimeError(f"airlock exited early:\n{self.log_path.read_text()}")
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return
+                    pass
             except OSError:
                 time.sleep(0.1)
+                continue
+            if not self.serves_http:
+                return
+            bound = re.search(r"airlock is serving HTTP addr=(\S+)", self.log_path.read_text())
+            if bound:
+                self.http_url = f"http://{bound.group(1)}"
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"airlock did not start:\n{self.log_path.read_text()}")
 
     def stop(self):
