@@ -19,5 +19,8 @@ ENV AIRLOCK_DATA_DIR=/var/lib/airlock/data \
     AIRLOCK_HTTP_ADDR=0.0.0.0:8080
 VOLUME /var/lib/airlock
 EXPOSE 50051 8080
+# The slim image has no curl: the binary asks its own /readyz.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+    CMD ["airlock", "healthcheck"]
 ENTRYPOINT ["airlock"]
 CMD ["serve"]

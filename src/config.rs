@@ -57,11 +57,15 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the Flight SQL server.
+    /// Run the server: Flight SQL, and the HTTP port (health, readiness).
     Serve(ServeArgs),
     /// Print the effective configuration (defaults, file, environment and
     /// flags merged) as TOML, ready to save as a config file.
     Config(ServeArgs),
+    /// Ask the server configured so (its HTTP port, `--http-addr`) whether
+    /// it is ready: exit 0 when `/readyz` answers 200, 1 otherwise. For
+    /// container health checks, where there is no curl.
+    Healthcheck(ServeArgs),
 }
 
 /// Flags of `airlock serve`. Each overrides the matching key of the config file.

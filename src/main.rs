@@ -1,6 +1,7 @@
 //! The `airlock` binary: parse flags, set up logging, serve.
 
 use std::io::IsTerminal;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -12,9 +13,10 @@ use airlock::server::{App, LogFormat, Secrets, Settings, run};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (args, serve) = match cli.command {
-        Command::Serve(args) => (args, true),
-        Command::Config(args) => (args, false),
+    let (args, command) = match cli.command {
+        Command::Serve(args) => (args, Mode::Serve),
+        Command::Config(args) => (args, Mode::Config),
+        Command::Healthcheck(args) => (args, Mode::Healthcheck),
     };
     let config = match config::load(&args) {
         Ok(config) => config,
@@ -23,7 +25,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if !serve {
+    if command == Mode::Healthcheck {
+        return healthcheck(&config);
+    }
+    if command == Mode::Config {
         return match config::to_toml(&config) {
             Ok(text) => {
                 print!("{text}");
@@ -51,6 +56,58 @@ fn main() -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "airlock stopped");
             eprintln!("airlock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Mode {
+    Serve,
+    Config,
+    Healthcheck,
+}
+
+/// `airlock healthcheck`: GET /readyz on the configured HTTP port (on
+/// loopback when it listens on every interface).
+fn healthcheck(config: &Settings) -> ExitCode {
+    let Some(addr) = config.http_addr.0 else {
+        eprintln!(
+            "airlock: the HTTP port is off (http_addr = none): set --http-addr to check readiness"
+        );
+        return ExitCode::from(2);
+    };
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    let url = format!("http://{}/readyz", SocketAddr::new(ip, addr.port()));
+    let asked = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|runtime| {
+            runtime.block_on(async {
+                let response = reqwest::Client::new()
+                    .get(&url)
+                    .timeout(std::time::Duration::from_secs(5))
+                    .send()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let status = response.status();
+                let body = response.text().await.unwrap_or_default();
+                Ok((status, body))
+            })
+        });
+    match asked {
+        Ok((status, _)) if status.is_success() => ExitCode::SUCCESS,
+        Ok((status, body)) => {
+            eprintln!("airlock: not ready ({status} from {url}): {body}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("airlock: cannot reach {url}: {e}");
             ExitCode::FAILURE
         }
     }

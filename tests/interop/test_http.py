@@ -2,6 +2,8 @@
 a clean stop of both ports, through the real binary and plain HTTP."""
 
 import json
+import os
+import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -83,3 +85,23 @@ def test_a_stop_signal_ends_both_ports_cleanly(airlock_bin, tmp_path):
     assert "airlock stopped" in server.log_path.read_text()
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{url}/healthz", timeout=5)
+
+
+def healthcheck(airlock_bin, http_addr):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
+    env["AIRLOCK_HTTP_ADDR"] = http_addr
+    return subprocess.run([airlock_bin, "healthcheck"], env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_healthcheck_exits_by_readiness(airlock_bin, server):
+    addr = server.http_url.removeprefix("http://")
+    assert healthcheck(airlock_bin, addr).returncode == 0
+    # Listening on every interface: the check asks loopback.
+    assert healthcheck(airlock_bin, "0.0.0.0:" + addr.rsplit(":", 1)[1]).returncode == 0
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        nobody = f"127.0.0.1:{s.getsockname()[1]}"
+    down = healthcheck(airlock_bin, nobody)
+    assert down.returncode == 1 and f"cannot reach http://{nobody}/readyz" in down.stderr, down
+    off = healthcheck(airlock_bin, "none")
+    assert off.returncode == 2 and "--http-addr" in off.stderr, off
