@@ -25,6 +25,7 @@ use crate::audit::AuditLog;
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
+use crate::gateway::Gateway;
 use crate::jobs::{JobError, JobStore};
 use crate::meta::{DuckDbMetaStore, Meta, MetaError};
 use crate::policy::{GrantStore, PolicyError};
@@ -392,6 +393,19 @@ impl App {
     }
 }
 
+impl App {
+    /// What the front ends call through.
+    pub fn gateway(&self) -> Gateway {
+        Gateway {
+            auth: Arc::clone(&self.auth),
+            query: Arc::clone(&self.query),
+            actions: Arc::clone(&self.actions),
+            artifacts: Arc::clone(&self.artifacts),
+            audit: Arc::clone(&self.audit),
+        }
+    }
+}
+
 /// Serves Flight SQL on `listener`, and HTTP on `http` if given, until
 /// `shutdown` completes or either server fails; both drain their requests
 /// in flight before this returns.
@@ -419,12 +433,8 @@ pub async fn run(
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
     let expiry = tokio::spawn(remove_expired_artifacts(Arc::clone(&app.artifacts)));
     let audit = Arc::clone(&app.audit);
-    let flight = AirlockFlightSql::new(
-        Arc::clone(&app.auth),
-        Arc::clone(&app.query),
-        Arc::clone(&app.actions),
-        Arc::clone(&app.artifacts),
-    );
+    let gateway = app.gateway();
+    let flight = AirlockFlightSql::new(gateway.clone());
     let service = FlightServiceServer::new(Audited::new(flight, Arc::clone(&audit)))
         .max_decoding_message_size(MAX_REQUEST_BYTES);
     // Server::tcp_nodelay only applies to listeners tonic binds itself; with
@@ -449,7 +459,8 @@ pub async fn run(
         let Some(listener) = http else {
             return Ok(());
         };
-        let router = crate::http::router(crate::http::Health {
+        let router = crate::http::router(crate::http::Services {
+            gateway,
             replica: Arc::clone(&app.replica),
             sync: Arc::clone(&app.sync),
         });

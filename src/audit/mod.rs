@@ -12,8 +12,10 @@
 //! action bodies pass through [`crate::redact::json_body`] first.
 
 mod handle;
+mod stream;
 
 pub use handle::{AuditHandle, Outcome};
+pub use stream::AuditedStream;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,6 @@
 //! DoAction and ListActions: JSON actions go to `actions` (which decides
 //! who may run what); `CancelFlightInfo` goes to [`super::cancel`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
-
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{Action, ActionType};
 use tonic::{Request, Response, Status};
@@ -30,10 +27,9 @@ impl AirlockFlightSql {
             self.cancel_flight_info(&principal, &action.body)?
         } else {
             let value = match self
-                .actions
-                .run(&principal, &action.r#type, &action.body)
-                .await
-                .map_err(status::action)?
+                .gateway
+                .action(&principal, &action.r#type, &action.body, audit.as_ref())
+                .await?
             {
                 Answer::Json(value) => value,
                 // Rows come the Flight way: a ticket the caller redeems
@@ -48,15 +44,6 @@ impl AirlockFlightSql {
                     answer
                 }
             };
-            // Answers that count rows (a profile, an export, a table
-            // artifact) put them in the audit record, as queries do.
-            if let (Some(audit), Some(rows)) = (&audit, value.get("rows").and_then(|r| r.as_u64()))
-            {
-                audit.track_result(
-                    Arc::new(AtomicU64::new(rows)),
-                    Arc::new(AtomicBool::new(false)),
-                );
-            }
             serde_json::to_vec(&value).map_err(|e| status::internal(e.to_string()))?
         };
         let result = arrow_flight::Result { body: body.into() };

@@ -68,6 +68,7 @@ impl AirlockFlightSql {
             None => UploadOptions::default(),
         };
         let uploaded = self
+            .gateway
             .artifacts
             .upload(&principal, &name, options, upload.schema, upload.batches)
             .await;
@@ -138,6 +139,7 @@ impl AirlockFlightSql {
             ..UploadOptions::default()
         };
         let uploaded = self
+            .gateway
             .artifacts
             .upload(
                 &principal,
@@ -167,6 +169,7 @@ impl AirlockFlightSql {
         }
         let ticket = ArtifactTicket::decode(&message.value).map_err(status::bad_request)?;
         let download = self
+            .gateway
             .artifacts
             .download(&principal, &ticket.id, Some(ticket.version))
             .await

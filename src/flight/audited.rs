@@ -5,9 +5,7 @@
 //! or is dropped by a client that went away.
 
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use arrow_flight::flight_service_server::FlightService;
 use arrow_flight::{
@@ -19,7 +17,7 @@ use futures::stream::BoxStream;
 use prost::Message;
 use tonic::{Code, Request, Response, Status, Streaming};
 
-use crate::audit::{AuditHandle, AuditLog};
+use crate::audit::{AuditHandle, AuditLog, AuditedStream};
 use crate::redact;
 
 /// The handle of the call `request` belongs to, if it is audited.
@@ -88,64 +86,13 @@ where
     match result {
         Ok(response) => {
             let (metadata, stream, extensions) = response.into_parts();
-            let audited: BoxStream<'static, Result<T, Status>> = Box::pin(AuditedStream {
-                inner: Box::pin(stream),
-                handle,
-                bytes: 0,
-                done: false,
-            });
+            let audited: BoxStream<'static, Result<T, Status>> =
+                Box::pin(AuditedStream::new(stream, handle, T::encoded_len));
             Ok(Response::from_parts(metadata, audited, extensions))
         }
         Err(status) => {
             handle.finish(status.code(), status.message(), 0);
             Err(status)
-        }
-    }
-}
-
-/// A response stream that finishes its call's record when it ends.
-struct AuditedStream<St> {
-    inner: Pin<Box<St>>,
-    handle: AuditHandle,
-    bytes: u64,
-    done: bool,
-}
-
-impl<T, St> Stream for AuditedStream<St>
-where
-    T: Message,
-    St: Stream<Item = Result<T, Status>>,
-{
-    type Item = Result<T, Status>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = &mut *self;
-        let item = this.inner.as_mut().poll_next(cx);
-        match &item {
-            Poll::Ready(Some(Ok(message))) => this.bytes += message.encoded_len() as u64,
-            Poll::Ready(Some(Err(status))) => {
-                this.done = true;
-                this.handle
-                    .finish(status.code(), status.message(), this.bytes);
-            }
-            Poll::Ready(None) => {
-                this.done = true;
-                this.handle.finish(Code::Ok, "", this.bytes);
-            }
-            Poll::Pending => {}
-        }
-        item
-    }
-}
-
-impl<St> Drop for AuditedStream<St> {
-    fn drop(&mut self) {
-        if !self.done {
-            self.handle.finish(
-                Code::Cancelled,
-                "the client closed the stream before its end",
-                self.bytes,
-            );
         }
     }
 }

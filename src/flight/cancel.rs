@@ -72,7 +72,7 @@ impl AirlockFlightSql {
             return Ok(CancelStatus::NotCancellable);
         };
         let handle = StatementHandle::decode_from(&handle_bytes).map_err(status::bad_request)?;
-        if self.query.cancel(&handle.query_id, principal) {
+        if self.gateway.query.cancel(&handle.query_id, principal) {
             Ok(CancelStatus::Cancelled)
         } else {
             // The spec asks for NOT_FOUND when the query is not known.

@@ -37,7 +37,7 @@ impl AirlockFlightSql {
                 }
             }
         };
-        let outcome = self.auth.handshake(header.as_deref()).await;
+        let outcome = self.gateway.auth.handshake(header.as_deref()).await;
         if let Some(audit) = &audit {
             match &outcome {
                 Ok((principal, _)) => audit.principal(principal),

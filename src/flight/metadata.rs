@@ -63,7 +63,7 @@ impl AirlockFlightSql {
         let schema = query.db_schema.as_deref().unwrap_or(DEFAULT_SCHEMA);
         let columns = match TableName::from_parts(schema, &query.table) {
             Ok(name) if query.catalog.as_deref().is_none_or(|c| c == CATALOG) => {
-                self.actions.primary_key(&principal, &name).await
+                self.gateway.actions.primary_key(&principal, &name).await
             }
             _ => vec![],
         };

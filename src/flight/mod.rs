@@ -1,7 +1,7 @@
 //! The Flight SQL endpoint: protocol in, calls on `auth`, `query` and
 //! `actions` out. No business rules live here — only decoding requests,
 //! authenticating each call, and encoding answers (schemas, tickets, record
-//! batch streams, errors as gRPC statuses via [`status`]).
+//! batch streams, errors as the gRPC statuses [`crate::status`] classifies).
 //!
 //! The `FlightSqlService` impl below only routes; each request family lives
 //! in a file of its own:
@@ -25,11 +25,9 @@ mod handshake;
 mod metadata;
 mod schemas;
 mod statements;
-mod status;
 mod ticket;
 
 use std::pin::Pin;
-use std::sync::Arc;
 
 use arrow_flight::encode::{DictionaryHandling, FlightDataEncoderBuilder};
 use arrow_flight::error::FlightError;
@@ -55,11 +53,11 @@ use datafusion::arrow::ipc::writer::IpcWriteOptions;
 use futures::{Stream, TryStreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::actions::Actions;
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::AuthError;
+use crate::gateway::Gateway;
 use crate::principal::Principal;
-use crate::query::{QueryEngine, QueryError};
-use crate::tools::artifacts::ArtifactService;
+use crate::query::QueryError;
+use crate::status;
 
 pub use audited::Audited;
 use audited::audit_of;
@@ -67,29 +65,16 @@ use audited::audit_of;
 type DoGetStream = <AirlockFlightSql as FlightService>::DoGetStream;
 type HandshakeStream = Pin<Box<dyn Stream<Item = Result<HandshakeResponse, Status>> + Send>>;
 
-/// airlock's `FlightSqlService`, built from the services it translates to.
+/// airlock's `FlightSqlService`: Flight SQL in, [`Gateway`] calls out.
 #[derive(Debug)]
 pub struct AirlockFlightSql {
-    auth: Arc<Authenticator>,
-    query: Arc<QueryEngine>,
-    actions: Arc<Actions>,
-    artifacts: Arc<ArtifactService>,
+    gateway: Gateway,
 }
 
 impl AirlockFlightSql {
-    /// A service answering with these handles.
-    pub fn new(
-        auth: Arc<Authenticator>,
-        query: Arc<QueryEngine>,
-        actions: Arc<Actions>,
-        artifacts: Arc<ArtifactService>,
-    ) -> Self {
-        Self {
-            auth,
-            query,
-            actions,
-            artifacts,
-        }
+    /// A service answering through `gateway`.
+    pub fn new(gateway: Gateway) -> Self {
+        Self { gateway }
     }
 
     /// Authenticates a call from its `authorization` header.
@@ -102,7 +87,12 @@ impl AirlockFlightSql {
                     .map_err(|_| status::auth(AuthError::MalformedHeader("not ASCII")))
             })
             .transpose()?;
-        let principal = self.auth.authenticate(header).await.map_err(status::auth)?;
+        let principal = self
+            .gateway
+            .auth
+            .authenticate(header)
+            .await
+            .map_err(status::auth)?;
         tracing::Span::current().record("principal", principal.label());
         if let Some(audit) = audit_of(request) {
             audit.principal(&principal);
@@ -279,7 +269,7 @@ impl FlightSqlService for AirlockFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.metadata_answer(request, |principal| {
-            metadata::db_schemas(query, &self.query.visible_tables(principal))
+            metadata::db_schemas(query, &self.gateway.query.visible_tables(principal))
         })
         .await
     }
@@ -301,7 +291,7 @@ impl FlightSqlService for AirlockFlightSql {
         request: Request<Ticket>,
     ) -> Result<Response<DoGetStream>, Status> {
         self.metadata_answer(request, |principal| {
-            metadata::tables(query, &self.query.visible_tables(principal))
+            metadata::tables(query, &self.gateway.query.visible_tables(principal))
         })
         .await
     }

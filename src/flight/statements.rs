@@ -96,8 +96,8 @@ impl AirlockFlightSql {
     ) -> Result<ActionCreatePreparedStatementResult, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::new(&query.query);
-        let planned = self.query.plan(&principal, &handle.sql).await;
-        audit_planned(
+        let planned = self.gateway.query.plan(&principal, &handle.sql).await;
+        crate::gateway::audit_planned(
             audit_of(&request).as_ref(),
             &handle.sql,
             planned.as_ref().ok(),
@@ -156,9 +156,9 @@ impl AirlockFlightSql {
         audit: Option<&AuditHandle>,
     ) -> Result<PlannedQuery, Status> {
         let values = handle.parameter_values().map_err(status::bad_request)?;
-        let planned = self.query.plan_bound(principal, &handle.sql, values).await;
-        audit_planned(audit, &handle.sql, planned.as_ref().ok());
-        planned.map_err(status::query)
+        self.gateway
+            .plan(principal, &handle.sql, values, audit)
+            .await
     }
 
     /// Runs a planned query and streams it as Flight data.
@@ -171,16 +171,11 @@ impl AirlockFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let schema = schemas::result_schema(&planned.schema());
         let stream = self
-            .query
-            .execute(planned, query_id, principal)
-            .await
-            .map_err(status::query)?;
+            .gateway
+            .execute(principal, planned, query_id, audit.as_ref())
+            .await?;
         let truncated = stream.truncated();
         let max_rows = stream.max_rows();
-        if let Some(audit) = audit {
-            audit.columns(stream.columns().to_vec());
-            audit.track_result(stream.returned(), Arc::clone(&truncated));
-        }
         let labelled = Arc::clone(&schema);
         let batches = stream.map(move |item| match item {
             Ok(batch) => batch.with_schema(Arc::clone(&labelled)).map_err(|e| {
@@ -200,17 +195,6 @@ impl AirlockFlightSql {
             data
         });
         Ok(Response::new(Box::pin(data)))
-    }
-}
-
-/// Writes a query's SQL, and when it planned, its tables and policy, into
-/// the call's audit record.
-fn audit_planned(audit: Option<&AuditHandle>, sql: &str, planned: Option<&PlannedQuery>) {
-    if let Some(audit) = audit {
-        audit.statement(sql);
-        if let Some(planned) = planned {
-            audit.tables(planned.tables(), Some(planned.policy().to_string()));
-        }
     }
 }
 

@@ -1,6 +1,15 @@
-//! The HTTP port: liveness and readiness for load balancers and
-//! orchestrators. Like `flight`, a front end: it asks the services and
-//! translates their answers to HTTP, deciding nothing itself.
+//! The HTTP port: health for load balancers and orchestrators, and a JSON
+//! API for every Flight action and for queries, for curl, browsers and
+//! tools without a Flight driver. Like `flight`, a front end: requests go
+//! through [`Gateway`] (same tokens, grants, limits, audit and errors as
+//! Flight) and answers are translated to HTTP, deciding nothing here.
+//!
+//! ```text
+//!  health.rs   GET /healthz, /readyz
+//!  api.rs      POST /api/v1/login, /api/v1/actions/{name}, /api/v1/query
+//!  results.rs  query results as Arrow IPC, Parquet, CSV or JSON, streamed
+//!  error.rs    a failure's code → HTTP status + JSON body, in one place
+//! ```
 
 use std::fmt;
 use std::future::Future;
@@ -9,15 +18,18 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Json};
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tokio::net::TcpListener;
 
+use crate::gateway::Gateway;
 use crate::replica::Replica;
 use crate::sync::SyncService;
+
+mod api;
+mod error;
+mod health;
+mod results;
 
 /// Where the HTTP port listens: an address, or nowhere (`none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,21 +77,27 @@ impl<'de> Deserialize<'de> for HttpAddr {
     }
 }
 
-/// What the health routes ask.
+/// What the HTTP routes call.
 #[derive(Debug, Clone)]
-pub struct Health {
-    /// The DuckDB replica.
+pub struct Services {
+    /// Authentication, queries, actions and audit, as Flight has them.
+    pub gateway: Gateway,
+    /// The DuckDB replica (readiness).
     pub replica: Arc<Replica>,
-    /// Registrations, jobs (the metadata store) and the scheduler.
+    /// Registrations, jobs (the metadata store) and the scheduler (readiness).
     pub sync: Arc<SyncService>,
 }
 
 /// The routes of the HTTP port.
-pub fn router(health: Health) -> Router {
+pub fn router(services: Services) -> Router {
     Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Arc::new(health))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/api/v1/login", post(api::login))
+        .route("/api/v1/actions/{name}", post(api::action))
+        .route("/api/v1/query", post(api::query))
+        .fallback(api::no_route)
+        .with_state(Arc::new(services))
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; requests in
@@ -89,73 +107,11 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
+    // The peer address goes into audit records, as Flight's does.
+    let service = router.into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-/// The process is up and serving HTTP.
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-/// One readiness check's outcome: `ok`, or why not.
-#[derive(Debug, Serialize)]
-struct Readiness {
-    ready: bool,
-    checks: Vec<Check>,
-}
-
-#[derive(Debug, Serialize)]
-struct Check {
-    name: &'static str,
-    ok: bool,
-    /// Why it failed (absent when it passed).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
-}
-
-/// The node can serve queries: the replica and the metadata store answer
-/// and the sync scheduler runs. 503 names what does not.
-async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
-    let replica = Arc::clone(&health.replica);
-    let replica = tokio::task::spawn_blocking(move || replica.check())
-        .await
-        .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()));
-    let metadata = health.sync.check_metadata().await;
-    let scheduler = if health.sync.scheduler_running() {
-        Ok(())
-    } else {
-        Err("the sync scheduler stopped; the log says why".to_string())
-    };
-    let checks = vec![
-        check("replica", replica),
-        check("metadata", metadata.map_err(|e| e.to_string())),
-        check("scheduler", scheduler),
-    ];
-    let ready = checks.iter().all(|c| c.ok);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(Readiness { ready, checks }))
-}
-
-fn check(name: &'static str, outcome: Result<(), String>) -> Check {
-    match outcome {
-        Ok(()) => Check {
-            name,
-            ok: true,
-            error: None,
-        },
-        Err(error) => Check {
-            name,
-            ok: false,
-            error: Some(error),
-        },
-    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,14 @@ impl PlannedQuery {
         Ok(!self.parameter_schema()?.fields().is_empty())
     }
 
+    /// The same query with its row cap lowered to `max_rows` (a caller's
+    /// own cap never raises the one its grant sets).
+    pub fn at_most(mut self, max_rows: u64) -> Self {
+        let limits = self.limits.get_or_insert_with(Limits::default);
+        limits.max_rows = Some(limits.max_rows.map_or(max_rows, |cap| cap.min(max_rows)));
+        self
+    }
+
     /// Substitutes parameter values (in placeholder order).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self, QueryError> {
         let expected = self.parameter_schema()?.fields().len();

@@ -1,4 +1,8 @@
-//! Every airlock error becomes a gRPC `Status` here, and only here.
+//! Every airlock error is classified here, and only here: a canonical
+//! code (gRPC's, which `google.rpc.Code` and HTTP APIs share) and the
+//! message the caller reads. Flight sends the `Status` as it is; the HTTP
+//! and MCP front ends translate its code (`http::error`), so one request
+//! fails the same way on every front end.
 //!
 //! The matches are exhaustive on purpose (no `_ =>`): a new error variant
 //! does not compile until someone decides which status it gets. Errors the
@@ -341,6 +345,11 @@ fn replica_code(error: &ReplicaError) -> Code {
 /// Status for a malformed protocol message (ticket, handle, parameters).
 pub(crate) fn bad_request(message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, message)
+}
+
+/// Status for something a request names that does not exist (an HTTP route).
+pub(crate) fn not_found(message: impl Into<String>) -> Status {
+    status(Code::NotFound, message)
 }
 
 /// Status for a server-side failure outside the typed errors above.

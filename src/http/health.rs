@@ -1,0 +1,75 @@
+//! Liveness (`/healthz`) and readiness (`/readyz`) for load balancers and
+//! orchestrators.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Json};
+use serde::Serialize;
+
+use super::Services;
+
+/// The process is up and serving HTTP.
+pub(super) async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// One readiness check's outcome: `ok`, or why not.
+#[derive(Debug, Serialize)]
+struct Readiness {
+    ready: bool,
+    checks: Vec<Check>,
+}
+
+#[derive(Debug, Serialize)]
+struct Check {
+    name: &'static str,
+    ok: bool,
+    /// Why it failed (absent when it passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// The node can serve queries: the replica and the metadata store answer
+/// and the sync scheduler runs. 503 names what does not.
+pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResponse {
+    let replica = Arc::clone(&health.replica);
+    let replica = tokio::task::spawn_blocking(move || replica.check())
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()));
+    let metadata = health.sync.check_metadata().await;
+    let scheduler = if health.sync.scheduler_running() {
+        Ok(())
+    } else {
+        Err("the sync scheduler stopped; the log says why".to_string())
+    };
+    let checks = vec![
+        check("replica", replica),
+        check("metadata", metadata.map_err(|e| e.to_string())),
+        check("scheduler", scheduler),
+    ];
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Readiness { ready, checks }))
+}
+
+fn check(name: &'static str, outcome: Result<(), String>) -> Check {
+    match outcome {
+        Ok(()) => Check {
+            name,
+            ok: true,
+            error: None,
+        },
+        Err(error) => Check {
+            name,
+            ok: false,
+            error: Some(error),
+        },
+    }
+}
