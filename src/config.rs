@@ -57,7 +57,7 @@ pub struct Cli {
 /// What to do.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the server: Flight SQL, and the HTTP port (health, readiness).
+    /// Run the server: Flight SQL, and the HTTP port (health, JSON API, MCP).
     Serve(ServeArgs),
     /// Print the effective configuration (defaults, file, environment and
     /// flags merged) as TOML, ready to save as a config file.
@@ -66,6 +66,33 @@ pub enum Command {
     /// it is ready: exit 0 when `/readyz` answers 200, 1 otherwise. For
     /// container health checks, where there is no curl.
     Healthcheck(ServeArgs),
+    /// MCP over stdio for a local agent runtime (Claude Desktop, an IDE):
+    /// a bridge to a running server's /mcp endpoint, with your token.
+    /// Configure the runtime to start `airlock mcp --token …`.
+    Mcp(McpArgs),
+}
+
+/// Flags of `airlock mcp`.
+#[derive(Debug, Clone, Args)]
+pub struct McpArgs {
+    /// Your airlock token (an agent, swarm or admin bearer token); every
+    /// tool runs with its grants.
+    #[arg(
+        long,
+        env = "AIRLOCK_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub token: String,
+
+    /// The MCP endpoint of a running airlock server.
+    #[arg(
+        long,
+        env = "AIRLOCK_MCP_SERVER",
+        value_name = "URL",
+        default_value = "http://127.0.0.1:8080/mcp"
+    )]
+    pub server: url::Url,
 }
 
 /// Flags of `airlock serve`. Each overrides the matching key of the config file.
@@ -84,7 +111,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_FLIGHT_ADDR", value_name = "HOST:PORT")]
     pub flight_addr: Option<SocketAddr>,
 
-    /// Address the HTTP port (health, readiness) listens on, or `none` [default: 127.0.0.1:8080]
+    /// Address the HTTP port (health, metrics, JSON API, MCP) listens on, or `none` [default: 127.0.0.1:8080]
     #[arg(long, env = "AIRLOCK_HTTP_ADDR", value_name = "HOST:PORT|none")]
     pub http_addr: Option<crate::http::HttpAddr>,
 

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
 
 use datafusion::common::ScalarValue;
+use serde_json::Value;
 use tonic::Status;
 
 use crate::actions::{Actions, Answer};
@@ -155,4 +156,27 @@ pub fn audit_planned(audit: Option<&AuditHandle>, sql: &str, planned: Option<&Pl
             audit.tables(planned.tables(), Some(planned.policy().to_string()));
         }
     }
+}
+
+/// A JSON parameter as the value bound to placeholder `$i+1`.
+pub fn json_parameter(i: usize, value: &Value) -> Result<ScalarValue, Status> {
+    Ok(match value {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(f)) => ScalarValue::Float64(Some(f)),
+            (None, None) => {
+                return Err(status::bad_request(format!(
+                    "params[{i}]: {n} is out of range"
+                )));
+            }
+        },
+        Value::Array(_) | Value::Object(_) => {
+            return Err(status::bad_request(format!(
+                "params[{i}] must be a string, number, boolean or null"
+            )));
+        }
+    })
 }

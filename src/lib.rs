@@ -39,6 +39,7 @@ pub mod gateway;
 pub mod http;
 pub mod jobs;
 pub mod llm;
+pub mod mcp;
 pub mod meta;
 pub mod nl;
 pub mod object_stores;

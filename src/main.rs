@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => (args, Mode::Serve),
         Command::Config(args) => (args, Mode::Config),
         Command::Healthcheck(args) => (args, Mode::Healthcheck),
+        Command::Mcp(args) => return mcp_bridge(args),
     };
     let config = match config::load(&args) {
         Ok(config) => config,
@@ -55,6 +56,42 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "airlock stopped");
+            eprintln!("airlock: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `airlock mcp`: stdio to a running server's /mcp. Logs go to stderr
+/// (stdout carries the protocol), warnings only unless AIRLOCK_LOG says.
+fn mcp_bridge(args: config::McpArgs) -> ExitCode {
+    if args.token.trim().is_empty() {
+        eprintln!("airlock: --token (or AIRLOCK_TOKEN) must not be empty");
+        return ExitCode::from(2);
+    }
+    let filter = std::env::var("AIRLOCK_LOG").unwrap_or_else(|_| "warn".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("warn")))
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("airlock: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(airlock::mcp::bridge_stdio(
+        args.server.to_string(),
+        args.token,
+    )) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
             eprintln!("airlock: {e}");
             ExitCode::FAILURE
         }

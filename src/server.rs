@@ -169,6 +169,8 @@ pub struct Settings {
     pub llm: crate::llm::LlmSettings,
     /// Agent context: how often outdated scans are refreshed.
     pub context: crate::context::ContextSettings,
+    /// The MCP endpoint (`/mcp` on the HTTP port).
+    pub mcp: crate::mcp::McpSettings,
 }
 
 impl Default for Settings {
@@ -192,6 +194,7 @@ impl Default for Settings {
             grants: Vec::new(),
             llm: crate::llm::LlmSettings::default(),
             context: crate::context::ContextSettings::default(),
+            mcp: crate::mcp::McpSettings::default(),
         }
     }
 }
@@ -459,11 +462,19 @@ pub async fn run(
         let Some(listener) = http else {
             return Ok(());
         };
+        let listening = listener.local_addr().ok();
+        let mcp = crate::mcp::router(
+            gateway.clone(),
+            &app.settings.mcp,
+            listening,
+            stop.child_token(),
+        );
         let router = crate::http::router(crate::http::Services {
             gateway,
             replica: Arc::clone(&app.replica),
             sync: Arc::clone(&app.sync),
-        });
+        })
+        .merge(mcp);
         let served = crate::http::serve(listener, router, stop.clone().cancelled_owned()).await;
         stop.cancel();
         served

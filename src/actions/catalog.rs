@@ -78,6 +78,10 @@ pub enum Action {
     TableSample,
     /// Column statistics of a table.
     TableProfile,
+    /// One table as the caller sees it: columns, descriptions, categories.
+    TableDescribe,
+    /// A query's plan shape, without expressions.
+    QueryShape,
     /// Write a query's result as an artifact (a durable job).
     QueryExport,
     /// A job's state and progress.
@@ -132,7 +136,7 @@ pub enum Action {
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 57] = [
+    pub const ALL: [Action; 59] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -165,6 +169,8 @@ impl Action {
         Action::ArtifactExtend,
         Action::TableSample,
         Action::TableProfile,
+        Action::TableDescribe,
+        Action::QueryShape,
         Action::QueryExport,
         Action::JobGet,
         Action::JobList,
@@ -227,6 +233,8 @@ impl Action {
             Action::ArtifactExtend => "artifact.extend",
             Action::TableSample => "table.sample",
             Action::TableProfile => "table.profile",
+            Action::TableDescribe => "table.describe",
+            Action::QueryShape => "query.shape",
             Action::QueryExport => "query.export",
             Action::JobGet => "job.get",
             Action::JobList => "job.list",
@@ -395,6 +403,15 @@ impl Action {
                  nulls, approx_distinct, min, max, mean, stddev, quartiles, string lengths, top values, histogram. \
                  In SQL: SELECT * FROM airlock.profile('sales.orders')."
             }
+            Action::TableDescribe => {
+                "One table you may query, as you see it: its columns with types, descriptions, categories and examples \
+                 (from the last context.scan, computed through your policy), key guesses and the rules that apply. \
+                 Body: {\"table\":\"sales.orders\"}."
+            }
+            Action::QueryShape => {
+                "The shape of a query's plan as it would run for you: one operator per line (joins, aggregates, sorts, \
+                 table scans) with no expressions. Body: {\"sql\":\"SELECT …\"}. Admins see the full plan with explain."
+            }
             Action::TableSample => {
                 "A sample of the rows you may see. Body: {\"table\":\"sales.orders\",\"rows\":100} or \
                  {\"table\":…,\"fraction\":0.01,\"method\":\"bernoulli|system\"}, optional \"seed\":N and (with rows) \
@@ -502,6 +519,8 @@ impl Action {
             | Action::ArtifactExtend
             | Action::TableSample
             | Action::TableProfile
+            | Action::TableDescribe
+            | Action::QueryShape
             | Action::QueryExport
             | Action::JobGet
             | Action::JobList

@@ -16,7 +16,8 @@
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
 //!                      ├─ tools.rs    table.sample (answers with a query),   → tools::sample,
-//!                      │              table.profile                          → query
+//!                      │              table.profile, query.shape             → query
+//!                      │              table.describe                         → context
 //!                      ├─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
 //!                      ├─ context.rs  context.describe/instruction.*/        → context
 //!                      │              golden.*/search/scan
@@ -183,6 +184,11 @@ impl Actions {
         }
     }
 
+    /// Whether a language model is configured (for `nl.sql`, `nl.answer`).
+    pub fn nl_configured(&self) -> bool {
+        self.nl.configured()
+    }
+
     /// Runs the action `name` for `principal` with a JSON `body`.
     pub async fn run(
         &self,
@@ -230,6 +236,8 @@ impl Actions {
             Action::ArtifactDelete => respond(action, self.artifact_delete(principal, body).await?),
             Action::ArtifactExtend => respond(action, self.artifact_extend(principal, body).await?),
             Action::TableProfile => respond(action, self.table_profile(principal, body).await?),
+            Action::TableDescribe => respond(action, self.table_describe(principal, body).await?),
+            Action::QueryShape => respond(action, self.query_shape(principal, body).await?),
             Action::QueryExport => respond(action, self.query_export(principal, body).await?),
             Action::JobGet => respond(action, self.job_get(principal, body).await?),
             Action::JobList => respond(action, self.job_list(principal, body).await?),

@@ -110,8 +110,15 @@ pub(super) struct RegisteredTableView {
 pub(super) struct QueryableTableView {
     /// `schema.table`.
     name: String,
+    /// What the table holds, when an admin described it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    description: Option<String>,
     /// The columns the caller sees.
     columns: Vec<String>,
+    /// When its last successful sync finished (its data is as of then);
+    /// absent for tables that were never synced (the demo, artifacts).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    synced_at: Option<DateTime<Utc>>,
 }
 
 /// `table.remove`.
@@ -196,14 +203,31 @@ impl Actions {
         if !principal.is_admin() {
             // airlock's own tables are the same for everyone and documented
             // apart; the list is of the data.
-            let tables = visible
-                .tables()
-                .filter(|(schema, _, _)| *schema != AIRLOCK_SCHEMA)
-                .map(|(schema, table, arrow)| QueryableTableView {
+            let mut descriptions = self.context.table_descriptions(principal);
+            let mut last_success = std::collections::BTreeMap::new();
+            for registration in self.sync.registrations().await? {
+                last_success.insert(registration.name, registration.last_success_job_id);
+            }
+            let mut tables = Vec::new();
+            for (schema, table, arrow) in visible.tables() {
+                if schema == AIRLOCK_SCHEMA {
+                    continue;
+                }
+                let name = TableName::from_parts(schema, table).ok();
+                let job = name
+                    .as_ref()
+                    .and_then(|n| last_success.get(n).cloned().flatten());
+                let synced_at = match job {
+                    Some(id) => self.sync.status(&id).await.ok().and_then(|j| j.finished_at),
+                    None => None,
+                };
+                tables.push(QueryableTableView {
                     name: format!("{schema}.{table}"),
+                    description: name.and_then(|n| descriptions.remove(&n)),
                     columns: arrow.fields().iter().map(|f| f.name().clone()).collect(),
-                })
-                .collect();
+                    synced_at,
+                });
+            }
             return Ok(TableListView::Queryable { tables });
         }
         let mut tables = Vec::new();

@@ -1,11 +1,39 @@
 //! Data tool actions: `table.sample` answers with a query the caller runs
 //! like any other; `table.profile` with column statistics computed through
-//! the caller's own policy. Grants, limits and audit apply to both.
+//! the caller's own policy; `table.describe` with a table as the caller
+//! sees it; `query.shape` with a plan's operators and no expressions.
+//! Grants, limits and audit apply to all.
+
+use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionError, Actions, parse};
+use crate::context::TableDescription;
 use crate::principal::Principal;
 use crate::query::{ProfileRequest, TableProfile};
 use crate::tools::sample::{SamplePlan, SampleRequest, plan_sample};
+
+/// `table.describe`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DescribeTableRequest {
+    table: String,
+}
+
+/// `query.shape`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShapeRequest {
+    sql: String,
+}
+
+/// What `query.shape` answers.
+#[derive(Debug, Serialize)]
+pub(super) struct ShapeView {
+    /// One operator per line, indented by depth.
+    shape: String,
+    /// The tables the query reads.
+    tables: Vec<String>,
+}
 
 impl Actions {
     pub(super) fn table_sample(
@@ -27,5 +55,32 @@ impl Actions {
     ) -> Result<TableProfile, ActionError> {
         let request: ProfileRequest = parse(Action::TableProfile, body)?;
         Ok(self.query.profile(principal, &request).await?)
+    }
+}
+
+impl Actions {
+    pub(super) async fn table_describe(
+        &self,
+        principal: &Principal,
+        body: &[u8],
+    ) -> Result<TableDescription, ActionError> {
+        let request: DescribeTableRequest = parse(Action::TableDescribe, body)?;
+        Ok(self
+            .context
+            .table_context(principal, &request.table)
+            .await?)
+    }
+
+    pub(super) async fn query_shape(
+        &self,
+        principal: &Principal,
+        body: &[u8],
+    ) -> Result<ShapeView, ActionError> {
+        let request: ShapeRequest = parse(Action::QueryShape, body)?;
+        let planned = self.query.plan(principal, &request.sql).await?;
+        Ok(ShapeView {
+            shape: planned.shape(),
+            tables: planned.tables().iter().map(ToString::to_string).collect(),
+        })
     }
 }

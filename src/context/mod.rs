@@ -30,7 +30,9 @@ use records::{GoldenSql, Hidden, Instruction, TableNotes, Visible};
 
 use ranking::IndexCache;
 pub use scan::{ColumnScan, ForeignKey, ScanRequest, TableScan};
-pub use search::{ColumnContext, GoldenMatch, SearchAnswer, SearchRequest, TableContext};
+pub use search::{
+    ColumnContext, GoldenMatch, SearchAnswer, SearchRequest, TableContext, TableDescription,
+};
 pub use sql_tables::ContextTables;
 pub use store::{DescribeRequest, GoldenRequest, InstructionRequest};
 

@@ -1,7 +1,7 @@
 //! `context.search`: a question in, the context most relevant to it out,
 //! ranked ([`super::ranking`]) over what the caller may query.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -119,6 +119,16 @@ pub struct SearchAnswer {
     /// Why ranking fell back to BM25 although embeddings are configured.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ranking_note: Option<String>,
+}
+
+/// `table.describe`: one table and the rules about it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TableDescription {
+    /// The table as the caller sees it.
+    #[serde(flatten)]
+    pub table: TableContext,
+    /// Rules that apply to it (and global ones).
+    pub instructions: Vec<Instruction>,
 }
 
 impl ContextService {
@@ -335,6 +345,72 @@ impl ContextService {
             ranking: if semantic.is_some() { "hybrid" } else { "bm25" },
             ranking_note: None,
         }
+    }
+
+    /// The descriptions of the tables `principal` may query, by table.
+    pub fn table_descriptions(&self, principal: &Principal) -> BTreeMap<TableName, String> {
+        let visible = self.visible(principal);
+        let state = self.read();
+        visible
+            .keys()
+            .filter_map(|name| {
+                let notes = state.notes.get(&name.to_string())?.seen_by(&visible)?;
+                Some((name.clone(), notes.description?))
+            })
+            .collect()
+    }
+
+    /// One table as `principal` sees it: its visible columns with their
+    /// types, descriptions, categories and examples, key guesses, and the
+    /// rules that apply to it. A table it may not query is NOT_FOUND, like
+    /// one that does not exist.
+    pub async fn table_context(
+        self: &Arc<Self>,
+        principal: &Principal,
+        table: &str,
+    ) -> Result<TableDescription, ContextError> {
+        let unknown = || ContextError::NotFound(format!("no table '{table}' you may query"));
+        let name = TableName::parse(table).map_err(|_| unknown())?;
+        let visible = self.visible(principal);
+        let (name, columns) = visible.get_key_value(&name).ok_or_else(unknown)?;
+        let mut context = {
+            let state = self.read();
+            let notes = state
+                .notes
+                .get(&name.to_string())
+                .and_then(|n| n.seen_by(&visible));
+            TableContext {
+                table: name.to_string(),
+                score: 0.0,
+                description: notes.as_ref().and_then(|n| n.description.clone()),
+                columns: columns
+                    .iter()
+                    .map(|(column, data_type)| ColumnContext {
+                        name: column.clone(),
+                        data_type: data_type.clone(),
+                        description: notes.as_ref().and_then(|n| n.columns.get(column).cloned()),
+                        categories: None,
+                        examples: Vec::new(),
+                    })
+                    .collect(),
+                primary_key: None,
+                foreign_keys: Vec::new(),
+                scan: None,
+            }
+        };
+        let chosen = BTreeSet::from([name.clone()]);
+        let instructions = self
+            .read()
+            .instructions
+            .values()
+            .filter(|i| i.visible_to(&visible) && i.applies_to(&chosen))
+            .cloned()
+            .collect();
+        self.add_scan(principal, &mut context).await?;
+        Ok(TableDescription {
+            table: context,
+            instructions,
+        })
     }
 
     /// Adds what the table's scan says, as `principal` sees it: admins the

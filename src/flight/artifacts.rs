@@ -73,14 +73,7 @@ impl AirlockFlightSql {
             .upload(&principal, &name, options, upload.schema, upload.batches)
             .await;
         let uploaded = audited(audit.as_ref(), &name, uploaded).map_err(status::artifact)?;
-        let answer = serde_json::json!({
-            "id": uploaded.artifact.id,
-            "name": uploaded.artifact.name,
-            "version": uploaded.version.version,
-            "size": uploaded.version.size,
-            "sha256": uploaded.version.sha256,
-            "rows": uploaded.version.rows,
-        });
+        let answer = uploaded.summary();
         let result = PutResult {
             app_metadata: answer.to_string().into(),
         };

@@ -10,7 +10,6 @@ use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use datafusion::common::ScalarValue;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Code, Status};
@@ -150,7 +149,7 @@ pub(crate) async fn query(
             .params
             .iter()
             .enumerate()
-            .map(|(i, v)| scalar(i, v))
+            .map(|(i, v)| crate::gateway::json_parameter(i, v))
             .collect::<Result<Vec<_>, _>>()?;
         let mut planned = gateway
             .plan(&principal, &request.sql, values, Some(&audit))
@@ -211,29 +210,6 @@ fn basic(user: &str, password: &str) -> String {
         "Basic {}",
         base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
     )
-}
-
-/// A JSON parameter as the value bound to placeholder `$i+1`.
-fn scalar(i: usize, value: &Value) -> Result<ScalarValue, Status> {
-    Ok(match value {
-        Value::Null => ScalarValue::Null,
-        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
-        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => ScalarValue::Int64(Some(i)),
-            (None, Some(f)) => ScalarValue::Float64(Some(f)),
-            (None, None) => {
-                return Err(status::bad_request(format!(
-                    "params[{i}]: {n} is out of range"
-                )));
-            }
-        },
-        Value::Array(_) | Value::Object(_) => {
-            return Err(status::bad_request(format!(
-                "params[{i}] must be a string, number, boolean or null"
-            )));
-        }
-    })
 }
 
 /// A JSON answer; the audit record counts its bytes.

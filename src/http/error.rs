@@ -48,6 +48,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// `status` as an HTTP error answer (for routes mounted beside the API,
+/// such as `/mcp`).
+pub(crate) fn error_response(status: Status) -> Response {
+    ApiError(status).into_response()
+}
+
 /// The HTTP status and the name of a canonical code, as `google.rpc.Code`
 /// maps them to HTTP.
 pub(crate) fn http_status(code: Code) -> (StatusCode, &'static str) {

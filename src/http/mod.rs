@@ -31,6 +31,8 @@ mod error;
 mod health;
 mod results;
 
+pub(crate) use error::{error_response, http_status};
+
 /// Where the HTTP port listens: an address, or nowhere (`none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpAddr(pub Option<SocketAddr>);

@@ -110,6 +110,11 @@ impl NlService {
 }
 
 impl NlService {
+    /// Whether a default model is configured.
+    pub fn configured(&self) -> bool {
+        self.llm.provider(None).is_ok()
+    }
+
     /// The golden pairs a request names, among those the caller may see.
     pub(super) fn chosen_golden(
         &self,

@@ -100,6 +100,30 @@ impl PlannedQuery {
         self
     }
 
+    /// The plan's shape, one operator per line, indented by depth: what
+    /// it does (join, aggregate, sort, …) and which tables it reads, with
+    /// no expression — no filter, mask or value a policy adds.
+    pub fn shape(&self) -> String {
+        let mut lines = Vec::new();
+        let mut stack = vec![(&self.plan, 0usize)];
+        while let Some((node, depth)) = stack.pop() {
+            let line = match node {
+                LogicalPlan::TableScan(scan) => format!("TableScan {}", scan.table_name),
+                LogicalPlan::Join(join) => format!("{} Join", join.join_type),
+                // A policy's or a view's wrapper, not the caller's operator.
+                LogicalPlan::SubqueryAlias(_) => {
+                    stack.extend(node.inputs().into_iter().rev().map(|c| (c, depth)));
+                    continue;
+                }
+                other => other.display().to_string(),
+            };
+            let name = line.split([':', '(']).next().unwrap_or_default().trim();
+            lines.push(format!("{}{name}", "  ".repeat(depth)));
+            stack.extend(node.inputs().into_iter().rev().map(|c| (c, depth + 1)));
+        }
+        lines.join("\n")
+    }
+
     /// Substitutes parameter values (in placeholder order).
     pub fn bind(self, values: Vec<ScalarValue>) -> Result<Self, QueryError> {
         let expected = self.parameter_schema()?.fields().len();

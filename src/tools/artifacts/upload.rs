@@ -108,6 +108,21 @@ pub struct Uploaded {
     pub version: ArtifactVersion,
 }
 
+impl Uploaded {
+    /// What a front end answers an upload with: id, name, version, size,
+    /// sha256 and rows (tables).
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.artifact.id,
+            "name": self.artifact.name,
+            "version": self.version.version,
+            "size": self.version.size,
+            "sha256": self.version.sha256,
+            "rows": self.version.rows,
+        })
+    }
+}
+
 /// Which limit an upload runs into first.
 #[derive(Debug, Clone, Copy)]
 enum Limit {

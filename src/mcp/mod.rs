@@ -1,0 +1,313 @@
+//! The MCP endpoint: streamable HTTP at `/mcp` on the HTTP port (rmcp's
+//! tower service), for agent runtimes. A front end like `flight` and
+//! `http`: every tool is a call through [`Gateway`] — the caller's token,
+//! grants, limits and audit, and the errors Flight gives, as tool errors.
+//!
+//! ```text
+//!  mod.rs     the route: bearer check on every request, host check, the handler
+//!  tools.rs   the tools: descriptions and schemas for models, each → an action or a query
+//!  render.rs  rows as a compact CSV table within a character budget
+//!  bridge.rs  `airlock mcp`: stdio ↔ a running server's /mcp, for local runtimes
+//! ```
+
+mod bridge;
+mod render;
+mod tools;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::request::Parts;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use rmcp::model::{
+    CallToolRequestParams, CallToolResponse, CallToolResult, ContentBlock, Implementation,
+    InitializeResult, ListResourceTemplatesResult, ListResourcesResult, ListToolsResult,
+    PaginatedRequestParams, ReadResourceRequestParams, ReadResourceResponse, ReadResourceResult,
+    Resource, ResourceContents, ResourceTemplate, ServerCapabilities,
+};
+use rmcp::service::RequestContext;
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use rmcp::{ErrorData, RoleServer, ServerHandler};
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tonic::{Code, Status};
+
+use crate::audit::AuditHandle;
+use crate::gateway::Gateway;
+use crate::principal::Principal;
+
+pub use bridge::bridge_stdio;
+
+/// URIs of table resources: `airlock://table/schema.name`.
+const TABLE_URI: &str = "airlock://table/";
+
+/// MCP settings (`[mcp]`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct McpSettings {
+    /// `Host` headers `/mcp` answers (DNS-rebinding protection), e.g.
+    /// `["airlock.example.com"]` behind a proxy; `["*"]` for any. Empty:
+    /// loopback names when the HTTP port listens on loopback, any host
+    /// otherwise (every request needs a bearer token either way).
+    pub allowed_hosts: Vec<String>,
+}
+
+/// The `/mcp` route, stopped with `shutdown`.
+pub fn router(
+    gateway: Gateway,
+    settings: &McpSettings,
+    listening: Option<SocketAddr>,
+    shutdown: CancellationToken,
+) -> Router {
+    let mut config = StreamableHttpServerConfig::default()
+        .with_sse_keep_alive(Some(Duration::from_secs(15)))
+        .with_cancellation_token(shutdown);
+    let loopback = listening.is_some_and(|a| a.ip().is_loopback());
+    config = if settings.allowed_hosts.iter().any(|h| h == "*") {
+        config.disable_allowed_hosts()
+    } else if !settings.allowed_hosts.is_empty() {
+        config.with_allowed_hosts(settings.allowed_hosts.clone())
+    } else if loopback {
+        config
+    } else {
+        config.disable_allowed_hosts()
+    };
+    let nl = gateway.actions.nl_configured();
+    let handler = AirlockMcp {
+        gateway: gateway.clone(),
+        nl,
+    };
+    let service = StreamableHttpService::new(
+        move || Ok(handler.clone()),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", service)
+        .layer(middleware::from_fn_with_state(gateway, authenticate))
+}
+
+/// No request reaches the MCP service without a valid bearer token; a
+/// refused one is audited and answered 401 like the JSON API's.
+async fn authenticate(
+    State(gateway): State<Gateway>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let remote = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let header = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let audit = gateway.begin("MCP", remote);
+    match gateway.authenticate(header.as_deref(), &audit).await {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
+        Err(status) => {
+            audit.finish(status.code(), status.message(), 0);
+            crate::http::error_response(status)
+        }
+    }
+}
+
+/// The MCP server handler: one per session, sharing the gateway.
+#[derive(Debug, Clone)]
+struct AirlockMcp {
+    gateway: Gateway,
+    /// Whether a language model is configured (`generate_sql`, `answer_question`).
+    nl: bool,
+}
+
+/// Who is calling, from the HTTP request the middleware authenticated.
+fn caller(
+    context: &RequestContext<RoleServer>,
+) -> Result<(Principal, Option<SocketAddr>), ErrorData> {
+    let parts = context.extensions.get::<Parts>();
+    let principal = parts
+        .and_then(|p| p.extensions.get::<Principal>())
+        .cloned()
+        .ok_or_else(|| ErrorData::invalid_request("a bearer token is required", None))?;
+    let remote = parts
+        .and_then(|p| p.extensions.get::<ConnectInfo<SocketAddr>>())
+        .map(|c| c.0);
+    Ok((principal, remote))
+}
+
+impl AirlockMcp {
+    fn audit(&self, what: &str, principal: &Principal, remote: Option<SocketAddr>) -> AuditHandle {
+        let audit = self.gateway.begin(format!("MCP {what}"), remote);
+        audit.principal(principal);
+        audit
+    }
+}
+
+impl ServerHandler for AirlockMcp {
+    fn get_info(&self) -> InitializeResult {
+        InitializeResult::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_resources()
+                .build(),
+        )
+        .with_server_info(Implementation::new("airlock", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Governed, read-only SQL over warehouse tables. Start with list_tables or search_context, \
+             then describe_table; query returns at most a few hundred rows — use export_query for \
+             whole results. You only ever see the rows and columns your grant allows.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let (principal, remote) = caller(&context)?;
+        let tools = tools::catalog(self.nl);
+        self.audit("tools/list", &principal, remote)
+            .finish(Code::Ok, "", 0);
+        Ok(ListToolsResult::with_all_items(tools))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let (principal, remote) = caller(&context)?;
+        let audit = self.audit(&request.name, &principal, remote);
+        let arguments = request.arguments.unwrap_or_default();
+        if let Some(body) = serde_json::to_vec(&arguments)
+            .ok()
+            .and_then(|b| crate::redact::json_body(&b))
+        {
+            audit.statement(body);
+        }
+        let outcome = tools::call(
+            &self.gateway,
+            &principal,
+            &request.name,
+            &arguments,
+            self.nl,
+            &audit,
+        )
+        .await;
+        Ok(match outcome {
+            Ok(text) => {
+                audit.finish(Code::Ok, "", text.len() as u64);
+                CallToolResult::success(vec![ContentBlock::text(text)])
+            }
+            Err(status) => {
+                audit.finish(status.code(), status.message(), 0);
+                CallToolResult::error(vec![ContentBlock::text(tool_error(&status))])
+            }
+        }
+        .into())
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let (principal, remote) = caller(&context)?;
+        let audit = self.audit("resources/list", &principal, remote);
+        let listed = self
+            .gateway
+            .action(&principal, "table.list", b"{}", None)
+            .await;
+        let tables = match listed {
+            Ok(crate::actions::Answer::Json(value)) => {
+                value["tables"].as_array().cloned().unwrap_or_default()
+            }
+            Ok(_) => Vec::new(),
+            Err(status) => {
+                audit.finish(status.code(), status.message(), 0);
+                return Err(ErrorData::internal_error(tool_error(&status), None));
+            }
+        };
+        audit.finish(Code::Ok, "", 0);
+        let resources = tables
+            .iter()
+            .filter_map(|t| {
+                let name = t["name"].as_str()?;
+                let resource = Resource::new(format!("{TABLE_URI}{name}"), name)
+                    .with_mime_type("application/json");
+                Some(match t["description"].as_str() {
+                    Some(description) => resource.with_description(description),
+                    None => resource,
+                })
+            })
+            .collect();
+        Ok(ListResourcesResult::with_all_items(resources))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        caller(&context)?;
+        Ok(ListResourceTemplatesResult::with_all_items(vec![
+            ResourceTemplate::new(format!("{TABLE_URI}{{name}}"), "table")
+                .with_description("A table you may query, e.g. airlock://table/sales.orders: its columns, types and descriptions")
+                .with_mime_type("application/json"),
+        ]))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let (principal, remote) = caller(&context)?;
+        let audit = self.audit("resources/read", &principal, remote);
+        audit.statement(request.uri.clone());
+        let Some(table) = request.uri.strip_prefix(TABLE_URI) else {
+            audit.finish(Code::NotFound, "not an airlock table URI", 0);
+            return Err(ErrorData::resource_not_found(
+                format!(
+                    "{} is not a table resource; they look like {TABLE_URI}schema.table",
+                    request.uri
+                ),
+                None,
+            ));
+        };
+        let body = serde_json::json!({ "table": table }).to_string();
+        match self
+            .gateway
+            .action(&principal, "table.describe", body.as_bytes(), Some(&audit))
+            .await
+        {
+            Ok(answer) => {
+                let text = tools::answer_text(answer);
+                audit.finish(Code::Ok, "", text.len() as u64);
+                Ok(ReadResourceResult::new(vec![
+                    ResourceContents::text(text, request.uri).with_mime_type("application/json"),
+                ])
+                .into())
+            }
+            Err(status) => {
+                audit.finish(status.code(), status.message(), 0);
+                Err(ErrorData::resource_not_found(tool_error(&status), None))
+            }
+        }
+    }
+}
+
+/// A failure as a model reads it: the message Flight gives, and its code.
+fn tool_error(status: &Status) -> String {
+    let (_, code) = crate::http::http_status(status.code());
+    format!("{} ({code})", status.message())
+}
