@@ -21,6 +21,7 @@ use crate::auth::{Authenticator, parse_authorization};
 use crate::principal::Principal;
 use crate::query::{PlannedQuery, QueryEngine, QueryStream};
 use crate::status;
+use crate::telemetry::RequestLabels;
 use crate::tools::artifacts::ArtifactService;
 
 /// The services a front end reaches through.
@@ -40,11 +41,18 @@ pub struct Gateway {
 
 impl Gateway {
     /// Opens the audit record of a request arriving now, named like the
-    /// Flight ones (`POST /api/v1/query`, `MCP query`, …).
-    pub fn begin(&self, request: impl Into<String>, remote: Option<SocketAddr>) -> AuditHandle {
+    /// Flight ones (`POST /api/v1/query`, `MCP query`, …) and counted in
+    /// metrics as `frontend` / `method` / `operation`.
+    pub fn begin(
+        &self,
+        request: impl Into<String>,
+        labels: RequestLabels,
+        remote: Option<SocketAddr>,
+    ) -> AuditHandle {
         AuditHandle::begin(
             Arc::clone(&self.audit),
             request.into(),
+            labels,
             remote.map(|a| a.to_string()),
         )
     }
@@ -179,4 +187,15 @@ pub fn json_parameter(i: usize, value: &Value) -> Result<ScalarValue, Status> {
             )));
         }
     })
+}
+
+/// An action or tool name as a metrics label: itself when airlock knows
+/// it, `unknown` otherwise (names are the caller's to choose, and labels
+/// must stay few).
+pub fn operation_label(name: &str) -> &str {
+    if crate::actions::Action::from_name(name).is_some() || name == "CancelFlightInfo" {
+        name
+    } else {
+        "unknown"
+    }
 }

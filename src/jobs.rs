@@ -89,7 +89,8 @@ impl JobState {
         serde_json::from_value(serde_json::Value::String(text.to_ascii_lowercase())).ok()
     }
 
-    fn as_str(self) -> &'static str {
+    /// The state's name, as JSON shows it.
+    pub fn as_str(self) -> &'static str {
         match self {
             JobState::Queued => "queued",
             JobState::Running => "running",

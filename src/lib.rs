@@ -53,4 +53,5 @@ pub mod server;
 mod status;
 pub mod sync;
 pub mod table_name;
+pub mod telemetry;
 pub mod tools;

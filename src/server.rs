@@ -463,7 +463,7 @@ pub async fn run(
             return Ok(());
         };
         let listening = listener.local_addr().ok();
-        let mcp = crate::mcp::router(
+        let (mcp, mcp_sessions) = crate::mcp::router(
             gateway.clone(),
             &app.settings.mcp,
             listening,
@@ -473,6 +473,7 @@ pub async fn run(
             gateway,
             replica: Arc::clone(&app.replica),
             sync: Arc::clone(&app.sync),
+            gauges: vec![mcp_sessions],
         })
         .merge(mcp);
         let served = crate::http::serve(listener, router, stop.clone().cancelled_owned()).await;

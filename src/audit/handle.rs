@@ -15,6 +15,7 @@ use tonic::Code;
 
 use super::{AuditLog, AuditRecord};
 use crate::principal::Principal;
+use crate::telemetry::{self, RequestLabels};
 
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,7 @@ pub struct AuditHandle {
 
 struct Inner {
     log: Arc<AuditLog>,
+    labels: RequestLabels,
     started: Instant,
     record: Mutex<Option<AuditRecord>>,
     rows: Mutex<Option<Arc<AtomicU64>>>,
@@ -69,8 +71,14 @@ impl std::fmt::Debug for AuditHandle {
 }
 
 impl AuditHandle {
-    /// Opens the record of a request arriving now.
-    pub fn begin(log: Arc<AuditLog>, request: String, remote_addr: Option<String>) -> Self {
+    /// Opens the record of a request arriving now; `labels` are what its
+    /// metrics are counted under.
+    pub fn begin(
+        log: Arc<AuditLog>,
+        request: String,
+        labels: RequestLabels,
+        remote_addr: Option<String>,
+    ) -> Self {
         let record = AuditRecord {
             time: Utc::now(),
             request,
@@ -94,6 +102,7 @@ impl AuditHandle {
         Self {
             inner: Arc::new(Inner {
                 log,
+                labels,
                 started: Instant::now(),
                 record: Mutex::new(Some(record)),
                 rows: Mutex::new(None),
@@ -170,6 +179,15 @@ impl AuditHandle {
         if let Some(truncated) = lock(&self.inner.truncated).as_ref() {
             record.truncated = truncated.load(Ordering::Acquire);
         }
+        telemetry::request_finished(
+            &self.inner.labels,
+            record.principal_kind.as_deref().unwrap_or("none"),
+            record.outcome.as_str(),
+            code,
+            record.duration,
+            record.rows,
+            record.bytes,
+        );
         self.inner.log.record(record);
     }
 }

@@ -190,9 +190,13 @@ impl AuditLog {
         match sender.try_send(Message::Record(Box::new(record))) {
             Ok(()) => {}
             Err(TrySendError::Full(Message::Record(record))) => {
+                crate::telemetry::audit_dropped();
                 tracing::error!(request = %record.request, "audit queue full; record dropped");
             }
-            Err(_) => tracing::error!("audit writer stopped; record dropped"),
+            Err(_) => {
+                crate::telemetry::audit_dropped();
+                tracing::error!("audit writer stopped; record dropped");
+            }
         }
     }
 
@@ -275,8 +279,18 @@ fn write_records(conn: &Connection, receiver: &Receiver<Message>, retention: Dur
             }
         }
         if !pending.is_empty() {
-            if let Err(e) = insert(conn, &pending) {
-                tracing::error!(error = %e, records = pending.len(), "writing audit records failed");
+            match insert(conn, &pending) {
+                Ok(()) => {
+                    let now = Utc::now();
+                    for record in &pending {
+                        let ended = record.time
+                            + chrono::Duration::from_std(record.duration).unwrap_or_default();
+                        crate::telemetry::audit_written((now - ended).to_std().unwrap_or_default());
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, records = pending.len(), "writing audit records failed");
+                }
             }
             pending.clear();
         }

@@ -19,6 +19,7 @@ use tonic::{Code, Request, Response, Status, Streaming};
 
 use crate::audit::{AuditHandle, AuditLog, AuditedStream};
 use crate::redact;
+use crate::telemetry::RequestLabels;
 
 /// The handle of the call `request` belongs to, if it is audited.
 pub(crate) fn audit_of<T>(request: &Request<T>) -> Option<AuditHandle> {
@@ -37,9 +38,16 @@ impl<S> Audited<S> {
         Self { inner, log }
     }
 
-    fn begin<T>(&self, request: &mut Request<T>, name: String) -> AuditHandle {
+    fn begin<T>(
+        &self,
+        request: &mut Request<T>,
+        name: String,
+        method: &'static str,
+        operation: &str,
+    ) -> AuditHandle {
         let remote = request.remote_addr().map(|a| a.to_string());
-        let handle = AuditHandle::begin(Arc::clone(&self.log), name, remote);
+        let labels = RequestLabels::new("flight", method, operation);
+        let handle = AuditHandle::begin(Arc::clone(&self.log), name, labels, remote);
         request.extensions_mut().insert(handle.clone());
         handle
     }
@@ -47,21 +55,53 @@ impl<S> Audited<S> {
     /// A unary call on a descriptor, recorded as `<rpc> <command>`.
     async fn unary<T: Message, F>(
         &self,
-        rpc: &str,
+        rpc: &'static str,
         mut request: Request<FlightDescriptor>,
         call: impl FnOnce(Request<FlightDescriptor>) -> F,
     ) -> Result<Response<T>, Status>
     where
         F: Future<Output = Result<Response<T>, Status>>,
     {
-        let name = format!("{rpc} {}", command_name(&request.get_ref().cmd));
-        let handle = self.begin(&mut request, name);
+        let command = command_name(&request.get_ref().cmd);
+        let name = format!("{rpc} {command}");
+        let handle = self.begin(&mut request, name, rpc, known_command(&command));
         let result = call(request).await;
         match &result {
             Ok(response) => handle.finish(Code::Ok, "", response.get_ref().encoded_len() as u64),
             Err(status) => handle.finish(status.code(), status.message(), 0),
         }
         result
+    }
+}
+
+/// The commands metrics count by name; any other is `other` (the type
+/// URL is the client's to choose, and labels must stay few).
+const KNOWN_COMMANDS: &[&str] = &[
+    "CommandStatementQuery",
+    "CommandPreparedStatementQuery",
+    "TicketStatementQuery",
+    "CommandGetCatalogs",
+    "CommandGetDbSchemas",
+    "CommandGetTables",
+    "CommandGetTableTypes",
+    "CommandGetSqlInfo",
+    "CommandGetPrimaryKeys",
+    "CommandGetExportedKeys",
+    "CommandGetImportedKeys",
+    "CommandGetCrossReference",
+    "CommandGetXdbcTypeInfo",
+    "CommandStatementUpdate",
+    "CommandPreparedStatementUpdate",
+    "CommandStatementIngest",
+    "CommandStatementSubstraitPlan",
+    "ArtifactTicket",
+];
+
+fn known_command(command: &str) -> &str {
+    if KNOWN_COMMANDS.contains(&command) {
+        command
+    } else {
+        "other"
     }
 }
 
@@ -111,7 +151,7 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Streaming<HandshakeRequest>>,
     ) -> Result<Response<Self::HandshakeStream>, Status> {
-        let handle = self.begin(&mut request, "Handshake".into());
+        let handle = self.begin(&mut request, "Handshake".into(), "Handshake", "");
         finish_stream(handle, self.inner.handshake(request).await)
     }
 
@@ -119,7 +159,7 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Criteria>,
     ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        let handle = self.begin(&mut request, "ListFlights".into());
+        let handle = self.begin(&mut request, "ListFlights".into(), "ListFlights", "");
         finish_stream(handle, self.inner.list_flights(request).await)
     }
 
@@ -153,8 +193,9 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let name = format!("DoGet {}", command_name(&request.get_ref().ticket));
-        let handle = self.begin(&mut request, name);
+        let command = command_name(&request.get_ref().ticket);
+        let name = format!("DoGet {command}");
+        let handle = self.begin(&mut request, name, "DoGet", known_command(&command));
         finish_stream(handle, self.inner.do_get(request).await)
     }
 
@@ -162,7 +203,7 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoPutStream>, Status> {
-        let handle = self.begin(&mut request, "DoPut".into());
+        let handle = self.begin(&mut request, "DoPut".into(), "DoPut", "");
         finish_stream(handle, self.inner.do_put(request).await)
     }
 
@@ -170,7 +211,7 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Streaming<FlightData>>,
     ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        let handle = self.begin(&mut request, "DoExchange".into());
+        let handle = self.begin(&mut request, "DoExchange".into(), "DoExchange", "");
         finish_stream(handle, self.inner.do_exchange(request).await)
     }
 
@@ -180,8 +221,9 @@ impl<S: FlightService> FlightService for Audited<S> {
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.get_ref();
         let name = format!("DoAction {}", action.r#type);
+        let operation = crate::gateway::operation_label(&action.r#type).to_string();
         let body = redact::json_body(&action.body);
-        let handle = self.begin(&mut request, name);
+        let handle = self.begin(&mut request, name, "DoAction", &operation);
         if let Some(body) = body {
             handle.statement(body);
         }
@@ -192,7 +234,7 @@ impl<S: FlightService> FlightService for Audited<S> {
         &self,
         mut request: Request<Empty>,
     ) -> Result<Response<Self::ListActionsStream>, Status> {
-        let handle = self.begin(&mut request, "ListActions".into());
+        let handle = self.begin(&mut request, "ListActions".into(), "ListActions", "");
         finish_stream(handle, self.inner.list_actions(request).await)
     }
 }

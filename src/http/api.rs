@@ -21,6 +21,7 @@ use crate::actions::Answer;
 use crate::audit::{AuditHandle, AuditedStream};
 use crate::redact;
 use crate::status;
+use crate::telemetry::RequestLabels;
 
 /// `POST /api/v1/login`: credentials for a bearer token.
 #[derive(Debug, Deserialize)]
@@ -70,7 +71,11 @@ pub(crate) async fn login(
     body: Bytes,
 ) -> Response {
     let gateway = &services.gateway;
-    let audit = gateway.begin("POST /api/v1/login", Some(remote));
+    let audit = gateway.begin(
+        "POST /api/v1/login",
+        RequestLabels::new("http", "POST /api/v1/login", ""),
+        Some(remote),
+    );
     let header = if body.iter().all(u8::is_ascii_whitespace) {
         match authorization(&headers) {
             Ok(header) => header.map(str::to_string),
@@ -111,7 +116,15 @@ pub(crate) async fn action(
     body: Bytes,
 ) -> Response {
     let gateway = &services.gateway;
-    let audit = gateway.begin(format!("POST /api/v1/actions/{name}"), Some(remote));
+    let audit = gateway.begin(
+        format!("POST /api/v1/actions/{name}"),
+        RequestLabels::new(
+            "http",
+            "POST /api/v1/actions/{name}",
+            crate::gateway::operation_label(&name),
+        ),
+        Some(remote),
+    );
     if let Some(body) = redact::json_body(&body) {
         audit.statement(body);
     }
@@ -137,7 +150,11 @@ pub(crate) async fn query(
     body: Bytes,
 ) -> Response {
     let gateway = &services.gateway;
-    let audit = gateway.begin("POST /api/v1/query", Some(remote));
+    let audit = gateway.begin(
+        "POST /api/v1/query",
+        RequestLabels::new("http", "POST /api/v1/query", ""),
+        Some(remote),
+    );
     let query_id = uuid::Uuid::new_v4().to_string();
     let started = async {
         let principal = gateway

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //!  health.rs   GET /healthz, /readyz
+//!  metrics.rs  GET /metrics (Prometheus text; gauges read at scrape time)
 //!  api.rs      POST /api/v1/login, /api/v1/actions/{name}, /api/v1/query
 //!  results.rs  query results as Arrow IPC, Parquet, CSV or JSON, streamed
 //!  error.rs    a failure's code → HTTP status + JSON body, in one place
@@ -29,6 +30,7 @@ use crate::sync::SyncService;
 mod api;
 mod error;
 mod health;
+mod metrics;
 mod results;
 
 pub(crate) use error::{error_response, http_status};
@@ -80,7 +82,7 @@ impl<'de> Deserialize<'de> for HttpAddr {
 }
 
 /// What the HTTP routes call.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Services {
     /// Authentication, queries, actions and audit, as Flight has them.
     pub gateway: Gateway,
@@ -88,6 +90,14 @@ pub struct Services {
     pub replica: Arc<Replica>,
     /// Registrations, jobs (the metadata store) and the scheduler (readiness).
     pub sync: Arc<SyncService>,
+    /// Gauges other parts set when `/metrics` is scraped (MCP sessions).
+    pub gauges: Vec<Arc<dyn Fn() + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Services {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Services").finish_non_exhaustive()
+    }
 }
 
 /// The routes of the HTTP port.
@@ -95,6 +105,7 @@ pub fn router(services: Services) -> Router {
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/actions/{name}", post(api::action))
         .route("/api/v1/query", post(api::query))

@@ -40,6 +40,7 @@ use tonic::{Code, Status};
 use crate::audit::AuditHandle;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
+use crate::telemetry::RequestLabels;
 
 pub use bridge::bridge_stdio;
 
@@ -57,13 +58,14 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The `/mcp` route, stopped with `shutdown`.
+/// The `/mcp` route, stopped with `shutdown`, and a gauge update for
+/// `/metrics` (open sessions).
 pub fn router(
     gateway: Gateway,
     settings: &McpSettings,
     listening: Option<SocketAddr>,
     shutdown: CancellationToken,
-) -> Router {
+) -> (Router, Arc<dyn Fn() + Send + Sync>) {
     let mut config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(shutdown);
@@ -82,14 +84,19 @@ pub fn router(
         gateway: gateway.clone(),
         nl,
     };
-    let service = StreamableHttpService::new(
-        move || Ok(handler.clone()),
-        Arc::new(LocalSessionManager::default()),
-        config,
-    );
-    Router::new()
+    let sessions = Arc::new(LocalSessionManager::default());
+    let service =
+        StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
+    let router = Router::new()
         .nest_service("/mcp", service)
-        .layer(middleware::from_fn_with_state(gateway, authenticate))
+        .layer(middleware::from_fn_with_state(gateway, authenticate));
+    let gauge = move || {
+        // A scrape must not wait on a session being opened or closed.
+        if let Ok(open) = sessions.sessions.try_read() {
+            crate::telemetry::gauge("airlock_mcp_sessions", &[], open.len() as f64);
+        }
+    };
+    (router, Arc::new(gauge))
 }
 
 /// No request reaches the MCP service without a valid bearer token; a
@@ -108,7 +115,7 @@ async fn authenticate(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let audit = gateway.begin("MCP", remote);
+    let audit = gateway.begin("MCP", RequestLabels::new("mcp", "request", ""), remote);
     match gateway.authenticate(header.as_deref(), &audit).await {
         Ok(principal) => {
             request.extensions_mut().insert(principal);
@@ -145,8 +152,26 @@ fn caller(
 }
 
 impl AirlockMcp {
-    fn audit(&self, what: &str, principal: &Principal, remote: Option<SocketAddr>) -> AuditHandle {
-        let audit = self.gateway.begin(format!("MCP {what}"), remote);
+    /// The audit record of an MCP `method` (for `tools/call`, `tool` names
+    /// the tool).
+    fn audit(
+        &self,
+        method: &str,
+        tool: Option<&str>,
+        principal: &Principal,
+        remote: Option<SocketAddr>,
+    ) -> AuditHandle {
+        let (request, labels) = match tool {
+            Some(tool) => (
+                format!("MCP {tool}"),
+                RequestLabels::new("mcp", method, tools::operation_label(tool)),
+            ),
+            None => (
+                format!("MCP {method}"),
+                RequestLabels::new("mcp", method, ""),
+            ),
+        };
+        let audit = self.gateway.begin(request, labels, remote);
         audit.principal(principal);
         audit
     }
@@ -175,7 +200,7 @@ impl ServerHandler for AirlockMcp {
     ) -> Result<ListToolsResult, ErrorData> {
         let (principal, remote) = caller(&context)?;
         let tools = tools::catalog(self.nl);
-        self.audit("tools/list", &principal, remote)
+        self.audit("tools/list", None, &principal, remote)
             .finish(Code::Ok, "", 0);
         Ok(ListToolsResult::with_all_items(tools))
     }
@@ -186,7 +211,7 @@ impl ServerHandler for AirlockMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
         let (principal, remote) = caller(&context)?;
-        let audit = self.audit(&request.name, &principal, remote);
+        let audit = self.audit("tools/call", Some(&request.name), &principal, remote);
         let arguments = request.arguments.unwrap_or_default();
         if let Some(body) = serde_json::to_vec(&arguments)
             .ok()
@@ -222,7 +247,7 @@ impl ServerHandler for AirlockMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
         let (principal, remote) = caller(&context)?;
-        let audit = self.audit("resources/list", &principal, remote);
+        let audit = self.audit("resources/list", None, &principal, remote);
         let listed = self
             .gateway
             .action(&principal, "table.list", b"{}", None)
@@ -272,7 +297,7 @@ impl ServerHandler for AirlockMcp {
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
         let (principal, remote) = caller(&context)?;
-        let audit = self.audit("resources/read", &principal, remote);
+        let audit = self.audit("resources/read", None, &principal, remote);
         audit.statement(request.uri.clone());
         let Some(table) = request.uri.strip_prefix(TABLE_URI) else {
             audit.finish(Code::NotFound, "not an airlock table URI", 0);

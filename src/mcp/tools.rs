@@ -160,6 +160,32 @@ pub(super) fn catalog(nl: bool) -> Vec<Tool> {
     tools
 }
 
+/// Every tool's name.
+const NAMES: &[&str] = &[
+    "list_tables",
+    "describe_table",
+    "sample_rows",
+    "profile_table",
+    "search_context",
+    "query",
+    "export_query",
+    "explain_query",
+    "list_artifacts",
+    "read_artifact",
+    "save_artifact",
+    "generate_sql",
+    "answer_question",
+];
+
+/// A tool name as a metrics label: itself when it is one, else `unknown`.
+pub(super) fn operation_label(name: &str) -> &str {
+    if NAMES.contains(&name) {
+        name
+    } else {
+        "unknown"
+    }
+}
+
 /// Runs tool `name` with `arguments` as `principal`; the text a model reads.
 pub(super) async fn call(
     gateway: &Gateway,
@@ -402,4 +428,18 @@ async fn save_artifact(
         .await
         .map_err(status::artifact)?;
     Ok(uploaded.summary().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_tool_has_a_metrics_label() {
+        let listed: Vec<String> = catalog(true).iter().map(|t| t.name.to_string()).collect();
+        assert_eq!(listed, NAMES);
+        assert_eq!(operation_label("query"), "query");
+        assert_eq!(operation_label("drop_everything"), "unknown");
+        assert_eq!(catalog(false).len(), NAMES.len() - 2);
+    }
 }

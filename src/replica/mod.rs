@@ -205,6 +205,18 @@ impl Replica {
             .map_err(ReplicaError::duckdb("run a query"))
     }
 
+    /// Bytes of memory DuckDB uses now (buffer pool, query state).
+    pub fn memory_bytes(&self) -> Result<u64, ReplicaError> {
+        self.connect()?
+            .query_row(
+                "SELECT coalesce(sum(memory_usage_bytes), 0)::BIGINT FROM duckdb_memory()",
+                [],
+                |row| row.get::<_, i64>(0),
+            )
+            .map(|bytes| bytes.max(0) as u64)
+            .map_err(ReplicaError::duckdb("read duckdb_memory()"))
+    }
+
     /// A table airlock keeps for itself in the replica database (the audit
     /// trail): created by `ddl` if missing, stored as `quoted`, queried as
     /// `logical`, and never listed with the replicated tables.

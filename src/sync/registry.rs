@@ -173,6 +173,25 @@ impl SyncService {
         next
     }
 
+    /// When each registered table's last successful sync finished (none
+    /// for a table never synced).
+    pub async fn last_synced(&self) -> Result<Vec<(TableName, Option<DateTime<Utc>>)>, SyncError> {
+        let mut tables = Vec::new();
+        for registration in self.registrations().await? {
+            let finished = match &registration.last_success_job_id {
+                Some(id) => self.status(id).await.ok().and_then(|job| job.finished_at),
+                None => None,
+            };
+            tables.push((registration.name, finished));
+        }
+        Ok(tables)
+    }
+
+    /// Sync jobs queued or running now.
+    pub fn active_jobs(&self) -> usize {
+        self.lock_active().len()
+    }
+
     /// Freshness and size of a table.
     pub async fn table_status(&self, name: &TableName) -> Result<TableStatus, SyncError> {
         let registration = self.registration(name).await?;

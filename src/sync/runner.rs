@@ -101,6 +101,7 @@ impl SyncService {
             job.rows = progress.rows.load(Ordering::Relaxed);
             job.bytes = progress.bytes.load(Ordering::Relaxed);
         }
+        crate::telemetry::sync_finished(job.state.as_str(), started.elapsed(), job.rows);
         // Free the table before the final state is visible: a client that
         // sees "succeeded" and starts the next sync at once must get a new
         // job, not this one back as "already running".

@@ -479,6 +479,18 @@ impl ArtifactService {
         }
     }
 
+    /// Bytes stored (all versions) per owning swarm; admins' artifacts
+    /// under `None`.
+    pub fn bytes_by_swarm(&self) -> BTreeMap<Option<String>, u64> {
+        let mut bytes = BTreeMap::new();
+        for indexed in self.read_index().values() {
+            *bytes
+                .entry(indexed.artifact.owner.swarm.clone())
+                .or_insert(0) += indexed.artifact.stored_bytes();
+        }
+        bytes
+    }
+
     /// Bytes stored by a scope's artifacts (all versions).
     fn used_bytes(&self, scope: &Scope) -> u64 {
         self.read_index()
