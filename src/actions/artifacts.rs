@@ -18,9 +18,9 @@ use crate::tools::artifacts::{
 
 /// The body of `artifact.get`: an id (or a name in the caller's swarm),
 /// and optionally an older version.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct GetRequest {
+pub(super) struct GetRequest {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
@@ -30,24 +30,24 @@ struct GetRequest {
 }
 
 /// The body of `artifact.delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct IdRequest {
+pub(super) struct IdRequest {
     id: String,
 }
 
 /// The body of `artifact.share`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ShareRequest {
+pub(super) struct ShareRequest {
     id: String,
     visibility: Visibility,
 }
 
 /// The body of `artifact.extend`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExtendRequest {
+pub(super) struct ExtendRequest {
     id: String,
     ttl_seconds: u64,
 }

@@ -13,16 +13,16 @@ use crate::context::{
 use crate::principal::Principal;
 
 /// Bodies naming one record.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct IdRequest {
+pub(super) struct IdRequest {
     id: String,
 }
 
 /// The body of `context.instruction.list`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct InstructionListRequest {
+pub(super) struct InstructionListRequest {
     /// Only rules that apply to this table (global ones included).
     #[serde(default)]
     table: Option<String>,

@@ -16,27 +16,27 @@ use crate::policy::{Access, Grant, Limits, grant_key};
 use crate::principal::{Principal, TokenKind};
 
 /// The body of `grant.get` and `grant.delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct GrantKey {
+pub(super) struct GrantKey {
     swarm: String,
     #[serde(default)]
     agent: Option<String>,
 }
 
 /// The body of `explain`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ExplainRequest {
+pub(super) struct ExplainRequest {
     sql: String,
     #[serde(default, rename = "as")]
     as_principal: Option<AsPrincipal>,
 }
 
 /// Whom `explain` plans for: an existing token, or a described principal.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(untagged, deny_unknown_fields)]
-enum AsPrincipal {
+pub(super) enum AsPrincipal {
     Token {
         token_id: String,
     },

@@ -13,9 +13,9 @@ use crate::sync::JobQuery;
 use crate::tools::export::ExportRequest;
 
 /// The body of `job.get` and `job.cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct JobIdRequest {
+pub(super) struct JobIdRequest {
     job_id: String,
 }
 

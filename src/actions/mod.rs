@@ -33,6 +33,7 @@ mod context;
 mod grants;
 mod jobs;
 mod nl;
+mod schemas;
 mod sources;
 mod sync;
 mod tables;
@@ -128,7 +129,7 @@ pub struct Actions {
 }
 
 /// The body of actions that take none: empty, or `{}`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Empty {}
 
@@ -314,6 +315,13 @@ fn parse<T: DeserializeOwned>(action: Action, body: &[u8]) -> Result<T, ActionEr
     } else {
         body
     };
+    // serde would read a struct from an array of its fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ActionError::BadRequest {
+            action: action.name(),
+            message: "the body must be a JSON object".into(),
+        });
+    }
     serde_json::from_slice(body).map_err(|e| ActionError::BadRequest {
         action: action.name(),
         message: e.to_string(),
@@ -354,5 +362,7 @@ mod tests {
             parse::<IdRequest>(Action::TokenRevoke, b"{\"id\": \"x\", \"extra\": 1}").unwrap_err();
         assert!(err.to_string().contains("extra"), "{err}");
         assert!(parse::<IdRequest>(Action::TokenRevoke, b"{not json").is_err());
+        let err = parse::<IdRequest>(Action::TokenRevoke, b" [\"x\"]").unwrap_err();
+        assert!(err.to_string().contains("must be a JSON object"), "{err}");
     }
 }

@@ -15,16 +15,16 @@ use crate::sync::snowflake::SourceTable;
 use crate::sync::{ConnectionRequest, ConnectionView, SyncError, TestOutcome};
 
 /// The body of `sources.get` and `sources.delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NameRequest {
+pub(super) struct NameRequest {
     name: String,
 }
 
 /// The body of `sources.list_tables`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListTablesRequest {
+pub(super) struct ListTablesRequest {
     connection: String,
     database: String,
     schema: String,

@@ -14,23 +14,23 @@ use crate::sync::{JobQuery, JobState, Schedule, Strategy, SyncError, SyncJob, Tr
 use crate::table_name::TableName;
 
 /// The body of `sync.start`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct TableRequest {
+pub(super) struct TableRequest {
     table: String,
 }
 
 /// The body of `sync.status` and `sync.cancel`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct JobRequest {
+pub(super) struct JobRequest {
     job_id: String,
 }
 
 /// The body of `sync.schedule`: exactly one of `every`, `cron` or `clear`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ScheduleRequest {
+pub(super) struct ScheduleRequest {
     table: String,
     #[serde(default)]
     every: Option<String>,

@@ -20,9 +20,9 @@ use crate::sync::{
 use crate::table_name::{AIRLOCK_SCHEMA, TableName};
 
 /// The body of `table.remove` and `table.status`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct NameRequest {
+pub(super) struct NameRequest {
     name: String,
 }
 

@@ -15,7 +15,7 @@ use crate::auth::{IssuedToken, TokenRecord, TokenRequest};
 use crate::principal::{Principal, TokenKind};
 
 /// The body of `token.revoke`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct IdRequest {
     id: String,

@@ -13,16 +13,16 @@ use crate::query::{ProfileRequest, TableProfile};
 use crate::tools::sample::{SamplePlan, SampleRequest, plan_sample};
 
 /// `table.describe`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DescribeTableRequest {
+pub(super) struct DescribeTableRequest {
     table: String,
 }
 
 /// `query.shape`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ShapeRequest {
+pub(super) struct ShapeRequest {
     sql: String,
 }
 

@@ -93,7 +93,7 @@ pub(crate) fn principal_of_record(record: &TokenRecord) -> Principal {
 }
 
 /// What `token.create` asks for.
-#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// `swarm` or `agent`.

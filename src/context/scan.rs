@@ -31,7 +31,7 @@ pub(super) const MAX_CATEGORIES: usize = 100;
 const EXAMPLES: usize = 3;
 
 /// `context.scan`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScanRequest {
     /// Tables to scan (default: every table).

@@ -23,7 +23,7 @@ const EMBEDDING_WAIT: Duration = Duration::from_secs(10);
 const EMBEDDING_BACKOFF: Duration = Duration::from_secs(60);
 
 /// `context.search`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SearchRequest {
     /// The question, in words.

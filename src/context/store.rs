@@ -15,7 +15,7 @@ use crate::table_name::TableName;
 
 /// `context.describe`: set (or, with an empty text, clear) a table's
 /// description and its columns' descriptions.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DescribeRequest {
     /// `schema.table`.
@@ -29,7 +29,7 @@ pub struct DescribeRequest {
 }
 
 /// `context.instruction.add` and `.update`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InstructionRequest {
     /// The instruction to change (update only).
@@ -44,7 +44,7 @@ pub struct InstructionRequest {
 }
 
 /// `context.golden.add`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GoldenRequest {
     /// The question.

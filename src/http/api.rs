@@ -24,7 +24,7 @@ use crate::status;
 use crate::telemetry::RequestLabels;
 
 /// `POST /api/v1/login`: credentials for a bearer token.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct LoginRequest {
     /// `admin`.
@@ -34,7 +34,7 @@ pub(crate) struct LoginRequest {
 }
 
 /// A bearer token and whom it names.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct LoginAnswer {
     /// Send as `Authorization: Bearer <token>`.
     pub(crate) token: String,
@@ -45,7 +45,7 @@ pub(crate) struct LoginAnswer {
 }
 
 /// `POST /api/v1/query`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct QueryRequest {
     /// One SELECT (or WITH … SELECT), with `$1`, `$2`, … placeholders.

@@ -20,7 +20,7 @@ impl From<Status> for ApiError {
 }
 
 /// The JSON body of an error answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct ErrorBody {
     /// The canonical code, as Flight clients see it (`INVALID_ARGUMENT`,
     /// `UNAUTHENTICATED`, `PERMISSION_DENIED`, `NOT_FOUND`, …).

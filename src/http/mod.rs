@@ -10,6 +10,7 @@
 //!  api.rs      POST /api/v1/login, /api/v1/actions/{name}, /api/v1/query
 //!  results.rs  query results as Arrow IPC, Parquet, CSV or JSON, streamed
 //!  error.rs    a failure's code → HTTP status + JSON body, in one place
+//!  openapi.rs  GET /api/v1/openapi.json, generated from the request types
 //! ```
 
 use std::fmt;
@@ -31,6 +32,7 @@ mod api;
 mod error;
 mod health;
 mod metrics;
+mod openapi;
 mod results;
 
 pub(crate) use error::{error_response, http_status};
@@ -109,8 +111,15 @@ pub fn router(services: Services) -> Router {
         .route("/api/v1/login", post(api::login))
         .route("/api/v1/actions/{name}", post(api::action))
         .route("/api/v1/query", post(api::query))
+        .route("/api/v1/openapi.json", get(openapi_json))
         .fallback(api::no_route)
         .with_state(Arc::new(services))
+}
+
+/// The OpenAPI document, made once.
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    axum::Json(DOCUMENT.get_or_init(openapi::document).clone())
 }
 
 /// Serves `router` on `listener` until `shutdown` completes; requests in

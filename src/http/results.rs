@@ -19,7 +19,7 @@ use crate::query::QueryStream;
 use crate::status;
 
 /// A result format.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub(crate) enum Format {
     /// A JSON array of row objects (`application/json`).

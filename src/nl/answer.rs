@@ -18,7 +18,7 @@ const DEFAULT_ROWS: usize = 50;
 const MAX_ROWS: usize = 200;
 
 /// The body of `nl.answer`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnswerRequest {
     /// A generation of the caller's (its question and SQL).

@@ -25,7 +25,7 @@ use crate::principal::Principal;
 const COMPARED_ROWS: usize = 10_000;
 
 /// The body of `nl.evaluate`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EvaluateRequest {
     /// The provider to evaluate (default: the default one).

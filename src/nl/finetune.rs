@@ -26,7 +26,7 @@ use crate::principal::{Owner, Principal};
 use crate::tools::artifacts::{UploadOptions, Visibility};
 
 /// The body of `finetune.export`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneExportRequest {
     /// The artifact to write.
@@ -40,7 +40,7 @@ pub struct FinetuneExportRequest {
 }
 
 /// The body of `finetune.create`.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneRequest {
     /// The provider to train with (create).
@@ -58,7 +58,7 @@ pub struct FinetuneRequest {
 }
 
 /// The body of `finetune.get`, `.cancel` and `.delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FinetuneId {
     /// The fine-tune.

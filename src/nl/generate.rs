@@ -19,7 +19,7 @@ use crate::query::{Collected, QueryError};
 pub(super) const CHECK_ROWS: usize = 10;
 
 /// The body of `nl.sql`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// The question, in words.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 
 pub use answer::{AnswerRequest, NlAnswer};
 pub use evaluate::EvaluateRequest;
-pub use finetune::{FinetuneExportRequest, FinetuneRequest};
+pub use finetune::{FinetuneExportRequest, FinetuneId, FinetuneRequest};
 pub use generate::SqlRequest;
 pub use records::{Attempt, Checks, Generation, PromptRecord, RecordPage, RecordQuery, Status};
 

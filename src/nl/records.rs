@@ -125,7 +125,7 @@ pub struct Generation {
 }
 
 /// `nl.prompts` and `nl.generations`: one by id, or a page.
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RecordQuery {
     /// One record.

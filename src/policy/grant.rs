@@ -34,7 +34,7 @@ use crate::table_name::TableName;
 const MAX_EXPRESSION_LEN: usize = 4096;
 
 /// Access for one swarm, or narrowed for one agent of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Grant {
     /// The swarm.
@@ -51,7 +51,7 @@ pub struct Grant {
 }
 
 /// Rules for the tables one pattern matches.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TableRule {
     /// A boolean SQL expression over the table's columns; rows where it is
@@ -76,7 +76,9 @@ pub enum ColumnRule {
 }
 
 /// Limits on a grantee's queries; absent values fall back to the server's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Rows a result may have; the stream stops there and says so.
@@ -103,6 +105,28 @@ impl Serialize for ColumnRule {
                 map.serialize(serializer)
             }
         }
+    }
+}
+
+impl schemars::JsonSchema for ColumnRule {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ColumnRule".into()
+    }
+
+    // As the wire has it (see the serde impls): a word or a one-key object.
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "\"deny\" hides the column; {\"mask\": \"<SQL expression>\"} replaces its values",
+            "oneOf": [
+                {"const": "deny"},
+                {
+                    "type": "object",
+                    "properties": {"mask": {"type": "string"}},
+                    "required": ["mask"],
+                    "additionalProperties": false
+                }
+            ]
+        })
     }
 }
 

@@ -35,7 +35,7 @@ const BUCKETS: u32 = 10;
 const CACHED: usize = 64;
 
 /// What to profile.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileRequest {
     /// `schema.table`.

@@ -111,7 +111,7 @@ impl SyncJob {
 }
 
 /// `sync.jobs` filters and page.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct JobQuery {
     /// Only this table's jobs.

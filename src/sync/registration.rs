@@ -12,7 +12,9 @@ use crate::replica::{ReplicaError, duckdb_type};
 use crate::table_name::TableName;
 
 /// How a sync brings the replica up to date.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Strategy {
     /// Read everything; swap in the new table atomically.
@@ -36,7 +38,9 @@ impl std::fmt::Display for Strategy {
 }
 
 /// What a sync does when source columns were removed or changed type.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum OnSchemaChange {
     /// Fail the job and name the columns.
@@ -162,7 +166,7 @@ pub struct TableRegistration {
 }
 
 /// What `table.register` asks for.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     /// `schema.table`.

@@ -35,7 +35,7 @@ pub enum ExportError {
 }
 
 /// Output formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExportFormat {
     /// A tabular artifact, queryable as `artifacts.<name>`.
@@ -47,7 +47,7 @@ pub enum ExportFormat {
 }
 
 /// The body of `query.export`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExportRequest {
     /// The query.

@@ -27,7 +27,7 @@ pub enum SampleError {
 }
 
 /// How rows are drawn.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SampleMethod {
     /// Exactly `rows` rows (fewer if there are fewer).
@@ -39,7 +39,7 @@ pub enum SampleMethod {
 }
 
 /// The body of `table.sample`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SampleRequest {
     /// `schema.table`.

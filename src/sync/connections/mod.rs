@@ -70,7 +70,7 @@ pub enum ConnectionError {
 }
 
 /// What a connection reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ConnectionKind {
     /// A Snowflake account, for `snowflake://NAME/DB.SCHEMA.TABLE` sources.

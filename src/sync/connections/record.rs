@@ -16,7 +16,7 @@ use crate::sync::snowflake::client::{Client, Credentials};
 
 /// The body of `sources.create`, `sources.update` and (without a name,
 /// to try settings before saving them) `sources.test`.
-#[derive(Default, Deserialize)]
+#[derive(Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConnectionRequest {
     /// The connection's name: letters, digits, `_` and `-`.

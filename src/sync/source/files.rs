@@ -33,7 +33,7 @@ use crate::object_stores::{StoreAccess, StoreUrlError};
 use crate::redact;
 
 /// File formats airlock reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum FileFormat {
     /// Apache Parquet.
@@ -55,7 +55,7 @@ impl std::fmt::Display for FileFormat {
 }
 
 /// CSV reading options.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct CsvOptions {
     /// First line holds column names.

@@ -168,7 +168,7 @@ pub struct ArtifactService {
 }
 
 /// Filters of `artifact.list`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ListFilter {
     /// Artifacts carrying this tag.

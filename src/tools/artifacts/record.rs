@@ -10,7 +10,9 @@ use crate::meta::Labels;
 use crate::principal::Principal;
 
 /// Who may read an artifact besides its owner and admins.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Visibility {
     /// Its owner only (default: nothing is shared unless asked).
