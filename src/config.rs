@@ -140,7 +140,7 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_SYNC_PARALLELISM", value_name = "N")]
     pub sync_parallelism: Option<usize>,
 
-    /// PEM certificate chain; with --tls-key, serves Flight SQL over TLS.
+    /// PEM certificate chain; with --tls-key, serves Flight SQL and the HTTP port over TLS.
     #[arg(long, env = "AIRLOCK_TLS_CERT", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
 

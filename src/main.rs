@@ -119,14 +119,22 @@ fn healthcheck(config: &Settings) -> ExitCode {
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
         ip => ip,
     };
-    let url = format!("http://{}/readyz", SocketAddr::new(ip, addr.port()));
+    let tls = config.tls.cert.is_some();
+    let scheme = if tls { "https" } else { "http" };
+    let url = format!("{scheme}://{}/readyz", SocketAddr::new(ip, addr.port()));
     let asked = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| e.to_string())
         .and_then(|runtime| {
             runtime.block_on(async {
-                let response = reqwest::Client::new()
+                // The server checks itself on loopback: its certificate may
+                // name another host, or be self-signed; nothing secret is sent.
+                let client = reqwest::Client::builder()
+                    .danger_accept_invalid_certs(tls)
+                    .build()
+                    .map_err(|e| e.to_string())?;
+                let response = client
                     .get(&url)
                     .timeout(std::time::Duration::from_secs(5))
                     .send()

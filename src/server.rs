@@ -148,7 +148,7 @@ pub struct Settings {
     pub auth: crate::auth::AuthConfig,
     /// Replication settings.
     pub sync: crate::sync::SyncSettings,
-    /// TLS for the Flight endpoint; absent means plaintext.
+    /// TLS for the Flight endpoint and the HTTP port; absent means plaintext.
     pub tls: TlsConfig,
     /// Options for object stores named by `table.register` sources, e.g.
     /// `aws_endpoint`, `aws_region`, `aws_allow_http`. Credentials are
@@ -424,6 +424,7 @@ pub async fn run(
         .initial_stream_window_size(Some(8 * 1024 * 1024))
         .initial_connection_window_size(Some(16 * 1024 * 1024))
         .http2_keepalive_interval(Some(Duration::from_secs(30)));
+    let mut http_tls = None;
     if let (Some(cert), Some(key)) = (&app.settings.tls.cert, &app.settings.tls.key) {
         let read = |path: &Path| {
             std::fs::read(path).map_err(|e| ServerError::Tls(format!("{}: {e}", path.display())))
@@ -432,6 +433,8 @@ pub async fn run(
         builder = builder
             .tls_config(ServerTlsConfig::new().identity(identity))
             .map_err(|e| ServerError::Tls(e.to_string()))?;
+        // The HTTP port serves the same certificate.
+        http_tls = Some(crate::http::server_config(cert, key).map_err(ServerError::Tls)?);
     }
     let housekeeping = tokio::spawn(housekeeping(Arc::clone(&app)));
     let expiry = tokio::spawn(remove_expired_artifacts(Arc::clone(&app.artifacts)));
@@ -476,7 +479,8 @@ pub async fn run(
             gauges: vec![mcp_sessions],
         })
         .merge(mcp);
-        let served = crate::http::serve(listener, router, stop.clone().cancelled_owned()).await;
+        let served =
+            crate::http::serve(listener, http_tls, router, stop.clone().cancelled_owned()).await;
         stop.cancel();
         served
     };

@@ -3,7 +3,6 @@
 //! streamed as Arrow, Parquet, CSV or JSON). Every request is audited like
 //! its Flight twin and fails with the same code and message.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
@@ -14,9 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tonic::{Code, Status};
 
-use super::Services;
 use super::error::ApiError;
 use super::results::{self, Format};
+use super::{Peer, Services};
 use crate::actions::Answer;
 use crate::audit::{AuditHandle, AuditedStream};
 use crate::redact;
@@ -66,7 +65,7 @@ pub(crate) struct QueryRequest {
 /// (Basic, or a bearer token to check).
 pub(crate) async fn login(
     State(services): State<Arc<Services>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -110,7 +109,7 @@ pub(crate) async fn login(
 /// to send to `/api/v1/query`.
 pub(crate) async fn action(
     State(services): State<Arc<Services>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     Path(name): Path<String>,
     headers: HeaderMap,
     body: Bytes,
@@ -145,7 +144,7 @@ pub(crate) async fn action(
 /// with exactly that many rows may have been cut.
 pub(crate) async fn query(
     State(services): State<Arc<Services>>,
-    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {

@@ -10,6 +10,7 @@
 //!  api.rs      POST /api/v1/login, /api/v1/actions/{name}, /api/v1/query
 //!  results.rs  query results as Arrow IPC, Parquet, CSV or JSON, streamed
 //!  error.rs    a failure's code → HTTP status + JSON body, in one place
+//!  tls.rs      TLS with Flight's certificate; the peer address of either
 //!  openapi.rs  GET /api/v1/openapi.json, generated from the request types
 //! ```
 
@@ -34,8 +35,10 @@ mod health;
 mod metrics;
 mod openapi;
 mod results;
+mod tls;
 
 pub(crate) use error::{error_response, http_status};
+pub use tls::{Peer, server_config};
 
 /// Where the HTTP port listens: an address, or nowhere (`none`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,18 +125,29 @@ async fn openapi_json() -> axum::Json<serde_json::Value> {
     axum::Json(DOCUMENT.get_or_init(openapi::document).clone())
 }
 
-/// Serves `router` on `listener` until `shutdown` completes; requests in
-/// flight are finished first.
+/// Serves `router` on `listener` (with TLS when `tls` is given) until
+/// `shutdown` completes; requests in flight are finished first.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<Arc<rustls::ServerConfig>>,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     // The peer address goes into audit records, as Flight's does.
-    let service = router.into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
+    let service = router.into_make_service_with_connect_info::<Peer>();
+    match tls {
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?;
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+        None => {
+            axum::serve(listener, service)
+                .with_graceful_shutdown(shutdown)
+                .await
+        }
+    }
 }
 
 #[cfg(test)]

@@ -108,8 +108,8 @@ async fn authenticate(
 ) -> Response {
     let remote = request
         .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
+        .get::<ConnectInfo<crate::http::Peer>>()
+        .map(|c| c.0.0);
     let header = request
         .headers()
         .get(axum::http::header::AUTHORIZATION)
@@ -146,8 +146,8 @@ fn caller(
         .cloned()
         .ok_or_else(|| ErrorData::invalid_request("a bearer token is required", None))?;
     let remote = parts
-        .and_then(|p| p.extensions.get::<ConnectInfo<SocketAddr>>())
-        .map(|c| c.0);
+        .and_then(|p| p.extensions.get::<ConnectInfo<crate::http::Peer>>())
+        .map(|c| c.0.0);
     Ok((principal, remote))
 }
 
