@@ -2,7 +2,6 @@
 //! (`tls.cert`, `tls.key`). Handshakes run in tasks of their own, so a
 //! slow or silent client delays no one else's connection.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -86,13 +85,11 @@ impl Listener for TlsListener {
     type Io = TlsStream<TcpStream>;
     type Addr = SocketAddr;
 
-    fn accept(&mut self) -> impl Future<Output = (Self::Io, Self::Addr)> + Send {
-        async {
-            match self.accepted.recv().await {
-                Some(accepted) => accepted,
-                // The accept task ended: nothing more will come.
-                None => std::future::pending().await,
-            }
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.accepted.recv().await {
+            Some(accepted) => accepted,
+            // The accept task ended: nothing more will come.
+            None => std::future::pending().await,
         }
     }
 
