@@ -108,12 +108,15 @@ class Airlock:
     def __init__(self, binary, data_dir: Path, duckdb_memory_limit=None, extra_args=()):
         self.port = free_port()
         self.uri = f"grpc://127.0.0.1:{self.port}"
+        http_port = free_port()
+        self.http_url = f"http://127.0.0.1:{http_port}"
         env = dict(os.environ, AIRLOCK_ADMIN_PASSWORD=PASSWORD, AIRLOCK_LOG="warn")
         if duckdb_memory_limit:
             env["AIRLOCK_DUCKDB_MEMORY_LIMIT"] = duckdb_memory_limit
         self.log = open(data_dir.parent / "airlock-bench.log", "wb")
         self.process = subprocess.Popen(
-            [binary, "serve", "--data-dir", str(data_dir), "--flight-addr", f"127.0.0.1:{self.port}", *extra_args],
+            [binary, "serve", "--data-dir", str(data_dir), "--flight-addr", f"127.0.0.1:{self.port}",
+             "--http-addr", f"127.0.0.1:{http_port}", *extra_args],
             env=env,
             stdout=self.log,
             stderr=subprocess.STDOUT,

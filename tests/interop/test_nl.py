@@ -371,3 +371,37 @@ def test_search_is_hybrid_with_embeddings_and_embeds_only_what_the_caller_sees(n
     assert answer["ranking"] == "bm25"
     assert "input too long" in answer["ranking_note"]
     assert answer["tables"][0]["table"] == "demo.customers"
+
+
+def test_mcp_offers_the_language_tools_when_a_model_is_configured(nl):
+    """generate_sql and answer_question over MCP: listed only with a model,
+    and governed like nl.sql and nl.answer over Flight."""
+    import asyncio
+
+    from test_mcp import session, text
+
+    stub = nl["stub"]
+    stub.clear()
+    admin_client, admin = nl["admin"]
+    token = call(admin_client, admin, "token.create", {"kind": "agent", "name": "emea_mcp", "swarm": "emea"})["token"]
+    url = f"{nl['server'].http_url}/mcp"
+    stub.script("chat", [
+        fenced("SELECT region, count(*) AS n FROM demo.orders GROUP BY region"),
+        fenced("SELECT region, count(*) AS n FROM demo.orders GROUP BY region"),
+        {"content": "Every order you can see is in the EU."},
+    ])
+
+    async def ask():
+        async with session(url, token) as s:
+            tools = {t.name for t in (await s.list_tools()).tools}
+            generated = await s.call_tool("generate_sql", {"question": "Orders per region?"})
+            answered = await s.call_tool("answer_question", {"question": "Which region has orders?"})
+            return tools, generated, answered
+
+    tools, generated, answered = asyncio.run(ask())
+    assert {"generate_sql", "answer_question"} <= tools
+    generation = json.loads(text(generated))
+    assert generation["status"] == "valid" and generation["tables"] == ["demo.orders"]
+    answer = json.loads(text(answered))
+    assert answer["answer"] == "Every order you can see is in the EU."
+    assert [row["region"] for row in answer["rows"]] == ["EU"]
