@@ -172,10 +172,11 @@ pub fn json_parameter(i: usize, value: &Value) -> Result<ScalarValue, Status> {
         Value::Null => ScalarValue::Null,
         Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
         Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
-        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
-            (Some(i), _) => ScalarValue::Int64(Some(i)),
-            (None, Some(f)) => ScalarValue::Float64(Some(f)),
-            (None, None) => {
+        Value::Number(n) => match (n.as_i64(), n.as_u64(), n.as_f64()) {
+            (Some(i), _, _) => ScalarValue::Int64(Some(i)),
+            (None, Some(u), _) => ScalarValue::UInt64(Some(u)),
+            (None, None, Some(f)) => ScalarValue::Float64(Some(f)),
+            (None, None, None) => {
                 return Err(status::bad_request(format!(
                     "params[{i}]: {n} is out of range"
                 )));

@@ -42,15 +42,8 @@ fn main() -> ExitCode {
         };
     }
     init_tracing(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("airlock: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(None) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(serve_until_signal(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -75,16 +68,8 @@ fn mcp_bridge(args: config::McpArgs) -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("airlock: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(Some(2)) else {
+        return ExitCode::FAILURE;
     };
     match runtime.block_on(airlock::mcp::bridge_stdio(
         args.server.to_string(),
@@ -94,6 +79,22 @@ fn mcp_bridge(args: config::McpArgs) -> ExitCode {
         Err(e) => {
             eprintln!("airlock: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// A multi-threaded runtime (with `workers` threads, or one per CPU);
+/// none, said on stderr, when the OS refuses.
+fn runtime(workers: Option<usize>) -> Option<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    match builder.enable_all().build() {
+        Ok(runtime) => Some(runtime),
+        Err(e) => {
+            eprintln!("airlock: cannot start the async runtime: {e}");
+            None
         }
     }
 }

@@ -102,6 +102,9 @@ pub struct Secrets {
     /// `AIRLOCK_SECRETS_KEY`: seals connection secrets in the metadata
     /// (default: `<data_dir>/secrets/connections.key`).
     pub secrets_key: Option<String>,
+    /// `AIRLOCK_METRICS_TOKEN`: a bearer token that may read `/metrics`
+    /// (for Prometheus; admins' tokens may too).
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -111,13 +114,16 @@ impl std::fmt::Debug for Secrets {
 }
 
 impl Secrets {
-    /// Reads `AIRLOCK_ADMIN_PASSWORD`, `AIRLOCK_JWT_SECRET` and
-    /// `AIRLOCK_SECRETS_KEY`.
+    /// Reads `AIRLOCK_ADMIN_PASSWORD`, `AIRLOCK_JWT_SECRET`,
+    /// `AIRLOCK_SECRETS_KEY` and `AIRLOCK_METRICS_TOKEN`.
     pub fn from_env() -> Self {
         Self {
             admin_password: std::env::var("AIRLOCK_ADMIN_PASSWORD").ok(),
             jwt_secret: std::env::var("AIRLOCK_JWT_SECRET").ok(),
             secrets_key: std::env::var("AIRLOCK_SECRETS_KEY").ok(),
+            metrics_token: std::env::var("AIRLOCK_METRICS_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         }
     }
 }
@@ -257,6 +263,8 @@ pub struct App {
     pub audit: Arc<AuditLog>,
     /// Artifacts.
     pub artifacts: Arc<ArtifactService>,
+    /// The token Prometheus reads `/metrics` with, if set.
+    pub metrics_token: Option<String>,
 }
 
 /// A freshly opened app, and the admin password if it was just generated.
@@ -390,6 +398,7 @@ impl App {
                 replica,
                 audit,
                 artifacts,
+                metrics_token: secrets.metrics_token,
             }),
             generated_password: password.generated,
         })
@@ -477,6 +486,7 @@ pub async fn run(
             replica: Arc::clone(&app.replica),
             sync: Arc::clone(&app.sync),
             gauges: vec![mcp_sessions],
+            metrics_token: app.metrics_token.clone(),
         })
         .merge(mcp);
         let served =

@@ -7,9 +7,11 @@
 //! table or swarm — never an agent's name, a token or SQL text.
 
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_util::MetricKindMask;
 use tonic::Code;
 
 /// Buckets of latency histograms, in seconds: 0.5 ms to 5 minutes.
@@ -17,6 +19,12 @@ const SECONDS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
 ];
+
+/// How long a gauge no scrape has set stays in the output.
+const GAUGE_IDLE: Duration = Duration::from_secs(300);
+
+/// Response streams open now.
+static ACTIVE_STREAMS: AtomicI64 = AtomicI64::new(0);
 
 /// The process's metrics, installed as the global recorder on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -26,7 +34,12 @@ pub fn handle() -> &'static PrometheusHandle {
         let builder = builder
             .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), SECONDS)
             .unwrap_or_else(|_| PrometheusBuilder::new());
-        let recorder = builder.build_recorder();
+        // Gauges are set when /metrics is scraped; one no longer set (a
+        // removed table, a swarm without artifacts) goes away instead of
+        // showing its last value forever.
+        let recorder = builder
+            .idle_timeout(MetricKindMask::GAUGE, Some(GAUGE_IDLE))
+            .build_recorder();
         let handle = recorder.handle();
         if metrics::set_global_recorder(recorder).is_err() {
             tracing::warn!("a metrics recorder was already installed; /metrics will be empty");
@@ -64,7 +77,7 @@ fn describe() {
     describe_gauge!("airlock_active_queries", "Queries running now");
     describe_gauge!(
         "airlock_active_streams",
-        "Response streams open now (Flight DoGet, HTTP query results)"
+        "Response streams open now (every streaming Flight call, HTTP query results)"
     );
     describe_gauge!("airlock_mcp_sessions", "Open MCP sessions");
     describe_gauge!(
@@ -81,7 +94,7 @@ fn describe() {
     describe_counter!("airlock_sync_rows_total", "Rows synced into the replica");
     describe_gauge!(
         "airlock_sync_jobs",
-        "Sync jobs not yet ended, by state (queued, running)"
+        "Sync jobs not yet ended (state=\"active\": queued or running)"
     );
     describe_gauge!(
         "airlock_replica_age_seconds",
@@ -197,9 +210,8 @@ pub fn audit_dropped() {
 }
 
 /// A response stream opened (+1) or closed (-1).
-pub fn stream_open(delta: f64) {
-    handle();
-    metrics::gauge!("airlock_active_streams").increment(delta);
+pub fn stream_open(delta: i64) {
+    ACTIVE_STREAMS.fetch_add(delta, Ordering::Relaxed);
 }
 
 /// A gauge's value now, set at scrape time.
@@ -215,6 +227,11 @@ pub fn gauge(name: &'static str, labels: &[(&'static str, String)], value: f64) 
 /// The metrics as Prometheus text.
 pub fn render() -> String {
     let handle = handle();
+    gauge(
+        "airlock_active_streams",
+        &[],
+        ACTIVE_STREAMS.load(Ordering::Relaxed) as f64,
+    );
     handle.run_upkeep();
     handle.render()
 }

@@ -204,30 +204,21 @@ impl Actions {
             // airlock's own tables are the same for everyone and documented
             // apart; the list is of the data.
             let mut descriptions = self.context.table_descriptions(principal);
-            let mut last_success = std::collections::BTreeMap::new();
-            for registration in self.sync.registrations().await? {
-                last_success.insert(registration.name, registration.last_success_job_id);
-            }
-            let mut tables = Vec::new();
-            for (schema, table, arrow) in visible.tables() {
-                if schema == AIRLOCK_SCHEMA {
-                    continue;
-                }
-                let name = TableName::from_parts(schema, table).ok();
-                let job = name
-                    .as_ref()
-                    .and_then(|n| last_success.get(n).cloned().flatten());
-                let synced_at = match job {
-                    Some(id) => self.sync.status(&id).await.ok().and_then(|j| j.finished_at),
-                    None => None,
-                };
-                tables.push(QueryableTableView {
-                    name: format!("{schema}.{table}"),
-                    description: name.and_then(|n| descriptions.remove(&n)),
-                    columns: arrow.fields().iter().map(|f| f.name().clone()).collect(),
-                    synced_at,
-                });
-            }
+            let synced: std::collections::BTreeMap<_, _> =
+                self.sync.last_synced().await?.into_iter().collect();
+            let tables = visible
+                .tables()
+                .filter(|(schema, _, _)| *schema != AIRLOCK_SCHEMA)
+                .map(|(schema, table, arrow)| {
+                    let name = TableName::from_parts(schema, table).ok();
+                    QueryableTableView {
+                        name: format!("{schema}.{table}"),
+                        synced_at: name.as_ref().and_then(|n| synced.get(n).copied().flatten()),
+                        description: name.and_then(|n| descriptions.remove(&n)),
+                        columns: arrow.fields().iter().map(|f| f.name().clone()).collect(),
+                    }
+                })
+                .collect();
             return Ok(TableListView::Queryable { tables });
         }
         let mut tables = Vec::new();

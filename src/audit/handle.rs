@@ -165,22 +165,28 @@ impl AuditHandle {
     /// Finishes the record with the request's final status and the bytes
     /// sent; later calls do nothing.
     pub fn finish(&self, code: Code, message: &str, bytes: u64) {
-        let Some(mut record) = lock(&self.inner.record).take() else {
+        self.inner.finish(code, message, bytes);
+    }
+}
+
+impl Inner {
+    fn finish(&self, code: Code, message: &str, bytes: u64) {
+        let Some(mut record) = lock(&self.record).take() else {
             return;
         };
         record.outcome = Outcome::of(code);
         record.status = format!("{code:?}");
         record.reason = (code != Code::Ok).then(|| message.to_string());
         record.bytes = bytes;
-        record.duration = self.inner.started.elapsed();
-        if let Some(rows) = lock(&self.inner.rows).as_ref() {
+        record.duration = self.started.elapsed();
+        if let Some(rows) = lock(&self.rows).as_ref() {
             record.rows = Some(rows.load(Ordering::Acquire));
         }
-        if let Some(truncated) = lock(&self.inner.truncated).as_ref() {
+        if let Some(truncated) = lock(&self.truncated).as_ref() {
             record.truncated = truncated.load(Ordering::Acquire);
         }
         telemetry::request_finished(
-            &self.inner.labels,
+            &self.labels,
             record.principal_kind.as_deref().unwrap_or("none"),
             record.outcome.as_str(),
             code,
@@ -188,7 +194,19 @@ impl AuditHandle {
             record.rows,
             record.bytes,
         );
-        self.inner.log.record(record);
+        self.log.record(record);
+    }
+}
+
+/// A request whose handler was dropped before it answered (the client went
+/// away, or cancelled) still leaves its record.
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.finish(
+            Code::Cancelled,
+            "the request was abandoned before its answer (the client went away or cancelled)",
+            0,
+        );
     }
 }
 

@@ -22,7 +22,7 @@ pub struct AuditedStream<St, T> {
 impl<St, T> AuditedStream<St, T> {
     /// Watches `inner` for `handle`'s request.
     pub fn new(inner: St, handle: AuditHandle, size: fn(&T) -> usize) -> Self {
-        crate::telemetry::stream_open(1.0);
+        crate::telemetry::stream_open(1);
         Self {
             inner: Box::pin(inner),
             handle,
@@ -61,7 +61,7 @@ where
 
 impl<St, T> Drop for AuditedStream<St, T> {
     fn drop(&mut self) {
-        crate::telemetry::stream_open(-1.0);
+        crate::telemetry::stream_open(-1);
         if !self.done {
             self.handle.finish(
                 Code::Cancelled,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use super::ranking::{Corpus, SearchIndex, Semantic};
 use super::records::Visible;
-use super::records::{GoldenSql, Instruction};
+use super::records::{GoldenSql, Instruction, TableNotes};
 use super::scan::{ColumnScan, ForeignKey, TableScan, profile_request};
 use super::{ContextError, ContextService, MAX_CACHED_VECTORS, MAX_K, check_text};
 use crate::principal::Principal;
@@ -291,27 +291,8 @@ impl ContextService {
                     .notes
                     .get(&name.to_string())
                     .and_then(|n| n.seen_by(visible));
-                let columns = visible
-                    .get(&name)
-                    .into_iter()
-                    .flatten()
-                    .map(|(column, data_type)| ColumnContext {
-                        name: column.clone(),
-                        data_type: data_type.clone(),
-                        description: notes.as_ref().and_then(|n| n.columns.get(column).cloned()),
-                        categories: None,
-                        examples: Vec::new(),
-                    })
-                    .collect();
-                TableContext {
-                    table: name.to_string(),
-                    score,
-                    description: notes.and_then(|n| n.description),
-                    columns,
-                    primary_key: None,
-                    foreign_keys: Vec::new(),
-                    scan: None,
-                }
+                let columns = visible.get(&name).map(Vec::as_slice).unwrap_or_default();
+                context_of(&name, columns, notes.as_ref(), score)
             })
             .collect();
         let chosen: BTreeSet<TableName> = tables
@@ -379,24 +360,7 @@ impl ContextService {
                 .notes
                 .get(&name.to_string())
                 .and_then(|n| n.seen_by(&visible));
-            TableContext {
-                table: name.to_string(),
-                score: 0.0,
-                description: notes.as_ref().and_then(|n| n.description.clone()),
-                columns: columns
-                    .iter()
-                    .map(|(column, data_type)| ColumnContext {
-                        name: column.clone(),
-                        data_type: data_type.clone(),
-                        description: notes.as_ref().and_then(|n| n.columns.get(column).cloned()),
-                        categories: None,
-                        examples: Vec::new(),
-                    })
-                    .collect(),
-                primary_key: None,
-                foreign_keys: Vec::new(),
-                scan: None,
-            }
+            context_of(name, columns, notes.as_ref(), 0.0)
         };
         let chosen = BTreeSet::from([name.clone()]);
         let instructions = self
@@ -483,5 +447,33 @@ impl ContextService {
                 .collect()
         };
         Ok(Some((stored, seen)))
+    }
+}
+
+/// A table's context from its visible columns and the notes the caller
+/// may see, before its scan is added.
+fn context_of(
+    name: &TableName,
+    columns: &[(String, String)],
+    notes: Option<&TableNotes>,
+    score: f32,
+) -> TableContext {
+    TableContext {
+        table: name.to_string(),
+        score,
+        description: notes.and_then(|n| n.description.clone()),
+        columns: columns
+            .iter()
+            .map(|(column, data_type)| ColumnContext {
+                name: column.clone(),
+                data_type: data_type.clone(),
+                description: notes.and_then(|n| n.columns.get(column).cloned()),
+                categories: None,
+                examples: Vec::new(),
+            })
+            .collect(),
+        primary_key: None,
+        foreign_keys: Vec::new(),
+        scan: None,
     }
 }

@@ -83,11 +83,10 @@ pub(crate) async fn login(
     } else {
         match serde_json::from_slice::<LoginRequest>(&body) {
             Ok(login) => Some(basic(&login.username, &login.password)),
-            Err(e) => {
-                return fail(
-                    &audit,
-                    status::bad_request(format!("invalid login body: {e}")),
-                );
+            // serde's message could quote the password: say what is wanted.
+            Err(_) => {
+                let wanted = "invalid login body: send {\"username\": \"admin\", \"password\": \"…\"} (strings)";
+                return fail(&audit, status::bad_request(wanted));
             }
         }
     };
@@ -159,6 +158,9 @@ pub(crate) async fn query(
         let principal = gateway
             .authenticate(authorization(&headers)?, &audit)
             .await?;
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(status::bad_request("the query body must be a JSON object"));
+        }
         let request: QueryRequest = serde_json::from_slice(&body)
             .map_err(|e| status::bad_request(format!("invalid query body: {e}")))?;
         let values = request

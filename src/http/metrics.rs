@@ -1,19 +1,27 @@
-//! `GET /metrics`: Prometheus text. Counters and histograms accumulate
-//! where things happen (see [`crate::telemetry`]); the gauges here are
-//! read from the services at scrape time.
+//! `GET /metrics`: Prometheus text, for admins and the metrics token
+//! (`AIRLOCK_METRICS_TOKEN`): table and swarm names are in its labels.
+//! Counters and histograms accumulate where things happen (see
+//! [`crate::telemetry`]); the gauges here are read from the services at
+//! scrape time.
 
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
 use chrono::Utc;
+use sha2::{Digest, Sha256};
 
 use super::Services;
-use crate::telemetry;
+use super::error::ApiError;
+use crate::auth::AuthError;
+use crate::{status, telemetry};
 
 /// The metrics, after refreshing the gauges.
-pub(super) async fn metrics(State(services): State<Arc<Services>>) -> impl IntoResponse {
+pub(super) async fn metrics(State(services): State<Arc<Services>>, headers: HeaderMap) -> Response {
+    if let Err(refused) = allowed(&services, &headers).await {
+        return ApiError(refused).into_response();
+    }
     refresh(&services).await;
     (
         [(
@@ -22,6 +30,32 @@ pub(super) async fn metrics(State(services): State<Arc<Services>>) -> impl IntoR
         )],
         telemetry::render(),
     )
+        .into_response()
+}
+
+/// The metrics token, or an admin's token.
+async fn allowed(services: &Services, headers: &HeaderMap) -> Result<(), tonic::Status> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let presented = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim);
+    if let (Some(token), Some(presented)) = (&services.metrics_token, presented) {
+        // Digests compare in time independent of where the tokens differ.
+        if Sha256::digest(token.as_bytes()) == Sha256::digest(presented.as_bytes()) {
+            return Ok(());
+        }
+    }
+    let principal = services
+        .gateway
+        .auth
+        .authenticate(header)
+        .await
+        .map_err(status::auth)?;
+    principal
+        .require_admin("/metrics")
+        .map_err(|e| status::auth(AuthError::from(e)))
 }
 
 async fn refresh(services: &Services) {

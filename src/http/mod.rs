@@ -97,6 +97,8 @@ pub struct Services {
     pub sync: Arc<SyncService>,
     /// Gauges other parts set when `/metrics` is scraped (MCP sessions).
     pub gauges: Vec<Arc<dyn Fn() + Send + Sync>>,
+    /// A bearer token that may read `/metrics` besides admins'.
+    pub metrics_token: Option<String>,
 }
 
 impl std::fmt::Debug for Services {

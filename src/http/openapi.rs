@@ -70,31 +70,39 @@ pub(super) fn document() -> Value {
             }}),
         );
     }
-    for (path, summary, content) in [
-        ("/healthz", "The process is up", "text/plain"),
+    for (path, summary, content, public) in [
+        ("/healthz", "The process is up", "text/plain", true),
         (
             "/readyz",
             "The node can serve: replica, metadata store and scheduler",
             "application/json",
+            true,
         ),
-        ("/metrics", "Prometheus metrics", "text/plain"),
+        (
+            "/metrics",
+            "Prometheus metrics (an admin's token or AIRLOCK_METRICS_TOKEN)",
+            "text/plain",
+            false,
+        ),
     ] {
         let body = if content == "application/json" {
             json!({"type": "object"})
         } else {
             json!({"type": "string"})
         };
-        paths.insert(
-            path.into(),
-            json!({"get": {
-                "summary": summary,
-                "security": [],
-                "responses": {
-                    "200": {"description": summary, "content": {content: {"schema": body}}},
-                    "503": {"description": "Not ready: the checks that fail", "content": {content: {"schema": body}}}
-                }
-            }}),
-        );
+        let mut responses = json!({
+            "200": {"description": summary, "content": {content: {"schema": body}}},
+        });
+        if public {
+            responses["503"] = json!({"description": "Not ready: the checks that fail", "content": {content: {"schema": body}}});
+        } else {
+            responses["default"] = failed.clone();
+        }
+        let mut operation = json!({"summary": summary, "responses": responses});
+        if public {
+            operation["security"] = json!([]);
+        }
+        paths.insert(path.into(), json!({"get": operation}));
     }
     json!({
         "openapi": "3.0.3",

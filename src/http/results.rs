@@ -11,12 +11,16 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::json::ArrayWriter;
 use datafusion::parquet::arrow::ArrowWriter;
+use datafusion::parquet::file::properties::WriterProperties;
 use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use tonic::Status;
 
 use crate::query::QueryStream;
 use crate::status;
+
+/// Rows per Parquet row group of a streamed result.
+const PARQUET_ROW_GROUP_ROWS: usize = 128 * 1024;
 
 /// A result format.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -68,10 +72,16 @@ impl Writer {
             Format::Arrow => {
                 Self::Arrow(StreamWriter::try_new(Vec::new(), schema).map_err(|e| failed(&e))?)
             }
-            Format::Parquet => Self::Parquet(
-                ArrowWriter::try_new(Vec::new(), Arc::clone(schema), None)
-                    .map_err(|e| failed(&e))?,
-            ),
+            Format::Parquet => {
+                // Row groups small enough to stream: the default (1M rows)
+                // would hold most results back until their end.
+                let properties = WriterProperties::builder()
+                    .set_max_row_group_row_count(Some(PARQUET_ROW_GROUP_ROWS))
+                    .build();
+                let writer = ArrowWriter::try_new(Vec::new(), Arc::clone(schema), Some(properties))
+                    .map_err(|e| failed(&e))?;
+                Self::Parquet(writer)
+            }
             Format::Csv => Self::Csv {
                 header: true,
                 buffer: Vec::new(),

@@ -14,8 +14,9 @@ mod bridge;
 mod render;
 mod tools;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -40,6 +41,7 @@ use tonic::{Code, Status};
 use crate::audit::AuditHandle;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
+use crate::status;
 use crate::telemetry::RequestLabels;
 
 pub use bridge::bridge_stdio;
@@ -87,9 +89,14 @@ pub fn router(
     let sessions = Arc::new(LocalSessionManager::default());
     let service =
         StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
+    let guard = Guard {
+        gateway,
+        sessions: Arc::clone(&sessions),
+        owners: Arc::default(),
+    };
     let router = Router::new()
         .nest_service("/mcp", service)
-        .layer(middleware::from_fn_with_state(gateway, authenticate));
+        .layer(middleware::from_fn_with_state(guard, authenticate));
     let gauge = move || {
         // A scrape must not wait on a session being opened or closed.
         if let Ok(open) = sessions.sessions.try_read() {
@@ -99,13 +106,36 @@ pub fn router(
     (router, Arc::new(gauge))
 }
 
-/// No request reaches the MCP service without a valid bearer token; a
-/// refused one is audited and answered 401 like the JSON API's.
-async fn authenticate(
-    State(gateway): State<Gateway>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+/// What the bearer check needs: the gateway, and which token opened each
+/// session (a session answers only the token that opened it).
+#[derive(Clone)]
+struct Guard {
+    gateway: Gateway,
+    sessions: Arc<LocalSessionManager>,
+    owners: Arc<Mutex<HashMap<String, String>>>,
+}
+
+impl Guard {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.owners.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A refused request: audited, and answered like the JSON API.
+    fn refuse(&self, status: Status, remote: Option<SocketAddr>) -> Response {
+        let audit = self
+            .gateway
+            .begin("MCP", RequestLabels::new("mcp", "request", ""), remote);
+        audit.finish(status.code(), status.message(), 0);
+        crate::http::error_response(status)
+    }
+}
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// No request reaches the MCP service without a valid bearer token, and
+/// none reaches a session another token opened (its stream could replay
+/// that token's results).
+async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let remote = request
         .extensions()
         .get::<ConnectInfo<crate::http::Peer>>()
@@ -115,17 +145,48 @@ async fn authenticate(
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let audit = gateway.begin("MCP", RequestLabels::new("mcp", "request", ""), remote);
-    match gateway.authenticate(header.as_deref(), &audit).await {
-        Ok(principal) => {
-            request.extensions_mut().insert(principal);
-            next.run(request).await
-        }
-        Err(status) => {
-            audit.finish(status.code(), status.message(), 0);
-            crate::http::error_response(status)
+    let principal = match guard.gateway.auth.authenticate(header.as_deref()).await {
+        Ok(principal) => principal,
+        Err(e) => return guard.refuse(status::auth(e), remote),
+    };
+    let session = request
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(session) = &session {
+        let owner = guard.owners().get(session).cloned();
+        if owner.is_some_and(|owner| owner != principal.token_id) {
+            let missing = status::not_found("no such MCP session; initialize a new one");
+            return guard.refuse(missing, remote);
         }
     }
+    let token_id = principal.token_id.clone();
+    let closing = request.method() == axum::http::Method::DELETE;
+    request.extensions_mut().insert(principal);
+    let response = next.run(request).await;
+    match session {
+        Some(session) if closing => {
+            guard.owners().remove(&session);
+        }
+        Some(_) => {}
+        None => {
+            if let Some(opened) = response
+                .headers()
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+            {
+                let live = guard.sessions.sessions.try_read().ok();
+                let mut owners = guard.owners();
+                // Forget sessions that ended (closed, or idle past their keep-alive).
+                if let Some(live) = live {
+                    owners.retain(|id, _| live.contains_key(id.as_str()));
+                }
+                owners.insert(opened.to_string(), token_id);
+            }
+        }
+    }
+    response
 }
 
 /// The MCP server handler: one per session, sharing the gateway.

@@ -23,6 +23,8 @@ pub(super) struct Budget {
 enum Cut {
     Rows,
     Chars,
+    /// A column's values could not be formatted.
+    Unrenderable,
 }
 
 impl Budget {
@@ -59,6 +61,7 @@ impl Budget {
             .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
             .collect();
         let Ok(formatters) = formatters else {
+            self.cut = Some(Cut::Unrenderable);
             return false;
         };
         for row in 0..batch.num_rows() {
@@ -89,22 +92,27 @@ impl Budget {
         true
     }
 
-    /// The table and its note. `grant_cap` is the row cap of the caller's
-    /// grant when it cut the result before this budget saw it.
-    pub(super) fn finish(mut self, grant_cap: Option<u64>) -> String {
+    /// The table and its note. `cut_at` is where the engine stopped the
+    /// result (the lower of the caller's `max_rows` and its grant's cap)
+    /// when it had more rows.
+    pub(super) fn finish(mut self, cut_at: Option<u64>) -> String {
         let mut notes = Vec::new();
-        match self.cut {
-            Some(Cut::Rows) => notes.push(format!(
-                "showing the first {} rows; the result has more",
-                self.rows
-            )),
-            Some(Cut::Chars) => notes.push(format!(
+        match (self.cut, cut_at) {
+            (Some(Cut::Chars), _) => notes.push(format!(
                 "showing the first {} rows, as many as fit in {} characters; the result has more",
                 self.rows, self.max_chars
             )),
-            None => notes.push(format!("{} rows", self.rows)),
+            (Some(Cut::Unrenderable), _) => notes.push(format!(
+                "showing the first {} rows; a value of the next could not be shown as text",
+                self.rows
+            )),
+            (Some(Cut::Rows), _) | (None, Some(_)) => notes.push(format!(
+                "showing the first {} rows; the result has more",
+                self.rows
+            )),
+            (None, None) => notes.push(format!("{} rows", self.rows)),
         }
-        if let Some(cap) = grant_cap {
+        if let Some(cap) = cut_at.filter(|cap| *cap < self.max_rows) {
             notes.push(format!("your grant caps results at {cap} rows"));
         }
         if self.cells_cut > 0 {
@@ -113,7 +121,7 @@ impl Budget {
                 self.cells_cut, self.max_cell
             ));
         }
-        if self.cut.is_some() || self.cells_cut > 0 {
+        if self.cut.is_some() || cut_at.is_some() || self.cells_cut > 0 {
             notes.push("export_query writes the whole result to an artifact".into());
         }
         self.text.push_str(&format!("({})", notes.join("; ")));
@@ -186,10 +194,19 @@ mod tests {
         let b = batch(10);
         let mut budget = Budget::new(&b.schema(), 3, 1000, 100);
         assert!(!budget.add(&b));
-        let text = budget.finish(Some(3));
+        let text = budget.finish(None);
         assert_eq!(text.lines().count(), 1 + 3 + 1, "{text}");
-        assert!(text.contains("showing the first 3 rows") && text.contains("caps results at 3"));
+        assert!(text.contains("showing the first 3 rows") && !text.contains("grant"));
         assert!(text.contains("export_query"));
+        // The engine cut the result at a grant's cap below what was asked.
+        let mut budget = Budget::new(&b.schema(), 100, 10_000, 100);
+        assert!(budget.add(&b.slice(0, 5)));
+        let text = budget.finish(Some(5));
+        assert!(
+            text.contains("showing the first 5 rows; the result has more"),
+            "{text}"
+        );
+        assert!(text.contains("your grant caps results at 5 rows"), "{text}");
     }
 
     #[test]

@@ -318,14 +318,12 @@ async fn rows(
     audit: &AuditHandle,
 ) -> Result<String, Status> {
     let planned = gateway.plan(principal, sql, params, Some(audit)).await?;
-    // One row past what is shown tells a cut result from a whole one.
-    let planned = planned.at_most(max_rows + 1);
+    let planned = planned.at_most(max_rows);
     let schema = planned.schema();
     let query_id = format!("mcp:{}", uuid::Uuid::new_v4());
     let mut stream = gateway
         .execute(principal, planned, &query_id, Some(audit))
         .await?;
-    let cap = stream.max_rows();
     let mut budget = Budget::new(&schema, max_rows, MAX_CHARS, MAX_CELL);
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(status::query)?;
@@ -333,12 +331,15 @@ async fn rows(
             break;
         }
     }
-    // Rows beyond the grant's own cap never left the engine.
-    let grant_cut = stream
+    // The engine stops at the lower of this cap and the grant's, and
+    // says whether the result went on.
+    let cut_at = stream
         .truncated()
-        .load(std::sync::atomic::Ordering::Acquire);
+        .load(std::sync::atomic::Ordering::Acquire)
+        .then(|| stream.max_rows())
+        .flatten();
     drop(stream);
-    Ok(budget.finish(grant_cut.then_some(cap).flatten()))
+    Ok(budget.finish(cut_at))
 }
 
 /// The text of a file artifact, or the first rows of a tabular one.
@@ -388,11 +389,23 @@ async fn read_artifact(
                     break;
                 }
             }
-            let Ok(text) = String::from_utf8(bytes) else {
-                return Ok(format!(
-                    "'{}' is a binary file ({} bytes, {}); download it with artifact.get over Flight or the HTTP API.",
-                    artifact.name, download.version.size, download.version.content_type
-                ));
+            let whole = bytes.len() as u64 >= download.version.size;
+            let text = match String::from_utf8(bytes) {
+                Ok(text) => text,
+                // Read to its end and still not UTF-8: not text.
+                Err(_) if whole => {
+                    return Ok(format!(
+                        "'{}' is a binary file ({} bytes, {}); download it with artifact.get's ticket over Flight.",
+                        artifact.name, download.version.size, download.version.content_type
+                    ));
+                }
+                // Cut inside a character: keep the whole ones.
+                Err(e) => {
+                    let valid = e.utf8_error().valid_up_to();
+                    let mut bytes = e.into_bytes();
+                    bytes.truncate(valid);
+                    String::from_utf8(bytes).unwrap_or_default()
+                }
             };
             Ok(render::cut_text(&text, MAX_CHARS))
         }

@@ -85,7 +85,7 @@ def agents(server):
         "demo.orders": {"row_filter": f"region = '{region}'"},
     }
     call(client, admin, "grant.set", {"swarm": "mcp_eu", "tables": rules("EU"), "limits": {"max_rows": 5000}})
-    call(client, admin, "grant.set", {"swarm": "mcp_us", "tables": rules("US")})
+    call(client, admin, "grant.set", {"swarm": "mcp_us", "tables": rules("US"), "limits": {"max_rows": 50}})
     tokens = {
         "eu": call(client, admin, "token.create", {"kind": "agent", "name": "m_eu", "swarm": "mcp_eu"})["token"],
         "us": call(client, admin, "token.create", {"kind": "agent", "name": "m_us", "swarm": "mcp_us"})["token"],
@@ -122,6 +122,33 @@ def test_no_tool_answers_without_a_valid_token(agents):
 
     with pytest.raises(BaseException):
         run(connect_without_token())
+
+
+def test_a_session_answers_only_the_token_that_opened_it(agents):
+    def post(token, body, session=None):
+        request = urllib.request.Request(agents["url"], data=json.dumps(body).encode(), method="POST")
+        request.add_header("content-type", "application/json")
+        request.add_header("accept", "application/json, text/event-stream")
+        request.add_header("authorization", f"Bearer {token}")
+        if session:
+            request.add_header("mcp-session-id", session)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, response.headers, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.headers, error.read()
+
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}}
+    status, headers, _ = post(agents["tokens"]["eu"], initialize)
+    session = headers["mcp-session-id"]
+    assert status == 200 and session
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    status, _, body = post(agents["tokens"]["us"], listing, session)
+    assert status == 404 and json.loads(body)["code"] == "NOT_FOUND"
+    assert post(agents["tokens"]["eu"], {"jsonrpc": "2.0", "method": "notifications/initialized"}, session)[0] == 202
+    status, _, body = post(agents["tokens"]["eu"], listing, session)
+    assert status == 200 and b"list_tables" in body
 
 
 def test_tools_are_listed_with_descriptions_and_schemas(agents):
@@ -173,6 +200,10 @@ def test_query_caps_rows_and_says_how_to_get_them_all(agents):
     rows, note = table(run(tool(agents["url"], token, "query", {
         "sql": "SELECT order_id, region FROM demo.orders WHERE order_id < $1 ORDER BY order_id", "params": [500], "max_rows": 5})))
     assert len(rows) == 5 and {r["region"] for r in rows} == {"EU"}
+    assert "your grant" not in note
+    # A grant's cap below the tool's is the one that cut, and the note says so.
+    rows, note = table(run(tool(agents["url"], agents["tokens"]["us"], "query", {"sql": "SELECT order_id FROM demo.orders"})))
+    assert len(rows) == 50 and "your grant caps results at 50 rows" in note
 
 
 def test_tables_are_described_as_the_agent_sees_them(agents):

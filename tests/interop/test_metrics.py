@@ -17,8 +17,12 @@ from conftest import Airlock, call, wait_for_job
 LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$')
 
 
-def scrape(server):
-    with urllib.request.urlopen(f"{server.http_url}/metrics", timeout=30) as response:
+METRICS_TOKEN = "prometheus-scrape-token-42"
+
+
+def scrape(server, token=METRICS_TOKEN):
+    request = urllib.request.Request(f"{server.http_url}/metrics", headers={"authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(request, timeout=30) as response:
         assert response.headers["content-type"].startswith("text/plain")
         text = response.read().decode()
     samples = {}
@@ -54,13 +58,27 @@ def post(url, body, token=None):
 @pytest.fixture(scope="module")
 def metered(airlock_bin, tmp_path_factory):
     """A server of its own, so no other test moves its counters."""
-    server = Airlock(airlock_bin, tmp_path_factory.mktemp("metrics") / "data")
+    server = Airlock(airlock_bin, tmp_path_factory.mktemp("metrics") / "data",
+                     extra_env={"AIRLOCK_METRICS_TOKEN": METRICS_TOKEN})
     client, headers = server.admin_headers()
     admin = flight.FlightCallOptions(headers=headers)
     call(client, admin, "grant.set", {"swarm": "metered", "tables": {"demo.orders": {"row_filter": "region = 'EU'"}}})
     token = call(client, admin, "token.create", {"kind": "agent", "name": "secret_agent_name", "swarm": "metered"})["token"]
+    server.admin_token = headers[0][1].decode().split(" ", 1)[1]
     yield server, client, admin, token
     server.stop()
+
+
+def test_only_admins_and_the_metrics_token_read_metrics(metered):
+    server, client, admin, token = metered
+    for presented, status in ((None, 401), ("wrong", 401), (token, 403)):
+        request = urllib.request.Request(f"{server.http_url}/metrics")
+        if presented:
+            request.add_header("authorization", f"Bearer {presented}")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == status, presented
+    assert "airlock_requests_total" in scrape(server, server.admin_token)[0]
 
 
 def test_counters_move_by_exactly_what_was_done(metered):

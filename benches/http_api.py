@@ -126,7 +126,7 @@ def main():
             entry["mb_per_s"] = entry["bytes"] / entry["s"] / 2**20
             entry["ratio_to_flight"] = entry["s"] / scans["Flight (ADBC)"]["s"]
 
-        cur.execute(f"SELECT o_orderkey FROM {SCHEMA}.orders ORDER BY hash(o_orderkey, 42) LIMIT {args.lookups}")
+        cur.execute(f"SELECT o_orderkey FROM {SCHEMA}.orders ORDER BY (o_orderkey * 2654435761) % 1000003 LIMIT {args.lookups}")
         keys = [r[0] for r in cur.fetchall()]
         random.Random(7).shuffle(keys)
         sqls = [LOOKUP.format(key=k) for k in keys]
