@@ -17,6 +17,9 @@ use super::{AuditLog, AuditRecord};
 use crate::principal::Principal;
 use crate::telemetry::{self, RequestLabels};
 
+/// Longest statement a record keeps (the default `query.max_sql_length`).
+pub(super) const MAX_STATEMENT: usize = 256 * 1024;
+
 /// How a request ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -132,9 +135,18 @@ impl AuditHandle {
         self.update(|r| r.principal = Some(user.to_string()));
     }
 
-    /// The SQL text or action body.
+    /// The SQL text or action body (cut past [`MAX_STATEMENT`] bytes: an
+    /// action body, a saved text, can be far larger than any SQL).
     pub fn statement(&self, statement: impl Into<String>) {
-        let statement = statement.into();
+        let mut statement = statement.into();
+        if statement.len() > MAX_STATEMENT {
+            let mut cut = MAX_STATEMENT;
+            while !statement.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            statement.truncate(cut);
+            statement.push('…');
+        }
         self.update(|r| r.statement = Some(statement));
     }
 

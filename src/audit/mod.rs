@@ -436,4 +436,46 @@ mod tests {
         assert_eq!(count(&replica, "at shutdown"), 1);
         assert_eq!(count(&replica, "old"), 0);
     }
+
+    #[test]
+    fn an_abandoned_request_is_recorded_as_cancelled_and_statements_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let replica = Replica::open(dir.path(), &crate::replica::DuckDbConfig::default()).unwrap();
+        let log = AuditLog::open(&replica, Duration::from_secs(3600)).unwrap();
+        let labels = || crate::telemetry::RequestLabels::new("http", "POST /api/v1/query", "");
+        let handle = AuditHandle::begin(Arc::clone(&log), "abandoned".into(), labels(), None);
+        handle.statement("é".repeat(handle::MAX_STATEMENT));
+        let clone = handle.clone();
+        drop(handle);
+        drop(clone);
+        // Finished twice: only the first counts.
+        let done = AuditHandle::begin(Arc::clone(&log), "answered".into(), labels(), None);
+        done.finish(tonic::Code::Ok, "", 7);
+        drop(done);
+        log.flush(Duration::from_secs(10));
+        let conn = replica.connect().unwrap();
+        let rows: Vec<(String, String, usize)> = conn
+            .prepare(&format!(
+                "SELECT request, status, length(statement) FROM {STORED_AS} ORDER BY request"
+            ))
+            .unwrap()
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get::<_, Option<i64>>(2)?.unwrap_or(0) as usize,
+                ))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            (rows[0].0.as_str(), rows[0].1.as_str()),
+            ("abandoned", "Cancelled")
+        );
+        // 2-byte characters cut at a boundary, plus the ellipsis.
+        assert_eq!(rows[0].2, handle::MAX_STATEMENT / 2 + 1);
+        assert_eq!((rows[1].0.as_str(), rows[1].1.as_str()), ("answered", "Ok"));
+    }
 }
