@@ -45,7 +45,8 @@ def schemathesis(server, token, tmp_path, *extra, hidden=()):
         "--seed", "1", "--generation-deterministic", "--report", "junit", "--report-dir", str(tmp_path),
         *extra,
     ]
-    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    # Run from the test's directory: schemathesis keeps a cache in its working directory.
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     return run.returncode, run.stdout + run.stderr
 
 
