@@ -55,6 +55,16 @@ impl Credentials {
     }
 }
 
+/// The `Authorization` value of Basic credentials, as clients send them
+/// (for front ends that receive user and password separately).
+pub fn basic_authorization(user: &str, password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+    )
+}
+
 /// Parses an `authorization` header value.
 pub fn parse_authorization(value: &str) -> Result<Credentials, AuthError> {
     let value = value.trim();

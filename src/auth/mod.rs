@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use credentials::{Credentials, TOKEN_USER, parse_authorization};
+pub use credentials::{Credentials, TOKEN_USER, basic_authorization, parse_authorization};
 pub use password::{AdminPassword, Initialized};
 pub use token::{IssuedToken, NewToken, TokenRecord, TokenService};
 

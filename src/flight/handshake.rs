@@ -32,7 +32,7 @@ impl AirlockFlightSql {
                     Some(Ok(first)) => BasicAuth::decode(first.payload)
                         .ok()
                         .filter(|b| !b.username.is_empty())
-                        .map(|b| basic_header(&b.username, &b.password)),
+                        .map(|b| crate::auth::basic_authorization(&b.username, &b.password)),
                     _ => None,
                 }
             }
@@ -61,13 +61,4 @@ impl AirlockFlightSql {
         response.metadata_mut().insert("authorization", bearer);
         Ok(response)
     }
-}
-
-/// `Basic base64(user:password)`, for handshake payload credentials.
-fn basic_header(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
 }

@@ -82,7 +82,10 @@ pub(crate) async fn login(
         }
     } else {
         match serde_json::from_slice::<LoginRequest>(&body) {
-            Ok(login) => Some(basic(&login.username, &login.password)),
+            Ok(login) => Some(crate::auth::basic_authorization(
+                &login.username,
+                &login.password,
+            )),
             // serde's message could quote the password: say what is wanted.
             Err(_) => {
                 let wanted = "invalid login body: send {\"username\": \"admin\", \"password\": \"…\"} (strings)";
@@ -220,14 +223,6 @@ fn authorization(headers: &HeaderMap) -> Result<Option<&str>, Status> {
                 .map_err(|_| status::auth(crate::auth::AuthError::MalformedHeader("not ASCII")))
         })
         .transpose()
-}
-
-fn basic(user: &str, password: &str) -> String {
-    use base64::Engine;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
-    )
 }
 
 /// A JSON answer; the audit record counts its bytes.
