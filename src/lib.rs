@@ -31,6 +31,7 @@ pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod context;
+pub mod dashboard;
 pub mod demo;
 mod duckdb_setup;
 mod duration_text;

@@ -481,14 +481,17 @@ pub async fn run(
             listening,
             stop.child_token(),
         );
-        let router = crate::http::router(crate::http::Services {
+        let services = crate::http::Services {
             gateway,
             replica: Arc::clone(&app.replica),
             sync: Arc::clone(&app.sync),
-            gauges: vec![mcp_sessions],
+            sessions: mcp_sessions,
+            tls: http_tls.is_some(),
             metrics_token: app.metrics_token.clone(),
-        })
-        .merge(mcp);
+        };
+        let router = crate::http::router(services.clone())
+            .merge(crate::dashboard::router(services))
+            .merge(mcp);
         let served =
             crate::http::serve(listener, http_tls, router, stop.clone().cancelled_owned()).await;
         stop.cancel();

@@ -347,6 +347,12 @@ pub(crate) fn bad_request(message: impl Into<String>) -> Status {
     status(Code::InvalidArgument, message)
 }
 
+/// Status for a request refused before it reaches a service (a dashboard
+/// form from another site).
+pub(crate) fn permission_denied(message: impl Into<String>) -> Status {
+    status(Code::PermissionDenied, message)
+}
+
 /// Status for something a request names that does not exist (an HTTP route).
 pub(crate) fn not_found(message: impl Into<String>) -> Status {
     status(Code::NotFound, message)

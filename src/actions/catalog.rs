@@ -82,6 +82,10 @@ pub enum Action {
     TableDescribe,
     /// A query's plan shape, without expressions.
     QueryShape,
+    /// Queries streaming now.
+    QueryRunning,
+    /// Stop a streaming query.
+    QueryCancel,
     /// Write a query's result as an artifact (a durable job).
     QueryExport,
     /// A job's state and progress.
@@ -136,7 +140,7 @@ pub enum Action {
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 59] = [
+    pub const ALL: [Action; 61] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -171,6 +175,8 @@ impl Action {
         Action::TableProfile,
         Action::TableDescribe,
         Action::QueryShape,
+        Action::QueryRunning,
+        Action::QueryCancel,
         Action::QueryExport,
         Action::JobGet,
         Action::JobList,
@@ -235,6 +241,8 @@ impl Action {
             Action::TableProfile => "table.profile",
             Action::TableDescribe => "table.describe",
             Action::QueryShape => "query.shape",
+            Action::QueryRunning => "query.running",
+            Action::QueryCancel => "query.cancel",
             Action::QueryExport => "query.export",
             Action::JobGet => "job.get",
             Action::JobList => "job.list",
@@ -412,6 +420,14 @@ impl Action {
                 "The shape of a query's plan as it would run for you: one operator per line (joins, aggregates, sorts, \
                  table scans) with no expressions. Body: {\"sql\":\"SELECT …\"}. Admins see the full plan with explain."
             }
+            Action::QueryRunning => {
+                "Queries streaming results now (yours; admins: all): query_id, principal, swarm, sql, started, \
+                 seconds, rows and bytes so far. Body: empty or {}."
+            }
+            Action::QueryCancel => {
+                "Stop a streaming query (yours; admins: any), from any front end. Body: {\"query_id\":\"…\"} \
+                 (from query.running). Answers {\"cancelled\":true|false}."
+            }
             Action::TableSample => {
                 "A sample of the rows you may see. Body: {\"table\":\"sales.orders\",\"rows\":100} or \
                  {\"table\":…,\"fraction\":0.01,\"method\":\"bernoulli|system\"}, optional \"seed\":N and (with rows) \
@@ -521,6 +537,8 @@ impl Action {
             | Action::TableProfile
             | Action::TableDescribe
             | Action::QueryShape
+            | Action::QueryRunning
+            | Action::QueryCancel
             | Action::QueryExport
             | Action::JobGet
             | Action::JobList

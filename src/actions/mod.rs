@@ -16,7 +16,8 @@
 //!                      ├─ grants.rs   grant.set/get/list/delete, explain     → policy, query
 //!                      ├─ artifacts.rs artifact.list/get/share/delete/extend → tools::artifacts
 //!                      ├─ tools.rs    table.sample (answers with a query),   → tools::sample,
-//!                      │              table.profile, query.shape             → query
+//!                      │              table.profile, query.shape,            → query
+//!                      │              query.running, query.cancel
 //!                      │              table.describe                         → context
 //!                      ├─ jobs.rs     query.export, job.get/list/cancel      → tools::export, jobs, sync
 //!                      ├─ context.rs  context.describe/instruction.*/        → context
@@ -239,6 +240,8 @@ impl Actions {
             Action::TableProfile => respond(action, self.table_profile(principal, body).await?),
             Action::TableDescribe => respond(action, self.table_describe(principal, body).await?),
             Action::QueryShape => respond(action, self.query_shape(principal, body).await?),
+            Action::QueryRunning => respond(action, self.query_running(principal, body)?),
+            Action::QueryCancel => respond(action, self.query_cancel(principal, body)?),
             Action::QueryExport => respond(action, self.query_export(principal, body).await?),
             Action::JobGet => respond(action, self.job_get(principal, body).await?),
             Action::JobList => respond(action, self.job_list(principal, body).await?),

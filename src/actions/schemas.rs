@@ -20,6 +20,7 @@ impl Action {
             | Action::TableList
             | Action::SourcesList
             | Action::GrantList
+            | Action::QueryRunning
             | Action::ContextGoldenList => generator.subschema_for::<Empty>(),
             Action::TableRegister => generator.subschema_for::<sync::RegisterRequest>(),
             Action::TableRemove | Action::TableStatus => {
@@ -56,6 +57,7 @@ impl Action {
                 generator.subschema_for::<super::tools::DescribeTableRequest>()
             }
             Action::QueryShape => generator.subschema_for::<super::tools::ShapeRequest>(),
+            Action::QueryCancel => generator.subschema_for::<super::tools::QueryIdRequest>(),
             Action::QueryExport => generator.subschema_for::<tools::export::ExportRequest>(),
             Action::JobGet | Action::JobCancel => {
                 generator.subschema_for::<super::jobs::JobIdRequest>()

@@ -22,18 +22,31 @@ struct Readiness {
     checks: Vec<Check>,
 }
 
+/// One part of the node, and whether it works.
 #[derive(Debug, Serialize)]
-struct Check {
-    name: &'static str,
-    ok: bool,
+pub(crate) struct Check {
+    pub(crate) name: &'static str,
+    pub(crate) ok: bool,
     /// Why it failed (absent when it passed).
     #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// The node can serve queries: the replica and the metadata store answer
 /// and the sync scheduler runs. 503 names what does not.
 pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResponse {
+    let checks = checks(&health).await;
+    let ready = checks.iter().all(|c| c.ok);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, Json(Readiness { ready, checks }))
+}
+
+/// The replica, the metadata store and the scheduler, checked now.
+pub(crate) async fn checks(health: &Services) -> Vec<Check> {
     let replica = Arc::clone(&health.replica);
     let replica = tokio::task::spawn_blocking(move || replica.check())
         .await
@@ -45,18 +58,11 @@ pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResp
     } else {
         Err("the sync scheduler stopped; the log says why".to_string())
     };
-    let checks = vec![
+    vec![
         check("replica", replica),
         check("metadata", metadata.map_err(|e| e.to_string())),
         check("scheduler", scheduler),
-    ];
-    let ready = checks.iter().all(|c| c.ok);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(Readiness { ready, checks }))
+    ]
 }
 
 fn check(name: &'static str, outcome: Result<(), String>) -> Check {

@@ -65,9 +65,11 @@ async fn refresh(services: &Services) {
         &[],
         gateway.query.running().len() as f64,
     );
-    for gauge in &services.gauges {
-        gauge();
-    }
+    telemetry::gauge(
+        "airlock_mcp_sessions",
+        &[],
+        (services.sessions)().len() as f64,
+    );
     let replica = Arc::clone(&services.replica);
     match tokio::task::spawn_blocking(move || replica.memory_bytes()).await {
         Ok(Ok(bytes)) => telemetry::gauge("airlock_duckdb_memory_bytes", &[], bytes as f64),

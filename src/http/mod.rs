@@ -31,7 +31,7 @@ use crate::sync::SyncService;
 
 mod api;
 mod error;
-mod health;
+pub(crate) mod health;
 mod metrics;
 mod openapi;
 mod results;
@@ -95,8 +95,10 @@ pub struct Services {
     pub replica: Arc<Replica>,
     /// Registrations, jobs (the metadata store) and the scheduler (readiness).
     pub sync: Arc<SyncService>,
-    /// Gauges other parts set when `/metrics` is scraped (MCP sessions).
-    pub gauges: Vec<Arc<dyn Fn() + Send + Sync>>,
+    /// The MCP sessions open now.
+    pub sessions: Arc<dyn Fn() -> Vec<crate::telemetry::OpenSession> + Send + Sync>,
+    /// Whether the port serves TLS (the dashboard's cookie is `Secure`).
+    pub tls: bool,
     /// A bearer token that may read `/metrics` besides admins'.
     pub metrics_token: Option<String>,
 }

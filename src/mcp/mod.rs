@@ -42,7 +42,7 @@ use crate::audit::AuditHandle;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
 use crate::status;
-use crate::telemetry::RequestLabels;
+use crate::telemetry::{OpenSession, RequestLabels};
 
 pub use bridge::bridge_stdio;
 
@@ -60,14 +60,14 @@ pub struct McpSettings {
     pub allowed_hosts: Vec<String>,
 }
 
-/// The `/mcp` route, stopped with `shutdown`, and a gauge update for
-/// `/metrics` (open sessions).
+/// The `/mcp` route, stopped with `shutdown`, and its open sessions (for
+/// the `/metrics` gauge and the dashboard).
 pub fn router(
     gateway: Gateway,
     settings: &McpSettings,
     listening: Option<SocketAddr>,
     shutdown: CancellationToken,
-) -> (Router, Arc<dyn Fn() + Send + Sync>) {
+) -> (Router, Arc<dyn Fn() -> Vec<OpenSession> + Send + Sync>) {
     let mut config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(shutdown);
@@ -89,21 +89,29 @@ pub fn router(
     let sessions = Arc::new(LocalSessionManager::default());
     let service =
         StreamableHttpService::new(move || Ok(handler.clone()), Arc::clone(&sessions), config);
+    let owners: Arc<Mutex<HashMap<String, OpenSession>>> = Arc::default();
     let guard = Guard {
         gateway,
         sessions: Arc::clone(&sessions),
-        owners: Arc::default(),
+        owners: Arc::clone(&owners),
     };
     let router = Router::new()
         .nest_service("/mcp", service)
         .layer(middleware::from_fn_with_state(guard, authenticate));
-    let gauge = move || {
+    let open = move || {
         // A scrape must not wait on a session being opened or closed.
-        if let Ok(open) = sessions.sessions.try_read() {
-            crate::telemetry::gauge("airlock_mcp_sessions", &[], open.len() as f64);
-        }
+        let Ok(live) = sessions.sessions.try_read() else {
+            return Vec::new();
+        };
+        let owners = owners.lock().unwrap_or_else(|p| p.into_inner());
+        let mut open: Vec<OpenSession> = live
+            .keys()
+            .filter_map(|id| owners.get(id.as_ref()).cloned())
+            .collect();
+        open.sort_by_key(|s| s.opened);
+        open
     };
-    (router, Arc::new(gauge))
+    (router, Arc::new(open))
 }
 
 /// What the bearer check needs: the gateway, and which token opened each
@@ -112,11 +120,11 @@ pub fn router(
 struct Guard {
     gateway: Gateway,
     sessions: Arc<LocalSessionManager>,
-    owners: Arc<Mutex<HashMap<String, String>>>,
+    owners: Arc<Mutex<HashMap<String, OpenSession>>>,
 }
 
 impl Guard {
-    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn owners(&self) -> std::sync::MutexGuard<'_, HashMap<String, OpenSession>> {
         self.owners.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -155,13 +163,17 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(session) = &session {
-        let owner = guard.owners().get(session).cloned();
+        let owner = guard.owners().get(session).map(|o| o.token_id.clone());
         if owner.is_some_and(|owner| owner != principal.token_id) {
             let missing = status::not_found("no such MCP session; initialize a new one");
             return guard.refuse(missing, remote);
         }
     }
-    let token_id = principal.token_id.clone();
+    let opener = OpenSession {
+        token_id: principal.token_id.clone(),
+        principal: principal.label(),
+        opened: chrono::Utc::now(),
+    };
     let closing = request.method() == axum::http::Method::DELETE;
     request.extensions_mut().insert(principal);
     let response = next.run(request).await;
@@ -182,7 +194,7 @@ async fn authenticate(State(guard): State<Guard>, mut request: Request, next: Ne
                 if let Some(live) = live {
                     owners.retain(|id, _| live.contains_key(id.as_str()));
                 }
-                owners.insert(opened.to_string(), token_id);
+                owners.insert(opened.to_string(), opener);
             }
         }
     }

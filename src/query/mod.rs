@@ -52,7 +52,7 @@ pub use profile::{Bucket, ColumnProfile, ProfileRequest, Stat, TableProfile, Top
 pub use sample::sample_key_sql;
 pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
-pub use stream::{QueryStream, RunningQueries};
+pub use stream::{QueryStream, RunningQueries, RunningQuery};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::policy::{self, Access, Grant, GrantStore, Limits, PolicyError, TablePattern};
@@ -339,7 +339,15 @@ impl QueryEngine {
         let physical = self.physical_plan(&planned).await?;
         let columns = columns_read(&physical);
         let fallback = pushdown::is_pushed(&physical).then(|| pushdown::unpushed(&planned));
-        let (token, registration) = self.running.register(query_id, &principal.token_id);
+        let started = stream::Started {
+            principal: principal.label(),
+            swarm: principal.swarm.clone(),
+            sql: Arc::clone(&planned.sql),
+            at: chrono::Utc::now(),
+        };
+        let (token, registration, progress) =
+            self.running
+                .register(query_id, &principal.token_id, started);
         let deadline = tokio::time::Instant::now() + timeout;
         let inner = self.executor.execute(
             physical,
@@ -358,6 +366,7 @@ impl QueryEngine {
                 registration,
                 max_rows: limits.max_rows,
                 permit,
+                progress,
             },
         )
         .with_columns(columns))
@@ -374,5 +383,12 @@ impl QueryEngine {
     /// Queries now streaming.
     pub fn running(&self) -> &Arc<RunningQueries> {
         &self.running
+    }
+
+    /// The queries now streaming that `principal` may see and cancel: all
+    /// for admins, else those its token started.
+    pub fn running_for(&self, principal: &Principal) -> Vec<RunningQuery> {
+        self.running
+            .list(|owner| principal.is_admin() || owner == principal.token_id)
     }
 }

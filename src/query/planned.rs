@@ -28,6 +28,8 @@ pub struct PlannedQuery {
     pub(super) limits: Option<Limits>,
     /// The rules applied to the tables read, for the audit.
     pub(super) policy: String,
+    /// The SQL as sent (shown in the list of running queries).
+    pub(super) sql: Arc<str>,
 }
 
 impl PlannedQuery {

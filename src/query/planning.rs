@@ -115,6 +115,7 @@ impl QueryEngine {
                 tables: cached.tables.clone(),
                 limits,
                 policy: cached.policy.clone(),
+                sql: sql.into(),
             });
         }
         let mut statement = statement::parse_query(
@@ -198,6 +199,7 @@ impl QueryEngine {
             policy,
             tables,
             limits,
+            sql: sql.into(),
         })
     }
 

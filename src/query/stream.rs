@@ -29,6 +29,49 @@ struct Execution {
     serial: u64,
     owner: String,
     token: CancellationToken,
+    about: Started,
+    progress: Progress,
+}
+
+/// Who started an execution, when, and with what SQL (for operators).
+#[derive(Debug, Clone)]
+pub(crate) struct Started {
+    /// The principal's label (`agent:a@s`).
+    pub principal: String,
+    /// The principal's swarm, if any.
+    pub swarm: Option<String>,
+    /// The SQL as sent (placeholders unbound).
+    pub sql: Arc<str>,
+    /// When it started.
+    pub at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Rows and bytes a stream has handed out so far.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Progress {
+    rows: Arc<AtomicU64>,
+    bytes: Arc<AtomicU64>,
+}
+
+/// An execution as operators see it.
+#[derive(Debug, Clone, serde::Serialize, schemars::JsonSchema)]
+pub struct RunningQuery {
+    /// The id a cancel names (the ticket's query id).
+    pub query_id: String,
+    /// Who runs it (`agent:a@s`).
+    pub principal: String,
+    /// Their swarm.
+    pub swarm: Option<String>,
+    /// The SQL as sent.
+    pub sql: String,
+    /// When it started (RFC 3339).
+    pub started: chrono::DateTime<chrono::Utc>,
+    /// Seconds since.
+    pub seconds: f64,
+    /// Rows handed out so far.
+    pub rows: u64,
+    /// Bytes of Arrow data handed out so far.
+    pub bytes: u64,
 }
 
 /// Queries currently streaming results, by query id. The same ticket may be
@@ -45,8 +88,10 @@ impl RunningQueries {
         self: &Arc<Self>,
         query_id: &str,
         owner: &str,
-    ) -> (CancellationToken, Registration) {
+        about: Started,
+    ) -> (CancellationToken, Registration, Progress) {
         let token = CancellationToken::new();
+        let progress = Progress::default();
         let serial = self
             .next_serial
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -57,6 +102,8 @@ impl RunningQueries {
                 serial,
                 owner: owner.to_string(),
                 token: token.clone(),
+                about,
+                progress: progress.clone(),
             });
         (
             token,
@@ -65,7 +112,31 @@ impl RunningQueries {
                 query_id: query_id.to_string(),
                 serial,
             },
+            progress,
         )
+    }
+
+    /// The executions `may_see` allows for their owner, oldest first.
+    pub fn list(&self, may_see: impl Fn(&str) -> bool) -> Vec<RunningQuery> {
+        let now = chrono::Utc::now();
+        let mut list: Vec<RunningQuery> = self
+            .lock()
+            .iter()
+            .flat_map(|(id, executions)| executions.iter().map(move |e| (id, e)))
+            .filter(|(_, e)| may_see(&e.owner))
+            .map(|(id, e)| RunningQuery {
+                query_id: id.clone(),
+                principal: e.about.principal.clone(),
+                swarm: e.about.swarm.clone(),
+                sql: e.about.sql.to_string(),
+                started: e.about.at,
+                seconds: (now - e.about.at).as_seconds_f64().max(0.0),
+                rows: e.progress.rows.load(Ordering::Relaxed),
+                bytes: e.progress.bytes.load(Ordering::Relaxed),
+            })
+            .collect();
+        list.sort_by_key(|q| q.started);
+        list
     }
 
     /// Cancels the executions of `query_id` that `may_cancel` allows for
@@ -127,6 +198,8 @@ pub(crate) struct Guards {
     pub max_rows: Option<u64>,
     /// Counts the query against its principal's concurrency while it lives.
     pub permit: Option<OwnedSemaphorePermit>,
+    /// Where the stream counts what it hands out.
+    pub progress: Progress,
 }
 
 /// A query's batches, labelled with the planned schema, ending at the
@@ -146,6 +219,8 @@ pub struct QueryStream {
     truncated: Arc<AtomicBool>,
     /// Rows handed out so far (shared with the audit).
     returned: Arc<AtomicU64>,
+    /// Arrow bytes handed out so far (shared with the running list).
+    bytes: Arc<AtomicU64>,
     /// Columns the plan reads from storage.
     columns: Vec<String>,
     _registration: Registration,
@@ -166,7 +241,8 @@ impl QueryStream {
             max_rows: guards.max_rows,
             rows: 0,
             full: None,
-            returned: Arc::new(AtomicU64::new(0)),
+            returned: guards.progress.rows,
+            bytes: guards.progress.bytes,
             columns: Vec::new(),
             truncated: Arc::new(AtomicBool::new(false)),
             _registration: guards.registration,
@@ -270,6 +346,8 @@ impl Stream for QueryStream {
         if let Poll::Ready(Some(Ok(batch))) = &item {
             self.returned
                 .fetch_add(batch.num_rows() as u64, Ordering::AcqRel);
+            self.bytes
+                .fetch_add(batch.get_array_memory_size() as u64, Ordering::Relaxed);
         }
         item
     }
@@ -363,7 +441,13 @@ mod tests {
             futures::stream::iter(batches),
         ));
         let running = Arc::new(RunningQueries::default());
-        let (token, registration) = running.register("q", "owner");
+        let started = Started {
+            principal: "agent:a@s".into(),
+            swarm: Some("s".into()),
+            sql: "SELECT 1".into(),
+            at: chrono::Utc::now(),
+        };
+        let (token, registration, progress) = running.register("q", "owner", started);
         let stream = QueryStream::new(
             inner,
             schema,
@@ -374,6 +458,7 @@ mod tests {
                 registration,
                 max_rows: Some(max_rows),
                 permit: None,
+                progress,
             },
         );
         let truncated = stream.truncated();
@@ -404,5 +489,30 @@ mod tests {
         // Nothing after it: the whole result, not truncated.
         assert_eq!(capped(&[2, 2, 0], 4).await, ((0..4).collect(), false));
         assert_eq!(capped(&[2, 1], 4).await, ((0..3).collect(), false));
+    }
+
+    #[test]
+    fn the_running_list_shows_progress_to_those_who_may_see_it() {
+        let running = Arc::new(RunningQueries::default());
+        let started = |who: &str| Started {
+            principal: who.into(),
+            swarm: None,
+            sql: format!("SELECT '{who}'").into(),
+            at: chrono::Utc::now(),
+        };
+        let (_t1, r1, progress) = running.register("q1", "token-a", started("a"));
+        let (_t2, r2, _) = running.register("q2", "token-b", started("b"));
+        progress.rows.fetch_add(7, Ordering::Relaxed);
+        progress.bytes.fetch_add(64, Ordering::Relaxed);
+        let mine = running.list(|owner| owner == "token-a");
+        assert_eq!(mine.len(), 1);
+        assert_eq!(
+            (mine[0].query_id.as_str(), mine[0].sql.as_str()),
+            ("q1", "SELECT 'a'")
+        );
+        assert_eq!((mine[0].rows, mine[0].bytes), (7, 64));
+        assert_eq!(running.list(|_| true).len(), 2);
+        drop((r1, r2));
+        assert!(running.list(|_| true).is_empty());
     }
 }

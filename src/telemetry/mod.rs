@@ -6,6 +6,10 @@
 //! kind, sync state, and table or swarm names only where a metric is per
 //! table or swarm — never an agent's name, a token or SQL text.
 
+mod history;
+
+pub use history::{History, INTERVALS, STEP_SECONDS, Sample};
+
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -25,6 +29,12 @@ const GAUGE_IDLE: Duration = Duration::from_secs(300);
 
 /// Response streams open now.
 static ACTIVE_STREAMS: AtomicI64 = AtomicI64::new(0);
+
+/// The last hour of requests, for the dashboard's charts.
+pub fn history() -> &'static History {
+    static HISTORY: OnceLock<History> = OnceLock::new();
+    HISTORY.get_or_init(History::default)
+}
 
 /// The process's metrics, installed as the global recorder on first use.
 pub fn handle() -> &'static PrometheusHandle {
@@ -117,6 +127,18 @@ fn describe() {
     );
 }
 
+/// A session a front end keeps open for a principal (MCP), as operators
+/// see it.
+#[derive(Debug, Clone)]
+pub struct OpenSession {
+    /// The token that opened it (the only one it answers).
+    pub token_id: String,
+    /// Its principal (`agent:a@s`).
+    pub principal: String,
+    /// When it was opened.
+    pub opened: chrono::DateTime<chrono::Utc>,
+}
+
 /// The labels a request is counted under.
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
@@ -151,6 +173,7 @@ pub fn request_finished(
     bytes: u64,
 ) {
     handle();
+    history().record(chrono::Utc::now(), outcome, rows.is_some(), duration);
     let frontend = labels.frontend;
     metrics::counter!(
         "airlock_requests_total",

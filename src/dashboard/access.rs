@@ -1,0 +1,300 @@
+//! `GET /admin/access`: swarm and agent tokens (never the token itself)
+//! with expiry, state and a revoke button, and every grant rendered as
+//! rules; `GET /admin/access/grant` edits one grant as JSON and shows the
+//! `explain` of a sample query as its grantee.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::{Query, State};
+use axum::response::Response;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::json;
+use tonic::Status;
+
+use super::session::Admin;
+use super::{Chrome, Dashboard, View, view};
+use crate::policy::{ColumnRule, Grant};
+
+#[derive(Template)]
+#[template(path = "dashboard/access.html")]
+struct AccessPage {
+    chrome: Chrome,
+    tokens: Vec<TokenRow>,
+    grants: Vec<GrantRow>,
+}
+
+/// A token as `token.list` answers it.
+#[derive(Deserialize)]
+struct Token {
+    id: String,
+    kind: String,
+    name: String,
+    swarm: Option<String>,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+    created_at: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+    revoked_at: Option<DateTime<Utc>>,
+    active: bool,
+}
+
+#[derive(Deserialize)]
+struct Tokens {
+    tokens: Vec<Token>,
+}
+
+struct TokenRow {
+    id: String,
+    kind: String,
+    name: String,
+    swarm: String,
+    attributes: String,
+    created: String,
+    expires: String,
+    state: &'static str,
+    revoke: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Grants {
+    grants: Vec<Grant>,
+}
+
+struct GrantRow {
+    key: String,
+    edit: String,
+    tables: Vec<RuleRow>,
+    limits: String,
+}
+
+/// One table pattern's rules, in words.
+struct RuleRow {
+    pattern: String,
+    row_filter: String,
+    denied: String,
+    masks: Vec<(String, String)>,
+}
+
+pub(super) async fn page(
+    State(dashboard): State<Arc<Dashboard>>,
+    admin: Admin,
+    view: View,
+) -> Response {
+    let made = build(&dashboard, &admin, &view).await;
+    view.render(&admin, made)
+}
+
+async fn build(dashboard: &Dashboard, admin: &Admin, view: &View) -> Result<AccessPage, Status> {
+    let now = Utc::now();
+    let tokens: Tokens = dashboard.call(admin, "token.list", json!({})).await?;
+    let mut tokens: Vec<TokenRow> = tokens
+        .tokens
+        .into_iter()
+        .filter(|t| t.kind != "admin")
+        .map(|t| TokenRow {
+            revoke: t.active.then(|| json!({ "id": t.id }).to_string()),
+            state: match (t.active, t.revoked_at) {
+                (true, _) => "active",
+                (false, Some(_)) => "revoked",
+                (false, None) => "expired",
+            },
+            id: t.id,
+            kind: t.kind,
+            name: t.name,
+            swarm: t.swarm.unwrap_or_default(),
+            attributes: t
+                .attributes
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            created: view::time(&t.created_at),
+            expires: format!(
+                "{} ({})",
+                view::time(&t.expires_at),
+                view::relative(&t.expires_at, now)
+            ),
+        })
+        .collect();
+    // Active first, then by swarm and name.
+    tokens.sort_by(|a, b| (a.state, &a.swarm, &a.name).cmp(&(b.state, &b.swarm, &b.name)));
+    let grants: Grants = dashboard.call(admin, "grant.list", json!({})).await?;
+    Ok(AccessPage {
+        chrome: view.chrome("access", admin),
+        tokens,
+        grants: grants.grants.iter().map(grant_row).collect(),
+    })
+}
+
+fn grant_row(grant: &Grant) -> GrantRow {
+    let mut edit = form_urlencoded::Serializer::new(String::new());
+    edit.append_pair("swarm", &grant.swarm);
+    if let Some(agent) = &grant.agent {
+        edit.append_pair("agent", agent);
+    }
+    let limits = &grant.limits;
+    let limits = [
+        limits.max_rows.map(|n| format!("max_rows {n}")),
+        limits.timeout_s.map(|n| format!("timeout {n} s")),
+        limits.max_concurrent.map(|n| format!("{n} at once")),
+        limits.per_minute.map(|n| format!("{n} per minute")),
+    ]
+    .into_iter()
+    .flatten()
+    .collect::<Vec<_>>()
+    .join(", ");
+    GrantRow {
+        key: grant.key(),
+        edit: format!("/admin/access/grant?{}", edit.finish()),
+        tables: grant
+            .tables
+            .iter()
+            .map(|(pattern, rule)| RuleRow {
+                pattern: pattern.clone(),
+                row_filter: rule.row_filter.clone().unwrap_or_default(),
+                denied: rule
+                    .columns
+                    .iter()
+                    .filter(|(_, r)| matches!(r, ColumnRule::Deny))
+                    .map(|(c, _)| c.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                masks: rule
+                    .columns
+                    .iter()
+                    .filter_map(|(c, r)| match r {
+                        ColumnRule::Mask(mask) => Some((c.clone(), mask.clone())),
+                        ColumnRule::Deny => None,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        limits: if limits.is_empty() {
+            "server defaults".into()
+        } else {
+            limits
+        },
+    }
+}
+
+/// `GET /admin/access/grant?swarm=…[&agent=…][&sql=…]`.
+#[derive(Debug, Deserialize)]
+pub(super) struct GrantQuery {
+    swarm: String,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    sql: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "dashboard/grant.html")]
+struct GrantPage {
+    chrome: Chrome,
+    key: String,
+    swarm: String,
+    agent: String,
+    /// The grant as pretty JSON (empty for a new one).
+    json: String,
+    exists: bool,
+    delete: String,
+    sql: String,
+    /// `explain` as the grantee, when a sample query was given.
+    explained: Option<Explained>,
+}
+
+#[derive(Deserialize)]
+struct Explained {
+    principal: String,
+    access: serde_json::Value,
+    logical_plan: String,
+    #[serde(default)]
+    duckdb_plans: Vec<String>,
+}
+
+pub(super) async fn grant_page(
+    State(dashboard): State<Arc<Dashboard>>,
+    admin: Admin,
+    view: View,
+    Query(query): Query<GrantQuery>,
+) -> Response {
+    let made = build_grant(&dashboard, &admin, &view, query).await;
+    view.render(&admin, made)
+}
+
+async fn build_grant(
+    dashboard: &Dashboard,
+    admin: &Admin,
+    view: &View,
+    query: GrantQuery,
+) -> Result<GrantPage, Status> {
+    let agent = query.agent.filter(|a| !a.is_empty());
+    let key = json!({ "swarm": query.swarm, "agent": agent });
+    let found: Result<serde_json::Value, Status> =
+        dashboard.call(admin, "grant.get", key.clone()).await;
+    let (json, exists) = match found {
+        Ok(answer) => {
+            let grant = answer.get("grant").cloned().unwrap_or_default();
+            (
+                serde_json::to_string_pretty(&grant).unwrap_or_default(),
+                true,
+            )
+        }
+        Err(e) if e.code() == tonic::Code::NotFound => {
+            let empty = json!({ "swarm": query.swarm, "agent": agent, "tables": {}, "limits": {} });
+            (
+                serde_json::to_string_pretty(&empty).unwrap_or_default(),
+                false,
+            )
+        }
+        Err(e) => return Err(e),
+    };
+    let sql = query.sql.unwrap_or_default();
+    let explained = if sql.trim().is_empty() {
+        None
+    } else {
+        let principal = match &agent {
+            Some(agent) => json!({ "kind": "agent", "swarm": query.swarm, "name": agent }),
+            None => json!({ "kind": "swarm", "swarm": query.swarm, "name": query.swarm }),
+        };
+        Some(
+            dashboard
+                .call(admin, "explain", json!({ "sql": sql, "as": principal }))
+                .await,
+        )
+    };
+    let explained = match explained {
+        None => None,
+        Some(Ok(explained)) => Some(explained),
+        // A query the grantee may not run is the answer, not a failure.
+        Some(Err(e)) => Some(Explained {
+            principal: String::new(),
+            access: serde_json::Value::Null,
+            logical_plan: format!("refused: {}", e.message()),
+            duckdb_plans: Vec::new(),
+        }),
+    };
+    Ok(GrantPage {
+        chrome: view.chrome("access", admin),
+        key: match &agent {
+            Some(agent) => format!("{}/{agent}", query.swarm),
+            None => query.swarm.clone(),
+        },
+        delete: key.to_string(),
+        swarm: query.swarm,
+        agent: agent.unwrap_or_default(),
+        json,
+        exists,
+        sql,
+        explained,
+    })
+}
+
+impl Explained {
+    fn access_text(&self) -> String {
+        serde_json::to_string_pretty(&self.access).unwrap_or_default()
+    }
+}

@@ -1,0 +1,368 @@
+//! Who may use the dashboard: admins only, by a session cookie (after
+//! logging in with the admin password or an admin token) or a bearer
+//! token (curl). The cookie holds a random id; the admin token and the
+//! session's CSRF token stay on the server. Every state-changing request
+//! passes [`guard`]: it must come from this origin and, under a cookie,
+//! carry the session's CSRF token.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+use tonic::Status;
+
+use super::{Dashboard, Flash};
+use crate::http::Peer;
+use crate::principal::Principal;
+use crate::status;
+use crate::telemetry::RequestLabels;
+
+/// Largest form a dashboard request may send (grant and context edits).
+pub(super) const FORM_LIMIT: usize = 256 * 1024;
+
+/// A logged-in browser.
+#[derive(Debug, Clone)]
+struct Session {
+    /// The admin token the session acts with.
+    token: String,
+    /// Issued at login (revoked at logout), or brought by the admin.
+    issued: bool,
+    csrf: String,
+    expires_at: DateTime<Utc>,
+    flash: Option<Flash>,
+}
+
+/// Sessions by cookie id, on this node (they end at restart).
+#[derive(Debug, Default)]
+pub(super) struct Sessions {
+    map: Mutex<HashMap<String, Session>>,
+}
+
+impl Sessions {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn get(&self, id: &str) -> Option<Session> {
+        let now = Utc::now();
+        self.lock().get(id).filter(|s| s.expires_at > now).cloned()
+    }
+
+    /// Keeps a message for the session's next page.
+    pub(super) fn flash(&self, id: &str, flash: Flash) {
+        if let Some(session) = self.lock().get_mut(id) {
+            session.flash = Some(flash);
+        }
+    }
+
+    fn take_flash(&self, id: &str) -> Option<Flash> {
+        self.lock().get_mut(id).and_then(|s| s.flash.take())
+    }
+}
+
+/// The cookie's name: `__Host-` under TLS (the browser then insists on
+/// Secure, Path=/ and no Domain).
+fn cookie_name(tls: bool) -> &'static str {
+    if tls {
+        "__Host-airlock_admin"
+    } else {
+        "airlock_admin"
+    }
+}
+
+/// A value of `name` in the request's cookies.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn random_id() -> String {
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Digests compare in time independent of where the values differ.
+fn same_secret(a: &str, b: &str) -> bool {
+    Sha256::digest(a.as_bytes()) == Sha256::digest(b.as_bytes())
+}
+
+/// An admin using the dashboard.
+#[derive(Debug, Clone)]
+pub(super) struct Admin {
+    pub(super) principal: Principal,
+    /// The cookie session (none under a bearer token).
+    pub(super) session: Option<String>,
+    /// The token forms must carry (empty under a bearer token).
+    pub(super) csrf: String,
+    /// A message from the previous request.
+    pub(super) flash: Option<Flash>,
+}
+
+/// Not an admin: pages send browsers to the login form; a request with a
+/// token that is not an admin's gets 403.
+#[derive(Debug)]
+pub(super) enum Refused {
+    Login,
+    Status(Status),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Login => Redirect::to("/admin/login").into_response(),
+            Refused::Status(status) => super::error_page(&status),
+        }
+    }
+}
+
+impl FromRequestParts<Arc<Dashboard>> for Admin {
+    type Rejection = Refused;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        dashboard: &Arc<Dashboard>,
+    ) -> Result<Self, Self::Rejection> {
+        let auth = &dashboard.services.gateway.auth;
+        if let Some(header) = parts.headers.get(header::AUTHORIZATION) {
+            let header = header.to_str().ok();
+            let authenticated = auth.authenticate(header).await.map_err(status::auth);
+            let checked = match &authenticated {
+                Ok(principal) => require_admin(principal),
+                Err(e) => Err(e.clone()),
+            };
+            if let Err(refused) = checked {
+                // A refused token is a request like any other: audited.
+                let remote = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0);
+                let request = format!("{} {}", parts.method, parts.uri.path());
+                let labels = RequestLabels::new("dashboard", &request, "");
+                let audit = dashboard.services.gateway.begin(request, labels, remote);
+                if let Ok(principal) = &authenticated {
+                    audit.principal(principal);
+                }
+                audit.finish(refused.code(), refused.message(), 0);
+                return Err(Refused::Status(refused));
+            }
+            let principal = authenticated.map_err(Refused::Status)?;
+            return Ok(Admin {
+                principal,
+                session: None,
+                csrf: String::new(),
+                flash: None,
+            });
+        }
+        let name = cookie_name(dashboard.services.tls);
+        let id = cookie(&parts.headers, name).ok_or(Refused::Login)?;
+        let session = dashboard.sessions.get(id).ok_or(Refused::Login)?;
+        // The token may have been revoked or expired since login.
+        let principal = auth
+            .authenticate(Some(&format!("Bearer {}", session.token)))
+            .await
+            .map_err(|_| Refused::Login)?;
+        require_admin(&principal).map_err(Refused::Status)?;
+        let refresh = parts.headers.contains_key(super::REFRESH_HEADER);
+        Ok(Admin {
+            principal,
+            session: Some(id.to_string()),
+            csrf: session.csrf,
+            // An automatic refresh leaves the message for the next page.
+            flash: if refresh {
+                None
+            } else {
+                dashboard.sessions.take_flash(id)
+            },
+        })
+    }
+}
+
+fn require_admin(principal: &Principal) -> Result<(), Status> {
+    principal
+        .require_admin("the dashboard")
+        .map_err(|e| status::auth(crate::auth::AuthError::from(e)))
+}
+
+/// The login form's fields.
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct LoginForm {
+    #[serde(default)]
+    password: String,
+    #[serde(default)]
+    token: String,
+}
+
+/// `POST /admin/login`: the admin password (or an admin token) for a
+/// session cookie. Audited like the API's login.
+pub(super) async fn login(
+    State(dashboard): State<Arc<Dashboard>>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
+    axum::Form(form): axum::Form<LoginForm>,
+) -> Response {
+    let gateway = &dashboard.services.gateway;
+    let audit = gateway.begin(
+        "POST /admin/login",
+        RequestLabels::new("dashboard", "POST /admin/login", ""),
+        Some(remote),
+    );
+    let token = form.token.trim();
+    let (header, issued) = if token.is_empty() {
+        (
+            crate::auth::basic_authorization("admin", &form.password),
+            true,
+        )
+    } else {
+        (format!("Bearer {token}"), false)
+    };
+    let logged_in = match gateway.login(Some(&header), &audit).await {
+        Ok((principal, token)) => require_admin(&principal).map(|()| (token, principal.expires_at)),
+        Err(e) => Err(e),
+    };
+    let (token, expires_at) = match logged_in {
+        Ok(logged_in) => logged_in,
+        Err(e) => {
+            audit.finish(e.code(), e.message(), 0);
+            let page = super::LoginPage {
+                error: Some(e.message().to_string()),
+            };
+            let (code, _) = crate::http::http_status(e.code());
+            return (code, page_of(&page)).into_response();
+        }
+    };
+    audit.finish(tonic::Code::Ok, "", 0);
+    let id = random_id();
+    let now = Utc::now();
+    {
+        let mut sessions = dashboard.sessions.lock();
+        sessions.retain(|_, s| s.expires_at > now);
+        sessions.insert(
+            id.clone(),
+            Session {
+                token,
+                issued,
+                csrf: random_id(),
+                expires_at,
+                flash: None,
+            },
+        );
+    }
+    let tls = dashboard.services.tls;
+    let cookie = format!(
+        "{}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        cookie_name(tls),
+        (expires_at - now).num_seconds().max(0),
+        if tls { "; Secure" } else { "" }
+    );
+    let mut response = Redirect::to("/admin").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+fn page_of(login: &super::LoginPage) -> Response {
+    super::page(login)
+}
+
+/// `POST /admin/logout`: ends the session (and revokes the token the
+/// login issued).
+pub(super) async fn logout(State(dashboard): State<Arc<Dashboard>>, admin: Admin) -> Response {
+    if let Some(id) = &admin.session {
+        let session = dashboard.sessions.lock().remove(id);
+        if let Some(session) = session.filter(|s| s.issued) {
+            let auth = &dashboard.services.gateway.auth;
+            if let Err(e) = auth
+                .revoke_token(&admin.principal, &admin.principal.token_id)
+                .await
+            {
+                tracing::warn!(error = %e, "revoking the dashboard session's token");
+            }
+            drop(session);
+        }
+    }
+    let tls = dashboard.services.tls;
+    let cookie = format!(
+        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
+        cookie_name(tls),
+        if tls { "; Secure" } else { "" }
+    );
+    let mut response = Redirect::to("/admin/login").into_response();
+    if let Ok(value) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().insert(header::SET_COOKIE, value);
+    }
+    response
+}
+
+/// Every request that changes something must come from the dashboard's
+/// own pages: not from another site (`Sec-Fetch-Site`, `Origin`), and,
+/// under a session cookie, with the session's CSRF token in the form
+/// (`csrf`) or the `X-CSRF-Token` header. Bearer-token requests (curl)
+/// carry no ambient credentials and need no token.
+pub(super) async fn guard(
+    State(dashboard): State<Arc<Dashboard>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let forbidden = |why: &str| super::error_page(&status::permission_denied(why.to_string()));
+    let headers = request.headers();
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && site != "same-origin"
+        && site != "none"
+    {
+        return forbidden("cross-site request refused: use the dashboard's own pages");
+    }
+    if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let origin_host = origin.split_once("://").map(|(_, h)| h);
+        if origin_host.is_none() || origin_host != host {
+            return forbidden("request from another origin refused: use the dashboard's own pages");
+        }
+    }
+    if headers.contains_key(header::AUTHORIZATION) || request.uri().path() == "/admin/login" {
+        return next.run(request).await;
+    }
+    let session = cookie(headers, cookie_name(dashboard.services.tls))
+        .and_then(|id| dashboard.sessions.get(id));
+    let Some(session) = session else {
+        return Redirect::to("/admin/login").into_response();
+    };
+    let presented_header = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (parts, body) = request.into_parts();
+    let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
+        Ok(bytes) => bytes,
+        Err(_) => {
+            let too_big =
+                status::bad_request(format!("the form is larger than {} KiB", FORM_LIMIT / 1024));
+            return super::error_page(&too_big);
+        }
+    };
+    let presented = presented_header.or_else(|| {
+        form_urlencoded::parse(&bytes)
+            .find(|(k, _)| k == "csrf")
+            .map(|(_, v)| v.into_owned())
+    });
+    if !presented.is_some_and(|p| same_secret(&p, &session.csrf)) {
+        return forbidden("missing or stale form token: reload the page and try again");
+    }
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
+}
