@@ -6,6 +6,8 @@
 //!    │ Flight SQL over gRPC
 //!    ▼
 //!  flight    protocol only: decode, authenticate each call, encode
+//!  http, mcp, dashboard   the HTTP port's front ends (JSON API, MCP, /admin):
+//!            the same path through gateway, translated to their protocol
 //!    ├─► audit     one record per call, written to airlock.audit
 //!    ├─► auth      Basic → bearer JWT; token records, revocation
 //!    ├─► actions   JSON actions: tokens, tables, syncs, grants, tools, context, nl

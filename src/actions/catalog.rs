@@ -376,7 +376,9 @@ impl Action {
             Action::Explain => {
                 "Show how a query runs for a principal, policies applied (admin). Body: {\"sql\":\"SELECT …\",\
                  \"as\":{\"token_id\":\"…\"}} or \"as\":{\"kind\":\"agent\",\"swarm\":\"emea\",\"name\":\"a1\",\"attributes\":{}}; \
-                 without \"as\", for the caller. Returns the principal's access and the logical and physical plans."
+                 without \"as\", for the caller. Optional \"grant\":{…} plans as if that grant (checked like grant.set, \
+                 not stored) replaced the one with its key: a preview before grant.set. Returns the principal's access \
+                 and the logical and physical plans."
             }
             Action::ArtifactList => {
                 "List the artifacts you may read. Body (all optional): {\"tag\":\"q3\",\"owner\":\"a1\",                 \"visibility\":\"private|swarm\",\"name_prefix\":\"eu_\",\"created_after\":\"2026-01-01T00:00:00Z\",                 \"created_before\":\"…\",\"limit\":100,\"page_token\":\"…\"}."

@@ -31,6 +31,10 @@ pub(super) struct ExplainRequest {
     sql: String,
     #[serde(default, rename = "as")]
     as_principal: Option<AsPrincipal>,
+    /// Plan as if this grant were stored in place of the one with its key
+    /// (it is not stored): a preview before `grant.set`.
+    #[serde(default)]
+    grant: Option<Grant>,
 }
 
 /// Whom `explain` plans for: an existing token, or a described principal.
@@ -192,7 +196,20 @@ impl Actions {
         principal: &Principal,
         body: &[u8],
     ) -> Result<ExplainView, ActionError> {
-        let ExplainRequest { sql, as_principal } = parse(Action::Explain, body)?;
+        let ExplainRequest {
+            sql,
+            as_principal,
+            grant,
+        } = parse(Action::Explain, body)?;
+        // A proposed grant is checked as grant.set would check it.
+        let grant = match grant {
+            Some(grant) => {
+                let grant = grant.validate()?;
+                self.query.check_grant(&grant)?;
+                Some(grant)
+            }
+            None => None,
+        };
         let target = match as_principal {
             None => principal.clone(),
             Some(AsPrincipal::Token { token_id }) => self
@@ -206,10 +223,10 @@ impl Actions {
                 attributes,
             }) => Principal::described(kind, swarm, name, attributes),
         };
-        let explained = self.query.explain(&target, &sql).await?;
+        let explained = self.query.explain(&target, &sql, grant.as_ref()).await?;
         Ok(ExplainView {
             principal: target.label(),
-            access: self.query.access(&target).into(),
+            access: self.query.access(&target, grant.as_ref()).into(),
             logical_plan: explained.logical,
             physical_plan: explained.physical,
             duckdb_plans: explained.duckdb,

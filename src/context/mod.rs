@@ -192,7 +192,8 @@ impl ContextService {
     /// What `principal`'s policy hides inside the tables it may query.
     fn hidden(&self, principal: &Principal) -> Hidden {
         let mut hidden = Hidden::default();
-        if let crate::policy::Access::Restricted { tables, .. } = self.query.access(principal) {
+        if let crate::policy::Access::Restricted { tables, .. } = self.query.access(principal, None)
+        {
             for (name, access) in tables {
                 if !access.row_filters.is_empty() {
                     hidden.filtered.insert(name.clone());

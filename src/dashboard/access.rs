@@ -190,6 +190,18 @@ pub(super) struct GrantQuery {
     sql: Option<String>,
 }
 
+/// `POST /admin/access/grant/preview`: the editor's fields.
+#[derive(Debug, Deserialize)]
+pub(super) struct PreviewForm {
+    swarm: String,
+    #[serde(default)]
+    agent: Option<String>,
+    #[serde(default)]
+    sql: Option<String>,
+    /// The grant as edited (JSON).
+    body: String,
+}
+
 #[derive(Template)]
 #[template(path = "dashboard/grant.html")]
 struct GrantPage {
@@ -197,11 +209,15 @@ struct GrantPage {
     key: String,
     swarm: String,
     agent: String,
-    /// The grant as pretty JSON (empty for a new one).
+    /// The grant as pretty JSON (empty for a new one), or as edited.
     json: String,
     exists: bool,
     delete: String,
+    /// This page's address (where Save and Delete come back to).
+    edit: String,
     sql: String,
+    /// Whether the explain below used the edited grant rather than the saved one.
+    previewed: bool,
     /// `explain` as the grantee, when a sample query was given.
     explained: Option<Explained>,
 }
@@ -215,13 +231,37 @@ struct Explained {
     duckdb_plans: Vec<String>,
 }
 
+impl Explained {
+    fn access_text(&self) -> String {
+        serde_json::to_string_pretty(&self.access).unwrap_or_default()
+    }
+}
+
+/// The grant editor, under the saved grants.
 pub(super) async fn grant_page(
     State(dashboard): State<Arc<Dashboard>>,
     admin: Admin,
     view: View,
     Query(query): Query<GrantQuery>,
 ) -> Response {
-    let made = build_grant(&dashboard, &admin, &view, query).await;
+    let made = build_grant(&dashboard, &admin, &view, query, None).await;
+    view.render(&admin, made)
+}
+
+/// The grant editor, explaining the sample query under the edited grant
+/// (not saved).
+pub(super) async fn preview(
+    State(dashboard): State<Arc<Dashboard>>,
+    admin: Admin,
+    view: View,
+    axum::Form(form): axum::Form<PreviewForm>,
+) -> Response {
+    let query = GrantQuery {
+        swarm: form.swarm,
+        agent: form.agent,
+        sql: form.sql,
+    };
+    let made = build_grant(&dashboard, &admin, &view, query, Some(form.body)).await;
     view.render(&admin, made)
 }
 
@@ -230,12 +270,13 @@ async fn build_grant(
     admin: &Admin,
     view: &View,
     query: GrantQuery,
+    edited: Option<String>,
 ) -> Result<GrantPage, Status> {
     let agent = query.agent.filter(|a| !a.is_empty());
     let key = json!({ "swarm": query.swarm, "agent": agent });
     let found: Result<serde_json::Value, Status> =
         dashboard.call(admin, "grant.get", key.clone()).await;
-    let (json, exists) = match found {
+    let (saved, exists) = match found {
         Ok(answer) => {
             let grant = answer.get("grant").cloned().unwrap_or_default();
             (
@@ -260,23 +301,32 @@ async fn build_grant(
             Some(agent) => json!({ "kind": "agent", "swarm": query.swarm, "name": agent }),
             None => json!({ "kind": "swarm", "swarm": query.swarm, "name": query.swarm }),
         };
-        Some(
-            dashboard
-                .call(admin, "explain", json!({ "sql": sql, "as": principal }))
-                .await,
-        )
-    };
-    let explained = match explained {
-        None => None,
-        Some(Ok(explained)) => Some(explained),
-        // A query the grantee may not run is the answer, not a failure.
-        Some(Err(e)) => Some(Explained {
+        let mut body = json!({ "sql": sql, "as": principal });
+        let explained = match &edited {
+            Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
+                Ok(grant) => {
+                    body["grant"] = grant;
+                    dashboard.call(admin, "explain", body).await
+                }
+                Err(e) => Err(crate::status::bad_request(format!(
+                    "the grant is not JSON: {e}"
+                ))),
+            },
+            None => dashboard.call(admin, "explain", body).await,
+        };
+        Some(explained.unwrap_or_else(|e| Explained {
+            // A query the grantee may not run is the answer, not a failure.
             principal: String::new(),
             access: serde_json::Value::Null,
             logical_plan: format!("refused: {}", e.message()),
             duckdb_plans: Vec::new(),
-        }),
+        }))
     };
+    let mut edit = form_urlencoded::Serializer::new(String::new());
+    edit.append_pair("swarm", &query.swarm);
+    if let Some(agent) = &agent {
+        edit.append_pair("agent", agent);
+    }
     Ok(GrantPage {
         chrome: view.chrome("access", admin),
         key: match &agent {
@@ -284,17 +334,13 @@ async fn build_grant(
             None => query.swarm.clone(),
         },
         delete: key.to_string(),
+        edit: format!("/admin/access/grant?{}", edit.finish()),
         swarm: query.swarm,
         agent: agent.unwrap_or_default(),
-        json,
+        previewed: edited.is_some(),
+        json: edited.unwrap_or(saved),
         exists,
         sql,
         explained,
     })
-}
-
-impl Explained {
-    fn access_text(&self) -> String {
-        serde_json::to_string_pretty(&self.access).unwrap_or_default()
-    }
 }

@@ -91,6 +91,7 @@ pub fn router(services: Services) -> Router {
         .route("/admin/syncs", get(syncs::page))
         .route("/admin/access", get(access::page))
         .route("/admin/access/grant", get(access::grant_page))
+        .route("/admin/access/grant/preview", post(access::preview))
         .route("/admin/artifacts", get(catalog::artifacts))
         .route("/admin/context", get(catalog::context))
         .route("/admin/audit", get(audit::page))
@@ -234,7 +235,7 @@ impl FromRequestParts<Arc<Dashboard>> for View {
             .to_string();
         let refresh = parts.headers.contains_key(REFRESH_HEADER);
         let audit = (!refresh).then(|| {
-            let request = format!("GET {path}");
+            let request = format!("{} {path}", parts.method);
             let labels = RequestLabels::new("dashboard", &request, "");
             let audit = dashboard.services.gateway.begin(request, labels, remote);
             if target != path {

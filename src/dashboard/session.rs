@@ -239,7 +239,7 @@ pub(super) async fn login(
                 error: Some(e.message().to_string()),
             };
             let (code, _) = crate::http::http_status(e.code());
-            return (code, page_of(&page)).into_response();
+            return (code, super::page(&page)).into_response();
         }
     };
     audit.finish(tonic::Code::Ok, "", 0);
@@ -260,50 +260,48 @@ pub(super) async fn login(
         );
     }
     let tls = dashboard.services.tls;
+    let max_age = (expires_at - now).num_seconds().max(0);
+    redirect_with_cookie("/admin", tls, &id, max_age)
+}
+
+/// A redirect to `to` that sets the session cookie (an empty `id` and a
+/// zero `max_age` delete it).
+fn redirect_with_cookie(to: &str, tls: bool, id: &str, max_age: i64) -> Response {
     let cookie = format!(
-        "{}={id}; Path=/; Max-Age={}; HttpOnly; SameSite=Strict{}",
+        "{}={id}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{}",
         cookie_name(tls),
-        (expires_at - now).num_seconds().max(0),
         if tls { "; Secure" } else { "" }
     );
-    let mut response = Redirect::to("/admin").into_response();
+    let mut response = Redirect::to(to).into_response();
     if let Ok(value) = HeaderValue::from_str(&cookie) {
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
 }
 
-fn page_of(login: &super::LoginPage) -> Response {
-    super::page(login)
-}
-
-/// `POST /admin/logout`: ends the session (and revokes the token the
-/// login issued).
-pub(super) async fn logout(State(dashboard): State<Arc<Dashboard>>, admin: Admin) -> Response {
-    if let Some(id) = &admin.session {
-        let session = dashboard.sessions.lock().remove(id);
-        if let Some(session) = session.filter(|s| s.issued) {
-            let auth = &dashboard.services.gateway.auth;
-            if let Err(e) = auth
-                .revoke_token(&admin.principal, &admin.principal.token_id)
-                .await
-            {
-                tracing::warn!(error = %e, "revoking the dashboard session's token");
-            }
-            drop(session);
+/// `POST /admin/logout`: ends the session and revokes the token its login
+/// issued; audited.
+pub(super) async fn logout(
+    State(dashboard): State<Arc<Dashboard>>,
+    ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
+    admin: Admin,
+) -> Response {
+    let gateway = &dashboard.services.gateway;
+    let labels = RequestLabels::new("dashboard", "POST /admin/logout", "");
+    let audit = gateway.begin("POST /admin/logout", labels, Some(remote));
+    audit.principal(&admin.principal);
+    let session = admin
+        .session
+        .as_ref()
+        .and_then(|id| dashboard.sessions.lock().remove(id));
+    if session.is_some_and(|s| s.issued) {
+        let token_id = &admin.principal.token_id;
+        if let Err(e) = gateway.auth.revoke_token(&admin.principal, token_id).await {
+            tracing::warn!(error = %e, "revoking the dashboard session's token");
         }
     }
-    let tls = dashboard.services.tls;
-    let cookie = format!(
-        "{}=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict{}",
-        cookie_name(tls),
-        if tls { "; Secure" } else { "" }
-    );
-    let mut response = Redirect::to("/admin/login").into_response();
-    if let Ok(value) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().insert(header::SET_COOKIE, value);
-    }
-    response
+    audit.finish(tonic::Code::Ok, "", 0);
+    redirect_with_cookie("/admin/login", dashboard.services.tls, "", 0)
 }
 
 /// Every request that changes something must come from the dashboard's

@@ -53,6 +53,8 @@ struct Job {
     bytes: u64,
     source_rows: Option<u64>,
     source_bytes: u64,
+    #[serde(default)]
+    files: u64,
     error: Option<String>,
     attempt: u32,
     retry_at: Option<DateTime<Utc>>,
@@ -80,6 +82,8 @@ struct JobRow {
     percent: Option<String>,
     /// For the progress bar's `value` (0–100).
     progress: Option<u64>,
+    /// The source's size, once read.
+    source: String,
     attempt: u32,
     retry_at: String,
     error: String,
@@ -193,14 +197,12 @@ async fn build(
 
 fn job_row(job: Job, now: DateTime<Utc>) -> JobRow {
     let active = matches!(job.state.as_str(), "queued" | "running");
+    // Rows against the source's row count (known for Parquet and
+    // Snowflake; bytes are Arrow's in memory, not comparable to a file's).
     let progress = job
         .source_rows
         .filter(|&n| n > 0)
-        .map(|n| (job.rows.saturating_mul(100) / n).min(100))
-        .or_else(|| {
-            (job.source_bytes > 0 && job.state == "running")
-                .then(|| (job.bytes.saturating_mul(100) / job.source_bytes).min(100))
-        });
+        .map(|n| (job.rows.saturating_mul(100) / n).min(100));
     JobRow {
         cancel: active.then(|| json!({ "job_id": job.job_id }).to_string()),
         retry: matches!(job.state.as_str(), "failed" | "cancelled")
@@ -217,6 +219,20 @@ fn job_row(job: Job, now: DateTime<Utc>) -> JobRow {
         bytes: view::bytes(job.bytes),
         percent: progress.map(|p| format!("{p}%")),
         progress,
+        source: match (job.files, job.source_bytes, job.source_rows) {
+            (0, 0, None) => String::new(),
+            (files, bytes, rows) => {
+                let rows = rows
+                    .map(|n| format!(", {} rows", view::count(n)))
+                    .unwrap_or_default();
+                let files = if files == 1 {
+                    "1 file".into()
+                } else {
+                    format!("{files} files")
+                };
+                format!("source: {files}, {}{rows}", view::bytes(bytes))
+            }
+        },
         attempt: job.attempt,
         retry_at: job
             .retry_at
@@ -308,6 +324,46 @@ fn sparkline(values: &[i64]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn job(value: serde_json::Value) -> Job {
+        let mut base = json!({
+            "job_id": "j1", "table": "s.t", "strategy": "full", "trigger": "manual",
+            "state": "running", "rows": 50, "bytes": 4096, "source_rows": null, "source_bytes": 0,
+            "files": 0, "error": null, "attempt": 1, "retry_at": null,
+            "created_at": "2026-11-30T12:00:00Z", "started_at": "2026-11-30T12:00:01Z",
+            "finished_at": null, "duration_ms": 1500,
+        });
+        if let (Some(base), Some(value)) = (base.as_object_mut(), value.as_object()) {
+            base.extend(value.clone());
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn jobs_show_a_share_of_the_source_only_when_its_rows_are_known() {
+        let now = Utc::now();
+        let known = job_row(
+            job(json!({"source_rows": 200, "source_bytes": 1536, "files": 1})),
+            now,
+        );
+        assert_eq!(
+            (known.progress, known.percent.as_deref()),
+            (Some(25), Some("25%"))
+        );
+        assert_eq!(known.source, "source: 1 file, 1.5 KiB, 200 rows");
+        assert!(known.cancel.is_some() && known.retry.is_none());
+        let csv = job_row(job(json!({"source_bytes": 2048, "files": 3})), now);
+        assert_eq!(
+            (csv.progress, csv.source.as_str()),
+            (None, "source: 3 files, 2.0 KiB")
+        );
+        let failed = job_row(job(json!({"state": "failed", "error": "boom"})), now);
+        assert!(failed.cancel.is_none() && failed.retry.is_some());
+        assert_eq!(
+            (failed.error.as_str(), failed.source.as_str()),
+            ("boom", "")
+        );
+    }
 
     #[test]
     fn sparklines_scale_to_the_slowest_sync() {

@@ -2,13 +2,13 @@
 
 use chrono::{DateTime, Utc};
 
-/// `1.5 MB`, `312 B`.
+/// `1.5 MiB`, `312 B` (binary units, as the configuration writes them).
 pub(super) fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = n as f64;
     let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
         unit += 1;
     }
     if unit == 0 {
@@ -70,7 +70,8 @@ mod tests {
     #[test]
     fn numbers_read_like_an_operator_writes_them() {
         assert_eq!(bytes(312), "312 B");
-        assert_eq!(bytes(1_500_000), "1.5 MB");
+        assert_eq!(bytes(1536), "1.5 KiB");
+        assert_eq!(bytes(1 << 30), "1.0 GiB");
         assert_eq!(count(1_234_567), "1,234,567");
         assert_eq!(count(999), "999");
         assert_eq!(duration_ms(850), "850 ms");

@@ -231,10 +231,19 @@ impl QueryEngine {
         }
     }
 
-    /// What `principal` may read under the current grants.
-    pub fn access(&self, principal: &Principal) -> Access {
+    /// What `principal` may read under the current grants, or with
+    /// `proposed` in place of the grant with its key (a preview).
+    pub fn access(&self, principal: &Principal, proposed: Option<&Grant>) -> Access {
         let snapshot = self.replica.tables();
-        policy::access_for(principal, &self.grants.snapshot().grants, snapshot.keys())
+        let current = self.grants.snapshot();
+        match proposed {
+            None => policy::access_for(principal, &current.grants, snapshot.keys()),
+            Some(grant) => {
+                let mut grants = (*current.grants).clone();
+                grants.insert(grant.key(), grant.clone());
+                policy::access_for(principal, &grants, snapshot.keys())
+            }
+        }
     }
 
     /// Checks that a grant's rules for existing tables it names exactly

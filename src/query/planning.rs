@@ -15,6 +15,7 @@ use super::{
     Explained, PlannedQuery, ProfileRequest, QueryEngine, QueryError, profile, profile_sql,
     resolve, sample, statement,
 };
+use crate::policy::Grant;
 use crate::principal::Principal;
 use crate::table_name::TableName;
 
@@ -25,8 +26,22 @@ impl QueryEngine {
         self: &Arc<Self>,
         principal: &Principal,
         sql: &str,
+        proposed: Option<&Grant>,
     ) -> Result<Explained, QueryError> {
-        let planned = self.plan(principal, sql).await?;
+        let planned = match proposed {
+            None => self.plan(principal, sql).await?,
+            Some(grant) => {
+                let engine = Arc::clone(self);
+                let (principal, sql, grant) = (principal.clone(), sql.to_string(), grant.clone());
+                self.executor
+                    .run(async move {
+                        let session = engine.session_with_grant(&principal, &grant);
+                        engine.plan_in(session, &principal, &sql).await
+                    })
+                    .await
+                    .map_err(|e| QueryError::Internal(format!("planning task failed: {e}")))??
+            }
+        };
         let physical = self.physical_plan(&planned).await?;
         let duckdb = tokio::task::spawn_blocking({
             let physical = Arc::clone(&physical);
@@ -95,13 +110,23 @@ impl QueryEngine {
         principal: &Principal,
         sql: &str,
     ) -> Result<PlannedQuery, QueryError> {
+        self.plan_in(self.session(principal), principal, sql).await
+    }
+
+    /// Plans `sql` for `principal` in `session`.
+    async fn plan_in(
+        &self,
+        session: Session,
+        principal: &Principal,
+        sql: &str,
+    ) -> Result<PlannedQuery, QueryError> {
         let Session {
             state,
             visible,
             limits,
             access,
             plans,
-        } = self.session(principal);
+        } = session;
         let cached = plans
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -19,7 +19,7 @@ use super::catalog::{CATALOG, VisibleTable, VisibleTables};
 use super::error::QueryError;
 use super::governed::GovernedTable;
 use super::information_schema::INFORMATION_SCHEMA;
-use crate::policy::{self, Access, Limits, TableAccess};
+use crate::policy::{self, Access, Grant, Limits, TableAccess};
 use crate::principal::Principal;
 use crate::replica::{ReplicaTable, TableSnapshot};
 use crate::table_name::{DEFAULT_SCHEMA, TableName};
@@ -97,15 +97,7 @@ impl QueryEngine {
             None => {
                 drop(cache);
                 let access = policy::access_for(principal, &grants.grants, snapshot.keys());
-                let visible = self.build_visible(principal, &snapshot, &access);
-                let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
-                    .with_catalog_list(visible.catalog_list());
-                if access != Access::Unrestricted {
-                    // Table functions (range, generate_series, …) are off for
-                    // restricted principals: they may read only granted tables.
-                    builder = builder.with_table_functions(HashMap::new());
-                }
-                let state = builder.build();
+                let (state, visible) = self.session_state(principal, &snapshot, &access);
                 cache = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
                 CachedSession {
                     snapshot,
@@ -136,6 +128,43 @@ impl QueryEngine {
             access,
             plans,
         }
+    }
+
+    /// A session for `principal` as if `grant` were stored in place of the
+    /// grant with its key: for previewing a grant before it is saved.
+    /// Never cached.
+    pub(super) fn session_with_grant(&self, principal: &Principal, grant: &Grant) -> Session {
+        let snapshot = self.replica.tables();
+        let mut grants = (*self.grants.snapshot().grants).clone();
+        grants.insert(grant.key(), grant.clone());
+        let access = policy::access_for(principal, &grants, snapshot.keys());
+        let (mut state, visible) = self.session_state(principal, &snapshot, &access);
+        state.mark_start_execution();
+        Session {
+            state,
+            visible,
+            limits: self.limits(&access),
+            access: Arc::new(access),
+            plans: Arc::new(Mutex::new(LruCache::new(CACHED_PLANS))),
+        }
+    }
+
+    /// The session state and catalog of `access` over `snapshot`.
+    fn session_state(
+        &self,
+        principal: &Principal,
+        snapshot: &TableSnapshot,
+        access: &Access,
+    ) -> (SessionState, VisibleTables) {
+        let visible = self.build_visible(principal, snapshot, access);
+        let mut builder = SessionStateBuilder::new_from_existing(self.base.clone())
+            .with_catalog_list(visible.catalog_list());
+        if *access != Access::Unrestricted {
+            // Table functions (range, generate_series, …) are off for
+            // restricted principals: they may read only granted tables.
+            builder = builder.with_table_functions(HashMap::new());
+        }
+        (builder.build(), visible)
     }
 
     /// The providers a principal's catalog holds: plain replica tables for

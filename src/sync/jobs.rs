@@ -20,6 +20,9 @@ use crate::table_name::TableName;
 pub(super) struct Progress {
     pub(super) rows: AtomicU64,
     pub(super) bytes: AtomicU64,
+    /// The source's size once read (files, bytes, rows when known), so a
+    /// running job's progress can be told as a share of it.
+    pub(super) source: std::sync::Mutex<Option<(u64, u64, Option<u64>)>>,
 }
 
 #[derive(Debug, Clone)]
@@ -130,6 +133,16 @@ impl SyncService {
         {
             job.rows = active.progress.rows.load(Ordering::Relaxed);
             job.bytes = active.progress.bytes.load(Ordering::Relaxed);
+            let source = *active
+                .progress
+                .source
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some((files, bytes, rows)) = source {
+                job.files = files;
+                job.source_bytes = bytes;
+                job.source_rows = rows;
+            }
         }
     }
 

@@ -124,6 +124,8 @@ impl SyncService {
             job.files = size.files.unwrap_or(0);
             job.source_bytes = size.bytes.unwrap_or(0);
             job.source_rows = size.rows;
+            *progress.source.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some((job.files, job.source_bytes, job.source_rows));
         }
         let columns = columns_of(&schema)?;
         let drift = if registration.columns.is_empty() {

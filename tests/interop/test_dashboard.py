@@ -7,6 +7,7 @@ browser, that agents get 403, and that paging holds with 10,000 jobs and
 1,000,000 audit records seeded straight into the files. Screenshots of
 every page go to $AIRLOCK_TEST_OUTPUT/dashboard."""
 
+import asyncio
 import http.server
 import json
 import os
@@ -22,11 +23,14 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as flightsql
 import adbc_driver_manager
 import duckdb
+import httpx2
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 from playwright.sync_api import expect, sync_playwright
 
 from conftest import PASSWORD, Airlock, call
@@ -36,6 +40,8 @@ SHOTS = Path(os.environ.get("AIRLOCK_TEST_OUTPUT", Path(__file__).resolve().pare
 
 # Markup an agent could write; it must come out as text.
 PAYLOAD = '"><img src=x onerror="window.__xss=1;alert(1)"><script>window.__xss=2</script>'
+# The same within an artifact tag's 64 characters.
+TAG = '"><img src=x onerror=alert(1)><script>window.__xss=3</script>'
 
 PAGES = {
     "now": ("/admin", "Now"),
@@ -224,6 +230,35 @@ def test_login_sets_a_strict_session_cookie_and_every_page_renders(admin_page, s
     assert page.url.endswith("/admin/login")
 
 
+def test_editing_a_grant_previews_its_explain_before_saving(admin_page, site):
+    admin = site["admin"]
+    admin.action("grant.set", {"swarm": "preview", "tables": {"demo.customers": {}}})
+    page = admin_page.page
+    page.goto(f"{site['base']}/admin/access/grant?swarm=preview")
+    edited = {"swarm": "preview", "tables": {"demo.customers": {"row_filter": "region = 'EU'",
+                                                                "columns": {"email": "deny"}}}}
+    page.fill("textarea[name=body]", json.dumps(edited))
+    page.fill("textarea[name=sql]", "SELECT name, region FROM demo.customers")
+    page.get_by_role("button", name="Preview with this grant").click()
+    explain = page.locator("section.explain")
+    expect(explain).to_contain_text("with the grant above, not saved")
+    expect(explain).to_contain_text("region = 'EU'")
+    expect(explain).to_contain_text('"email"')
+    shot(page, "grant-preview")
+    # Previewing stored nothing.
+    assert admin.action("grant.get", {"swarm": "preview"})["grant"]["tables"] == {"demo.customers": {}}
+    # A grant that names a missing column is refused in the preview, as grant.set would.
+    page.fill("textarea[name=body]", json.dumps({"swarm": "preview", "tables": {"demo.customers": {"row_filter": "nope = 1"}}}))
+    page.get_by_role("button", name="Preview with this grant").click()
+    expect(explain).to_contain_text("refused:")
+    page.fill("textarea[name=body]", json.dumps(edited))
+    page.get_by_role("button", name="Save grant").click()
+    expect(page.locator(".flash.ok")).to_contain_text("grant.set")
+    assert page.url.endswith("/admin/access/grant?swarm=preview"), page.url
+    saved = admin.action("grant.get", {"swarm": "preview"})["grant"]["tables"]["demo.customers"]
+    assert saved["row_filter"] == "region = 'EU'", saved
+
+
 def test_a_running_query_appears_by_itself_and_cancel_stops_it(admin_page, site):
     page = admin_page.page
     page.goto(site["base"] + "/admin")
@@ -253,6 +288,31 @@ def test_a_running_query_appears_by_itself_and_cancel_stops_it(admin_page, site)
     worker.join(60)
     assert outcome["error"] and "cancel" in outcome["error"].lower(), outcome
     assert page.evaluate("window.__xss") is None and admin_page.dialogs == [] and admin_page.csp == []
+
+
+def test_an_open_mcp_session_is_listed_with_its_principal(admin_page, site):
+    opened, release = threading.Event(), threading.Event()
+
+    async def hold():
+        headers = {"Authorization": f"Bearer {site['agent'].token}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=60) as client:
+            async with streamable_http_client(f"{site['base']}/mcp", http_client=client) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    opened.set()
+                    while not release.is_set():
+                        await asyncio.sleep(0.05)
+
+    worker = threading.Thread(target=lambda: asyncio.run(hold()))
+    worker.start()
+    try:
+        assert opened.wait(30)
+        page = admin_page.page
+        page.goto(site["base"] + "/admin")
+        expect(page.locator("#mcp-sessions tbody tr")).to_contain_text("agent:a1@ops")
+    finally:
+        release.set()
+        worker.join(30)
 
 
 def test_a_running_sync_shows_progress_and_cancels(admin_page, site):
@@ -303,6 +363,9 @@ def test_a_denied_query_appears_in_the_audit_view_as_text(admin_page, site):
     assert "table function 'range' is not available" in error, error
     golden = agent.action("context.golden.add", {"question": PAYLOAD, "sql": "SELECT name FROM demo.customers"})
     assert golden["id"]
+    export = agent.action("query.export", {"sql": "SELECT name FROM demo.customers", "format": "csv",
+                                           "name": "names", "tags": [TAG], "wait": True})
+    assert export["state"] == "succeeded", export
     time.sleep(0.5)
     page = admin_page.page
     page.goto(f"{site['base']}/admin/audit?outcome=denied&principal=a1")
@@ -312,9 +375,15 @@ def test_a_denied_query_appears_in_the_audit_view_as_text(admin_page, site):
     row.locator("summary").click()
     expect(row.locator("dl")).to_contain_text("PermissionDenied")
     shot(page, "audit-denied")
-    for path in ("/admin/audit?principal=a1", "/admin/context", "/admin/access"):
+    page.goto(site["base"] + "/admin/artifacts")
+    swarm = page.locator('section.swarm[data-swarm="ops"]')
+    expect(swarm.locator("tbody tr")).to_contain_text("names")
+    expect(swarm.locator("tbody tr")).to_contain_text("<script>window.__xss=3</script>")
+    expect(swarm.locator("meter")).to_have_attribute("max", "100")
+    shot(page, "artifacts-ops")
+    for path in ("/admin/audit?principal=a1", "/admin/context", "/admin/access", "/admin/artifacts"):
         page.goto(site["base"] + path)
-        expect(page.get_by_text("<script>window.__xss=2</script>", exact=False).first).to_be_visible()
+        expect(page.get_by_text("<script>window.__xss=", exact=False).first).to_be_visible()
         raw = request(site["base"] + path, token=site["admin"].token)[2]
         assert "<script>window.__xss" not in raw and "&#60;script&#62;window.__xss" in raw, path
     assert page.evaluate("window.__xss") is None

@@ -7,6 +7,8 @@ import ipaddress
 import json
 import ssl
 import subprocess
+import urllib.error
+import urllib.parse
 import urllib.request
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -70,6 +72,26 @@ def test_flight_and_http_serve_the_certificate(tls_server):
     with flightsql.connect(uri, db_kwargs=options, autocommit=True) as conn, conn.cursor() as cur:
         cur.execute("SELECT count(*) AS n FROM demo.orders")
         assert cur.fetch_arrow_table().to_pylist() == [{"n": 20000}]
+
+
+def test_the_dashboard_cookie_is_secure_and_host_bound_under_tls(tls_server):
+    server, cert = tls_server
+    https = server.http_url.replace("http://", "https://")
+    context = ssl.create_default_context(cafile=str(cert))
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+    login = urllib.request.Request(f"{https}/admin/login", method="POST",
+                                   data=urllib.parse.urlencode({"password": PASSWORD}).encode())
+    with pytest.raises(urllib.error.HTTPError) as redirected:
+        opener.open(login, timeout=30)
+    assert redirected.value.code == 303
+    cookie = redirected.value.headers["set-cookie"]
+    assert cookie.startswith("__Host-airlock_admin="), cookie
+    assert all(part in cookie for part in ("; Secure", "; HttpOnly", "; SameSite=Strict", "; Path=/")), cookie
 
 
 def test_plaintext_gets_no_answer(tls_server):
