@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -242,8 +243,12 @@ pub(super) async fn grant_page(
     State(dashboard): State<Arc<Dashboard>>,
     admin: Admin,
     view: View,
-    Query(query): Query<GrantQuery>,
+    query: Result<Query<GrantQuery>, QueryRejection>,
 ) -> Response {
+    let Query(query) = match query {
+        Ok(query) => query,
+        Err(rejected) => return view.reject(&admin, rejected.body_text()),
+    };
     let made = build_grant(&dashboard, &admin, &view, query, None).await;
     view.render(&admin, made)
 }
@@ -254,8 +259,12 @@ pub(super) async fn preview(
     State(dashboard): State<Arc<Dashboard>>,
     admin: Admin,
     view: View,
-    axum::Form(form): axum::Form<PreviewForm>,
+    form: Result<axum::Form<PreviewForm>, FormRejection>,
 ) -> Response {
+    let axum::Form(form) = match form {
+        Ok(form) => form,
+        Err(rejected) => return view.reject(&admin, rejected.body_text()),
+    };
     let query = GrantQuery {
         swarm: form.swarm,
         agent: form.agent,
@@ -306,6 +315,11 @@ async fn build_grant(
             Some(text) => match serde_json::from_str::<serde_json::Value>(text) {
                 Ok(grant) => {
                     body["grant"] = grant;
+                    // The record says what was explained, as an explain
+                    // action's does.
+                    if let Some(statement) = crate::redact::json_body(body.to_string().as_bytes()) {
+                        view.note(statement);
+                    }
                     dashboard.call(admin, "explain", body).await
                 }
                 Err(e) => Err(crate::status::bad_request(format!(

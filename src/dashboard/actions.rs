@@ -1,6 +1,7 @@
 //! `POST /admin/actions/{name}`: every button of the dashboard. The form
 //! carries the action's JSON body (`body`, built by the page) and fields
-//! the admin typed (`f.<key>` as strings, `n.<key>` as numbers), merged
+//! the admin typed (`f.<key>` as strings, left out when empty; `e.<key>`
+//! as strings, empty ones too; `n.<key>` as numbers), merged
 //! into it; the action runs as the logged-in admin, audited like the same
 //! action over Flight or the JSON API, and the browser goes back to the
 //! page it came from with a message saying what happened.
@@ -14,6 +15,7 @@ use tonic::{Code, Status};
 
 use super::session::Admin;
 use super::{Dashboard, Flash};
+use crate::actions::Answer;
 use crate::http::Peer;
 use crate::telemetry::RequestLabels;
 use crate::{redact, status};
@@ -34,6 +36,9 @@ pub(super) fn body_of(fields: &[(String, String)]) -> Result<Value, Status> {
             if !value.is_empty() {
                 body.insert(field.to_string(), Value::String(value.clone()));
             }
+        } else if let Some(field) = key.strip_prefix("e.") {
+            // A text whose emptiness means something ("remove it").
+            body.insert(field.to_string(), Value::String(value.clone()));
         } else if let Some(field) = key.strip_prefix("n.") {
             if value.trim().is_empty() {
                 continue;
@@ -53,7 +58,12 @@ fn back_to(fields: &[(String, String)]) -> String {
         .iter()
         .find(|(k, _)| k == "back")
         .map(|(_, v)| v.as_str())
-        .filter(|v| v.starts_with("/admin") && !v.contains("//") && !v.contains('\\'))
+        .filter(|v| {
+            v.starts_with("/admin")
+                && !v.contains("//")
+                && !v.contains('\\')
+                && !v.chars().any(char::is_control)
+        })
         .unwrap_or("/admin")
         .to_string()
 }
@@ -118,32 +128,25 @@ pub(super) async fn run(
             .action(&admin.principal, &name, &body, Some(&audit))
             .await
     };
-    let flash = match outcome.await {
-        Ok(
-            crate::actions::Answer::Json(value)
-            | crate::actions::Answer::Query { answer: value, .. },
-        ) => {
+    let (flash, failed) = match outcome.await {
+        Ok(Answer::Json(value) | Answer::Query { answer: value, .. }) => {
             audit.finish(Code::Ok, "", 0);
-            Flash {
-                ok: true,
-                text: summary(&name, &value),
-            }
+            // A cancel that found nothing running did nothing: say so.
+            let ok = value.get("cancelled") != Some(&Value::Bool(false));
+            let text = summary(&name, &value);
+            (Flash { ok, text }, None)
         }
         Err(e) => {
             audit.finish(e.code(), e.message(), 0);
-            Flash {
-                ok: false,
-                text: format!("{name} failed: {}", e.message()),
-            }
+            let text = format!("{name} failed: {}", e.message());
+            (Flash { ok: false, text }, Some(e))
         }
     };
-    match &admin.session {
-        Some(id) => dashboard.sessions.flash(id, flash),
+    match (&admin.session, failed) {
+        (Some(id), _) => dashboard.sessions.flash(id, flash),
         // A bearer-token caller (curl) reads the outcome from the status.
-        None if !flash.ok => {
-            return super::error_page(&status::bad_request(flash.text));
-        }
-        None => {}
+        (None, Some(e)) => return super::error_page(&e),
+        (None, None) => {}
     }
     Redirect::to(&back).into_response()
 }
@@ -166,12 +169,13 @@ mod tests {
             ("body", r#"{"table":"sales.orders"}"#),
             ("f.description", "Orders <b>"),
             ("f.empty", ""),
+            ("e.cleared", ""),
             ("n.limit", "20"),
         ]))
         .unwrap();
         assert_eq!(
             body,
-            serde_json::json!({"table": "sales.orders", "description": "Orders <b>", "limit": 20})
+            serde_json::json!({"table": "sales.orders", "description": "Orders <b>", "cleared": "", "limit": 20})
         );
         let error = body_of(&fields(&[("n.limit", "ten")])).unwrap_err();
         assert!(
@@ -192,6 +196,7 @@ mod tests {
             "//evil.example/admin",
             "/admin\\@evil",
             "/api/v1",
+            "/admin\r\nSet-Cookie: x=1",
         ] {
             assert_eq!(
                 back_to(&fields(&[("back", elsewhere)])),

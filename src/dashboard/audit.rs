@@ -8,6 +8,7 @@
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
@@ -79,8 +80,12 @@ pub(super) async fn page(
     State(dashboard): State<Arc<Dashboard>>,
     admin: Admin,
     view: View,
-    Query(filter): Query<Filter>,
+    filter: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
+    let Query(filter) = match filter {
+        Ok(filter) => filter,
+        Err(rejected) => return view.reject(&admin, rejected.body_text()),
+    };
     let made = build(&dashboard, &admin, &view, filter).await;
     view.render(&admin, made)
 }

@@ -17,6 +17,9 @@ use tonic::Status;
 use super::session::Admin;
 use super::{Chrome, Dashboard, View, view};
 
+/// How the artifacts of admins (no swarm) are grouped.
+const ADMINS: &str = "(admins)";
+
 #[derive(Template)]
 #[template(path = "dashboard/artifacts.html")]
 struct ArtifactsPage {
@@ -27,9 +30,10 @@ struct ArtifactsPage {
 
 struct SwarmArtifacts {
     swarm: String,
+    /// Bytes stored, every version counted.
     used: String,
-    /// Percent of the quota, for the meter.
-    percent: u64,
+    /// Percent of the quota, for the meter (none for admins).
+    percent: Option<u64>,
     artifacts: Vec<ArtifactRow>,
 }
 
@@ -105,17 +109,21 @@ async fn build_artifacts(
     }
     let mut by_swarm: BTreeMap<String, Vec<Artifact>> = BTreeMap::new();
     for artifact in all {
-        let swarm = artifact.swarm.clone().unwrap_or_else(|| "(admins)".into());
+        let swarm = artifact.swarm.clone().unwrap_or_else(|| ADMINS.into());
         by_swarm.entry(swarm).or_default().push(artifact);
     }
+    // What counts against a quota: every version, as uploads count it.
+    let stored = dashboard.services.gateway.artifacts.bytes_by_swarm();
     let swarms = by_swarm
         .into_iter()
         .map(|(swarm, artifacts)| {
-            let used: u64 = artifacts.iter().map(|a| a.size).sum();
+            let key = (swarm != ADMINS).then(|| swarm.clone());
+            let used = stored.get(&key).copied().unwrap_or_default();
             SwarmArtifacts {
-                swarm,
                 used: view::bytes(used),
-                percent: (used.saturating_mul(100) / quota.max(1)).min(100),
+                // Admins' artifacts have no quota.
+                percent: key.map(|_| (used.saturating_mul(100) / quota.max(1)).min(100)),
+                swarm,
                 artifacts: artifacts
                     .into_iter()
                     .map(|a| ArtifactRow {

@@ -35,7 +35,7 @@ use std::time::Instant;
 
 use askama::Template;
 use axum::Router;
-use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::extract::{ConnectInfo, FromRequestParts, MatchedPath};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware;
@@ -226,18 +226,20 @@ impl FromRequestParts<Arc<Dashboard>> for View {
         parts: &mut Parts,
         dashboard: &Arc<Dashboard>,
     ) -> Result<Self, Self::Rejection> {
-        let remote = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0);
         let path = parts.uri.path();
         let target = parts
             .uri
             .path_and_query()
             .map_or(path, |p| p.as_str())
             .to_string();
+        // The script's refresh of a view this session just had audited is
+        // not audited again; anything else is, header or not.
         let refresh = parts.headers.contains_key(REFRESH_HEADER);
-        let audit = (!refresh).then(|| {
-            let request = format!("{} {path}", parts.method);
-            let labels = RequestLabels::new("dashboard", &request, "");
-            let audit = dashboard.services.gateway.begin(request, labels, remote);
+        let session = session::cookie(&parts.headers, session::cookie_name(dashboard.services.tls));
+        let repeated =
+            session.is_some_and(|id| dashboard.sessions.is_refresh(id, &target, refresh));
+        let audit = (!repeated).then(|| {
+            let audit = begin(dashboard, parts);
             if target != path {
                 audit.statement(&target);
             }
@@ -245,6 +247,33 @@ impl FromRequestParts<Arc<Dashboard>> for View {
         });
         Ok(View { target, audit })
     }
+}
+
+/// Opens the audit record of a dashboard request, counted under its route
+/// (never the raw path: metric labels must stay few).
+fn begin(dashboard: &Dashboard, parts: &Parts) -> AuditHandle {
+    let remote = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0);
+    let route = parts
+        .extensions
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str);
+    let labels = RequestLabels::new("dashboard", &format!("{} {route}", parts.method), "");
+    let request = format!("{} {}", parts.method, parts.uri.path());
+    dashboard.services.gateway.begin(request, labels, remote)
+}
+
+/// Audits a request refused before its handler ran.
+fn audit_refusal(
+    dashboard: &Dashboard,
+    parts: &Parts,
+    principal: Option<&crate::principal::Principal>,
+    refused: &Status,
+) {
+    let audit = begin(dashboard, parts);
+    if let Some(principal) = principal {
+        audit.principal(principal);
+    }
+    audit.finish(refused.code(), refused.message(), 0);
 }
 
 impl View {
@@ -257,6 +286,24 @@ impl View {
             flash: admin.flash.clone(),
             back: self.target.clone(),
         }
+    }
+
+    /// Adds what the request did to its audit record (a POSTed form).
+    fn note(&self, statement: impl Into<String>) {
+        if let Some(audit) = &self.audit {
+            audit.statement(statement);
+        }
+    }
+
+    /// Answers a request whose query string or form was not what the page
+    /// takes.
+    fn reject(&self, admin: &Admin, rejection: impl std::fmt::Display) -> Response {
+        let refused = status::bad_request(rejection.to_string());
+        if let Some(audit) = &self.audit {
+            audit.principal(&admin.principal);
+            audit.finish(refused.code(), refused.message(), 0);
+        }
+        error_page(&refused)
     }
 
     /// Renders what a page handler made of the request, finishing its

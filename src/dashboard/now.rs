@@ -23,7 +23,8 @@ struct NowPage {
     memory: String,
     checks: Vec<CheckRow>,
     queries: Vec<QueryRow>,
-    sessions: Vec<SessionRow>,
+    /// None when they could not be read at once (being opened or closed).
+    sessions: Option<Vec<SessionRow>>,
     charts: Vec<Chart>,
 }
 
@@ -113,13 +114,14 @@ async fn build(dashboard: &Dashboard, admin: &Admin, view: &View) -> Result<NowP
             bytes: view::bytes(q.bytes),
         })
         .collect();
-    let sessions = (services.sessions)()
-        .into_iter()
-        .map(|s| SessionRow {
-            principal: s.principal,
-            opened: view::relative(&s.opened, now),
-        })
-        .collect();
+    let sessions = (services.sessions)().map(|open| {
+        open.into_iter()
+            .map(|s| SessionRow {
+                principal: s.principal,
+                opened: view::relative(&s.opened, now),
+            })
+            .collect()
+    });
     Ok(NowPage {
         chrome: view.chrome("now", admin),
         version: env!("CARGO_PKG_VERSION"),

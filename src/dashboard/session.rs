@@ -39,7 +39,13 @@ struct Session {
     csrf: String,
     expires_at: DateTime<Utc>,
     flash: Option<Flash>,
+    /// The last page view audited, and when: an automatic refresh of it
+    /// soon after is not audited again.
+    last_view: Option<(String, std::time::Instant)>,
 }
+
+/// How long after an audited view its automatic refreshes go unaudited.
+const REFRESH_WINDOW: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Sessions by cookie id, on this node (they end at restart).
 #[derive(Debug, Default)]
@@ -67,11 +73,29 @@ impl Sessions {
     fn take_flash(&self, id: &str) -> Option<Flash> {
         self.lock().get_mut(id).and_then(|s| s.flash.take())
     }
+
+    /// Whether a view of `target` is a refresh of the session's last
+    /// audited view; if not, it becomes the last audited view.
+    pub(super) fn is_refresh(&self, id: &str, target: &str, refresh: bool) -> bool {
+        let mut sessions = self.lock();
+        let Some(session) = sessions.get_mut(id) else {
+            return false;
+        };
+        let recent = session
+            .last_view
+            .as_ref()
+            .is_some_and(|(seen, at)| seen == target && at.elapsed() < REFRESH_WINDOW);
+        if refresh && recent {
+            return true;
+        }
+        session.last_view = Some((target.to_string(), std::time::Instant::now()));
+        false
+    }
 }
 
 /// The cookie's name: `__Host-` under TLS (the browser then insists on
 /// Secure, Path=/ and no Domain).
-fn cookie_name(tls: bool) -> &'static str {
+pub(super) fn cookie_name(tls: bool) -> &'static str {
     if tls {
         "__Host-airlock_admin"
     } else {
@@ -80,7 +104,7 @@ fn cookie_name(tls: bool) -> &'static str {
 }
 
 /// A value of `name` in the request's cookies.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(super) fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
@@ -148,14 +172,8 @@ impl FromRequestParts<Arc<Dashboard>> for Admin {
             };
             if let Err(refused) = checked {
                 // A refused token is a request like any other: audited.
-                let remote = parts.extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.0);
-                let request = format!("{} {}", parts.method, parts.uri.path());
-                let labels = RequestLabels::new("dashboard", &request, "");
-                let audit = dashboard.services.gateway.begin(request, labels, remote);
-                if let Ok(principal) = &authenticated {
-                    audit.principal(principal);
-                }
-                audit.finish(refused.code(), refused.message(), 0);
+                let principal = authenticated.as_ref().ok();
+                super::audit_refusal(dashboard, parts, principal, &refused);
                 return Err(Refused::Status(refused));
             }
             let principal = authenticated.map_err(Refused::Status)?;
@@ -256,6 +274,7 @@ pub(super) async fn login(
                 csrf: random_id(),
                 expires_at,
                 flash: None,
+                last_view: None,
             },
         );
     }
@@ -317,49 +336,61 @@ pub(super) async fn guard(
     if matches!(*request.method(), Method::GET | Method::HEAD) {
         return next.run(request).await;
     }
-    let forbidden = |why: &str| super::error_page(&status::permission_denied(why.to_string()));
-    let headers = request.headers();
+    let (parts, body) = request.into_parts();
+    let refuse = |refused: Status| {
+        super::audit_refusal(&dashboard, &parts, None, &refused);
+        super::error_page(&refused)
+    };
+    let headers = &parts.headers;
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok())
         && site != "same-origin"
         && site != "none"
     {
-        return forbidden("cross-site request refused: use the dashboard's own pages");
+        let why = "cross-site request refused: use the dashboard's own pages";
+        return refuse(status::permission_denied(why));
     }
     if let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         let origin_host = origin.split_once("://").map(|(_, h)| h);
         if origin_host.is_none() || origin_host != host {
-            return forbidden("request from another origin refused: use the dashboard's own pages");
+            let why = "request from another origin refused: use the dashboard's own pages";
+            return refuse(status::permission_denied(why));
         }
     }
-    if headers.contains_key(header::AUTHORIZATION) || request.uri().path() == "/admin/login" {
-        return next.run(request).await;
+    let session_id = cookie(headers, cookie_name(dashboard.services.tls));
+    // A bearer token is not ambient: a page on another site cannot make the
+    // browser send one. A cookie is, so with one the form token is needed.
+    let bearer = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("Bearer "));
+    if (bearer && session_id.is_none()) || parts.uri.path() == "/admin/login" {
+        return next.run(Request::from_parts(parts, body)).await;
     }
-    let session = cookie(headers, cookie_name(dashboard.services.tls))
-        .and_then(|id| dashboard.sessions.get(id));
-    let Some(session) = session else {
+    let Some(session) = session_id.and_then(|id| dashboard.sessions.get(id)) else {
         return Redirect::to("/admin/login").into_response();
     };
-    let presented_header = headers
-        .get("x-csrf-token")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (parts, body) = request.into_parts();
     let bytes = match axum::body::to_bytes(body, FORM_LIMIT).await {
         Ok(bytes) => bytes,
         Err(_) => {
-            let too_big =
-                status::bad_request(format!("the form is larger than {} KiB", FORM_LIMIT / 1024));
-            return super::error_page(&too_big);
+            let limit = FORM_LIMIT / 1024;
+            return refuse(status::bad_request(format!(
+                "the form is larger than {limit} KiB"
+            )));
         }
     };
-    let presented = presented_header.or_else(|| {
-        form_urlencoded::parse(&bytes)
-            .find(|(k, _)| k == "csrf")
-            .map(|(_, v)| v.into_owned())
-    });
+    let presented = headers
+        .get("x-csrf-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            form_urlencoded::parse(&bytes)
+                .find(|(k, _)| k == "csrf")
+                .map(|(_, v)| v.into_owned())
+        });
     if !presented.is_some_and(|p| same_secret(&p, &session.csrf)) {
-        return forbidden("missing or stale form token: reload the page and try again");
+        let why = "missing or stale form token: reload the page and try again";
+        return refuse(status::permission_denied(why));
     }
     next.run(Request::from_parts(parts, Body::from(bytes)))
         .await

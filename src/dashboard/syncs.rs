@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use askama::Template;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use chrono::{DateTime, Utc};
@@ -143,8 +144,12 @@ pub(super) async fn page(
     State(dashboard): State<Arc<Dashboard>>,
     admin: Admin,
     view: View,
-    Query(filter): Query<Filter>,
+    filter: Result<Query<Filter>, QueryRejection>,
 ) -> Response {
+    let Query(filter) = match filter {
+        Ok(filter) => filter,
+        Err(rejected) => return view.reject(&admin, rejected.body_text()),
+    };
     let made = build(&dashboard, &admin, &view, filter).await;
     view.render(&admin, made)
 }
@@ -180,9 +185,17 @@ async fn build(
         format!("/admin/syncs?{query}")
     });
     let registrations: Registrations = dashboard.call(admin, "table.list", json!({})).await?;
+    // The sparklines come from the latest jobs of all tables, in one call.
+    let latest: JobPage = dashboard
+        .call(admin, "sync.jobs", json!({ "limit": RECENT_JOBS }))
+        .await?;
     let mut tables = Vec::with_capacity(registrations.tables.len());
     for registration in registrations.tables {
-        tables.push(table_row(dashboard, admin, &registration.name, now).await?);
+        let durations = durations_of(&latest.jobs, &registration.name);
+        // A table removed or failing between the two calls shows why,
+        // rather than failing the page.
+        let row = table_row(dashboard, admin, &registration.name, durations, now).await;
+        tables.push(row.unwrap_or_else(|e| TableRow::failed(registration.name, &e)));
     }
     Ok(SyncsPage {
         chrome: view.chrome("syncs", admin),
@@ -246,25 +259,29 @@ fn job_row(job: Job, now: DateTime<Utc>) -> JobRow {
     }
 }
 
+/// Durations of `table`'s finished jobs among `jobs` (newest first), oldest
+/// first, at most 20.
+fn durations_of(jobs: &[Job], table: &str) -> Vec<i64> {
+    let mut durations: Vec<i64> = jobs
+        .iter()
+        .filter(|j| j.table == table && j.finished_at.is_some())
+        .filter_map(|j| j.duration_ms)
+        .take(20)
+        .collect();
+    durations.reverse();
+    durations
+}
+
 async fn table_row(
     dashboard: &Dashboard,
     admin: &Admin,
     name: &str,
+    durations: Vec<i64>,
     now: DateTime<Utc>,
 ) -> Result<TableRow, Status> {
     let status: TableStatus = dashboard
         .call(admin, "table.status", json!({ "name": name }))
         .await?;
-    let recent: JobPage = dashboard
-        .call(admin, "sync.jobs", json!({ "table": name, "limit": 20 }))
-        .await?;
-    let mut durations: Vec<i64> = recent
-        .jobs
-        .iter()
-        .filter(|j| j.finished_at.is_some())
-        .filter_map(|j| j.duration_ms)
-        .collect();
-    durations.reverse();
     let schedule = match &status.schedule {
         Some(Value::Object(map)) => map
             .iter()
@@ -276,12 +293,7 @@ async fn table_row(
     };
     Ok(TableRow {
         start: json!({ "table": status.name }).to_string(),
-        jobs_link: format!(
-            "/admin/syncs?{}",
-            form_urlencoded::Serializer::new(String::new())
-                .append_pair("table", &status.name)
-                .finish()
-        ),
+        jobs_link: jobs_link(&status.name),
         sparkline: sparkline(&durations),
         durations: durations
             .iter()
@@ -307,6 +319,38 @@ async fn table_row(
             .unwrap_or_else(|| "—".into()),
         last_success: view::maybe_time(status.last_success_at.as_ref()),
     })
+}
+
+/// The jobs of one table.
+fn jobs_link(table: &str) -> String {
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("table", table)
+        .finish();
+    format!("/admin/syncs?{query}")
+}
+
+/// Jobs read for the sparklines (the newest, all tables).
+const RECENT_JOBS: usize = 500;
+
+impl TableRow {
+    /// A table whose status could not be read, saying why.
+    fn failed(name: String, error: &Status) -> Self {
+        Self {
+            start: json!({ "table": name }).to_string(),
+            jobs_link: jobs_link(&name),
+            name,
+            source: format!("status unavailable: {}", error.message()),
+            strategy: String::new(),
+            schedule: String::new(),
+            next_run: String::new(),
+            freshness: String::new(),
+            rows: String::new(),
+            bytes: String::new(),
+            last_success: String::new(),
+            sparkline: String::new(),
+            durations: String::new(),
+        }
+    }
 }
 
 /// Points of a 100 × 20 sparkline.

@@ -65,11 +65,9 @@ async fn refresh(services: &Services) {
         &[],
         gateway.query.running().len() as f64,
     );
-    telemetry::gauge(
-        "airlock_mcp_sessions",
-        &[],
-        (services.sessions)().len() as f64,
-    );
+    if let Some(open) = (services.sessions)() {
+        telemetry::gauge("airlock_mcp_sessions", &[], open.len() as f64);
+    }
     let replica = Arc::clone(&services.replica);
     match tokio::task::spawn_blocking(move || replica.memory_bytes()).await {
         Ok(Ok(bytes)) => telemetry::gauge("airlock_duckdb_memory_bytes", &[], bytes as f64),

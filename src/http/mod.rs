@@ -95,8 +95,8 @@ pub struct Services {
     pub replica: Arc<Replica>,
     /// Registrations, jobs (the metadata store) and the scheduler (readiness).
     pub sync: Arc<SyncService>,
-    /// The MCP sessions open now.
-    pub sessions: Arc<dyn Fn() -> Vec<crate::telemetry::OpenSession> + Send + Sync>,
+    /// The MCP sessions open now (none when that cannot be read at once).
+    pub sessions: crate::telemetry::OpenSessions,
     /// Whether the port serves TLS (the dashboard's cookie is `Secure`).
     pub tls: bool,
     /// A bearer token that may read `/metrics` besides admins'.

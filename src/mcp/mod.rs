@@ -42,7 +42,7 @@ use crate::audit::AuditHandle;
 use crate::gateway::Gateway;
 use crate::principal::Principal;
 use crate::status;
-use crate::telemetry::{OpenSession, RequestLabels};
+use crate::telemetry::{OpenSession, OpenSessions, RequestLabels};
 
 pub use bridge::bridge_stdio;
 
@@ -67,7 +67,7 @@ pub fn router(
     settings: &McpSettings,
     listening: Option<SocketAddr>,
     shutdown: CancellationToken,
-) -> (Router, Arc<dyn Fn() -> Vec<OpenSession> + Send + Sync>) {
+) -> (Router, OpenSessions) {
     let mut config = StreamableHttpServerConfig::default()
         .with_sse_keep_alive(Some(Duration::from_secs(15)))
         .with_cancellation_token(shutdown);
@@ -99,17 +99,16 @@ pub fn router(
         .nest_service("/mcp", service)
         .layer(middleware::from_fn_with_state(guard, authenticate));
     let open = move || {
-        // A scrape must not wait on a session being opened or closed.
-        let Ok(live) = sessions.sessions.try_read() else {
-            return Vec::new();
-        };
+        // A scrape must not wait on a session being opened or closed:
+        // none (unknown) then.
+        let live = sessions.sessions.try_read().ok()?;
         let owners = owners.lock().unwrap_or_else(|p| p.into_inner());
         let mut open: Vec<OpenSession> = live
             .keys()
             .filter_map(|id| owners.get(id.as_ref()).cloned())
             .collect();
         open.sort_by_key(|s| s.opened);
-        open
+        Some(open)
     };
     (router, Arc::new(open))
 }

@@ -238,12 +238,15 @@ impl QueryEngine {
         let current = self.grants.snapshot();
         match proposed {
             None => policy::access_for(principal, &current.grants, snapshot.keys()),
-            Some(grant) => {
-                let mut grants = (*current.grants).clone();
-                grants.insert(grant.key(), grant.clone());
-                policy::access_for(principal, &grants, snapshot.keys())
-            }
+            Some(grant) => policy::access_for(principal, &self.grants_with(grant), snapshot.keys()),
         }
+    }
+
+    /// The stored grants with `proposed` in place of the one with its key.
+    fn grants_with(&self, proposed: &Grant) -> std::collections::BTreeMap<String, Grant> {
+        let mut grants = (*self.grants.snapshot().grants).clone();
+        grants.insert(proposed.key(), proposed.clone());
+        grants
     }
 
     /// Checks that a grant's rules for existing tables it names exactly

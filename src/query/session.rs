@@ -135,9 +135,7 @@ impl QueryEngine {
     /// Never cached.
     pub(super) fn session_with_grant(&self, principal: &Principal, grant: &Grant) -> Session {
         let snapshot = self.replica.tables();
-        let mut grants = (*self.grants.snapshot().grants).clone();
-        grants.insert(grant.key(), grant.clone());
-        let access = policy::access_for(principal, &grants, snapshot.keys());
+        let access = policy::access_for(principal, &self.grants_with(grant), snapshot.keys());
         let (mut state, visible) = self.session_state(principal, &snapshot, &access);
         state.mark_start_execution();
         Session {

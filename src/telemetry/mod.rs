@@ -64,7 +64,7 @@ fn describe() {
     use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
     describe_counter!(
         "airlock_requests_total",
-        "Requests by front end (flight, http, mcp), method, operation (action or tool), outcome and principal kind"
+        "Requests by front end (flight, http, mcp, dashboard), method, operation (action or tool), outcome and principal kind"
     );
     describe_histogram!(
         "airlock_request_duration_seconds",
@@ -139,10 +139,14 @@ pub struct OpenSession {
     pub opened: chrono::DateTime<chrono::Utc>,
 }
 
+/// The sessions a front end keeps open now; none when that cannot be
+/// read without waiting (sessions being opened or closed).
+pub type OpenSessions = std::sync::Arc<dyn Fn() -> Option<Vec<OpenSession>> + Send + Sync>;
+
 /// The labels a request is counted under.
 #[derive(Debug, Clone)]
 pub struct RequestLabels {
-    /// `flight`, `http` or `mcp`.
+    /// `flight`, `http`, `mcp` or `dashboard`.
     pub frontend: &'static str,
     /// The RPC, route or MCP method, from a fixed set.
     pub method: String,

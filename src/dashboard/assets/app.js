@@ -9,14 +9,17 @@
   const main = document.querySelector("main[data-refresh]");
   if (!main) return;
   const seconds = Math.max(2, Number(main.dataset.refresh) || 5);
-  let editing = false;
-  main.addEventListener("input", () => { editing = true; });
-  main.addEventListener("focusin", (e) => {
-    if (e.target.matches("input, textarea, select")) editing = true;
-  });
+  // Typing in a form pauses refreshes for good (until the page changes);
+  // a field merely focused pauses them while it has focus.
+  let typed = false;
+  let focused = false;
+  main.addEventListener("input", () => { typed = true; });
+  main.addEventListener("focusin", (e) => { focused = e.target.matches("input, textarea, select"); });
+  main.addEventListener("focusout", () => { focused = false; });
+  const editing = () => typed || focused;
 
   async function refresh() {
-    if (document.hidden || editing || main.querySelector("details[open]")) return;
+    if (document.hidden || editing() || main.querySelector("details[open]")) return;
     let response;
     try {
       response = await fetch(location.href, {
@@ -33,10 +36,12 @@
       location.href = "/admin/login";
       return;
     }
+    // A refusal or failure leaves the page as it was, marked stale.
+    document.body.classList.toggle("stale", !response.ok);
     if (!response.ok) return;
     const html = await response.text();
     const next = new DOMParser().parseFromString(html, "text/html").querySelector("main[data-refresh]");
-    if (next && !editing) {
+    if (next && !editing()) {
       main.replaceChildren(...document.adoptNode(next).childNodes);
       main.dispatchEvent(new CustomEvent("airlock:refreshed", { bubbles: true }));
     }
