@@ -107,6 +107,20 @@ impl JobState {
             JobState::Succeeded | JobState::Failed | JobState::Cancelled
         )
     }
+
+    /// Whether a job ended this way is worth running again.
+    pub fn retryable(self) -> bool {
+        matches!(self, JobState::Failed | JobState::Cancelled)
+    }
+
+    /// Every state, in the order a job passes through them.
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
 }
 
 impl std::fmt::Display for JobState {

@@ -65,6 +65,10 @@ pub(super) struct JobView {
     finished_at: Option<DateTime<Utc>>,
     /// From start to finish, or to now while running; null before the start.
     duration_ms: Option<i64>,
+    /// `sync.cancel` applies (queued or running).
+    cancellable: bool,
+    /// It failed or was cancelled: `sync.start` runs the table again.
+    retryable: bool,
 }
 
 impl From<SyncJob> for JobView {
@@ -96,6 +100,8 @@ impl From<SyncJob> for JobView {
             started_at: job.started_at,
             finished_at: job.finished_at,
             duration_ms,
+            cancellable: !job.state.ended(),
+            retryable: job.state.retryable(),
         }
     }
 }

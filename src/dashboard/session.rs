@@ -32,8 +32,9 @@ pub(super) const FORM_LIMIT: usize = 256 * 1024;
 /// A logged-in browser.
 #[derive(Debug, Clone)]
 struct Session {
-    /// The admin token the session acts with.
+    /// The admin token the session acts with, and its id.
     token: String,
+    token_id: String,
     /// Issued at login (revoked at logout), or brought by the admin.
     issued: bool,
     csrf: String,
@@ -228,6 +229,7 @@ pub(super) struct LoginForm {
 pub(super) async fn login(
     State(dashboard): State<Arc<Dashboard>>,
     ConnectInfo(Peer(remote)): ConnectInfo<Peer>,
+    headers: HeaderMap,
     axum::Form(form): axum::Form<LoginForm>,
 ) -> Response {
     let gateway = &dashboard.services.gateway;
@@ -238,18 +240,16 @@ pub(super) async fn login(
     );
     let token = form.token.trim();
     let (header, issued) = if token.is_empty() {
-        (
-            crate::auth::basic_authorization("admin", &form.password),
-            true,
-        )
+        let basic = crate::auth::basic_authorization("admin", &form.password);
+        (basic, true)
     } else {
         (format!("Bearer {token}"), false)
     };
     let logged_in = match gateway.login(Some(&header), &audit).await {
-        Ok((principal, token)) => require_admin(&principal).map(|()| (token, principal.expires_at)),
+        Ok((principal, token)) => require_admin(&principal).map(|()| (principal, token)),
         Err(e) => Err(e),
     };
-    let (token, expires_at) = match logged_in {
+    let (principal, token) = match logged_in {
         Ok(logged_in) => logged_in,
         Err(e) => {
             audit.finish(e.code(), e.message(), 0);
@@ -261,8 +261,22 @@ pub(super) async fn login(
         }
     };
     audit.finish(tonic::Code::Ok, "", 0);
+    let tls = dashboard.services.tls;
+    // Logging in again from the same browser ends its old session, so
+    // repeated logins do not leave admin tokens behind.
+    let previous =
+        cookie(&headers, cookie_name(tls)).and_then(|id| dashboard.sessions.lock().remove(id));
+    if let Some(previous) = previous.filter(|p| p.issued)
+        && let Err(e) = gateway
+            .auth
+            .revoke_token(&principal, &previous.token_id)
+            .await
+    {
+        tracing::warn!(error = %e, "revoking a replaced dashboard session's token");
+    }
     let id = random_id();
     let now = Utc::now();
+    let expires_at = principal.expires_at;
     {
         let mut sessions = dashboard.sessions.lock();
         sessions.retain(|_, s| s.expires_at > now);
@@ -270,6 +284,7 @@ pub(super) async fn login(
             id.clone(),
             Session {
                 token,
+                token_id: principal.token_id,
                 issued,
                 csrf: random_id(),
                 expires_at,
@@ -278,7 +293,6 @@ pub(super) async fn login(
             },
         );
     }
-    let tls = dashboard.services.tls;
     let max_age = (expires_at - now).num_seconds().max(0);
     redirect_with_cookie("/admin", tls, &id, max_age)
 }

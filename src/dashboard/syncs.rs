@@ -17,6 +17,7 @@ use tonic::Status;
 
 use super::session::Admin;
 use super::{Chrome, Dashboard, View, view};
+use crate::jobs::JobState;
 
 /// The page's query string.
 #[derive(Debug, Default, Deserialize)]
@@ -35,7 +36,7 @@ struct SyncsPage {
     chrome: Chrome,
     table: String,
     state: String,
-    states: [&'static str; 5],
+    states: Vec<String>,
     jobs: Vec<JobRow>,
     /// The next page's URL.
     older: Option<String>,
@@ -63,6 +64,8 @@ struct Job {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     duration_ms: Option<i64>,
+    cancellable: bool,
+    retryable: bool,
 }
 
 #[derive(Deserialize)]
@@ -201,7 +204,7 @@ async fn build(
         chrome: view.chrome("syncs", admin),
         table: filter.table,
         state: filter.state,
-        states: ["queued", "running", "succeeded", "failed", "cancelled"],
+        states: JobState::ALL.iter().map(ToString::to_string).collect(),
         jobs,
         older,
         tables,
@@ -209,7 +212,6 @@ async fn build(
 }
 
 fn job_row(job: Job, now: DateTime<Utc>) -> JobRow {
-    let active = matches!(job.state.as_str(), "queued" | "running");
     // Rows against the source's row count (known for Parquet and
     // Snowflake; bytes are Arrow's in memory, not comparable to a file's).
     let progress = job
@@ -217,8 +219,11 @@ fn job_row(job: Job, now: DateTime<Utc>) -> JobRow {
         .filter(|&n| n > 0)
         .map(|n| (job.rows.saturating_mul(100) / n).min(100));
     JobRow {
-        cancel: active.then(|| json!({ "job_id": job.job_id }).to_string()),
-        retry: matches!(job.state.as_str(), "failed" | "cancelled")
+        cancel: job
+            .cancellable
+            .then(|| json!({ "job_id": job.job_id }).to_string()),
+        retry: job
+            .retryable
             .then(|| json!({ "table": job.table }).to_string()),
         id: job.job_id,
         table: job.table,
@@ -375,7 +380,7 @@ mod tests {
             "state": "running", "rows": 50, "bytes": 4096, "source_rows": null, "source_bytes": 0,
             "files": 0, "error": null, "attempt": 1, "retry_at": null,
             "created_at": "2026-11-30T12:00:00Z", "started_at": "2026-11-30T12:00:01Z",
-            "finished_at": null, "duration_ms": 1500,
+            "finished_at": null, "duration_ms": 1500, "cancellable": true, "retryable": false,
         });
         if let (Some(base), Some(value)) = (base.as_object_mut(), value.as_object()) {
             base.extend(value.clone());
@@ -401,7 +406,12 @@ mod tests {
             (csv.progress, csv.source.as_str()),
             (None, "source: 3 files, 2.0 KiB")
         );
-        let failed = job_row(job(json!({"state": "failed", "error": "boom"})), now);
+        let failed = job_row(
+            job(
+                json!({"state": "failed", "error": "boom", "cancellable": false, "retryable": true}),
+            ),
+            now,
+        );
         assert!(failed.cancel.is_none() && failed.retry.is_some());
         assert_eq!(
             (failed.error.as_str(), failed.source.as_str()),

@@ -53,7 +53,8 @@ impl Interval {
 pub struct Sample {
     /// When the interval began.
     pub at: DateTime<Utc>,
-    /// Requests per second (every front end, every outcome).
+    /// Requests per second (every front end, every outcome; for the
+    /// interval still filling, over the seconds it has had).
     pub requests: f64,
     /// Requests per second that answered rows (queries, row-counting actions).
     pub results: f64,
@@ -105,10 +106,20 @@ impl History {
         let first = last - INTERVALS as i64 + 1;
         let intervals = self.lock();
         let mut kept = intervals.iter().filter(|i| i.slot >= first).peekable();
+        // The interval still filling is a rate over the seconds it has had.
+        let filling =
+            (now.timestamp_millis() - last * STEP_SECONDS * 1000).max(1000) as f64 / 1000.0;
         (first..=last)
-            .map(|slot| match kept.next_if(|i| i.slot == slot) {
-                Some(interval) => sample(interval),
-                None => sample(&Interval::empty(slot)),
+            .map(|slot| {
+                let seconds = if slot == last {
+                    filling
+                } else {
+                    STEP_SECONDS as f64
+                };
+                match kept.next_if(|i| i.slot == slot) {
+                    Some(interval) => sample(interval, seconds),
+                    None => sample(&Interval::empty(slot), seconds),
+                }
             })
             .collect()
     }
@@ -118,8 +129,8 @@ impl History {
     }
 }
 
-fn sample(interval: &Interval) -> Sample {
-    let per_second = |n: u64| n as f64 / STEP_SECONDS as f64;
+fn sample(interval: &Interval, seconds: f64) -> Sample {
+    let per_second = |n: u64| n as f64 / seconds;
     Sample {
         at: DateTime::from_timestamp(interval.slot * STEP_SECONDS, 0).unwrap_or_default(),
         requests: per_second(interval.requests),
@@ -197,7 +208,8 @@ mod tests {
             (0.2, 0.1, 0.1)
         );
         assert_eq!((quiet.requests, quiet.p50), (0.0, None));
-        assert_eq!((last.requests, last.errors), (0.1, 0.1));
+        // The last interval has had 9 of its 10 seconds (at 29 s).
+        assert_eq!((last.requests, last.errors), (1.0 / 9.0, 1.0 / 9.0));
         assert_eq!(last.at, at(20));
         // An hour later the old intervals have left the window.
         let later = history.samples(at(29 + 3600));

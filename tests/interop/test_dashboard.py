@@ -236,10 +236,22 @@ def test_login_sets_a_strict_session_cookie_and_every_page_renders(admin_page, s
     expect(page.locator("section.explain")).to_contain_text("demo.customers")
     shot(page, "grant")
     assert admin_page.csp == [] and admin_page.dialogs == []
-    # Logging out ends the session: the cookie no longer opens a page.
-    page.goto(site["base"] + "/admin")
+
+    def admin_sessions():
+        tokens = site["admin"].action("token.list")["tokens"]
+        return sum(1 for t in tokens if t["kind"] == "admin" and t["active"])
+
+    # Logging in again replaces the browser's session (and its token).
+    before = admin_sessions()
+    page.goto(site["base"] + "/admin/login")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{site['base']}/admin")
+    assert admin_sessions() == before
+    # Logging out ends the session and revokes its token.
     page.click("header form.logout button")
     page.wait_for_url("**/admin/login")
+    assert admin_sessions() == before - 1
     page.goto(site["base"] + "/admin/syncs")
     assert page.url.endswith("/admin/login")
 
