@@ -240,6 +240,8 @@ mod tests {
                 "started_at": null,
                 "finished_at": null,
                 "duration_ms": null,
+                "cancellable": true,
+                "retryable": false,
             })
         );
     }

@@ -2,8 +2,9 @@
 //! templates, checked at compile time and escaping everything they show)
 //! with one small embedded script that refreshes them and nothing else.
 //! Like the other front ends it decides nothing: it reads through the same
-//! actions and SQL an admin would send over Flight, as the logged-in admin,
-//! and every button is a `POST /admin/actions/{name}` that runs that
+//! actions and SQL an admin would send over Flight, as the logged-in admin
+//! (health, memory and artifact bytes as `/readyz` and `/metrics` read
+//! them), and every button is a `POST /admin/actions/{name}` that runs that
 //! action, audited like its Flight twin.
 //!
 //! ```text

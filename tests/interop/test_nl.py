@@ -10,6 +10,7 @@ outside the caller's grants.
 import base64
 import json
 import time
+import urllib.request
 
 import pyarrow as pa
 import pyarrow.flight as flight
@@ -85,6 +86,26 @@ retries = 0
     server.stop()
     stub.stop()
     assert KEY not in server.log_path.read_text()
+
+
+def test_the_dashboard_lists_recent_generations_as_text(nl):
+    stub = nl["stub"]
+    stub.clear()
+    client, options = nl["agents"]["emea"]
+    question = "Orders per <b>region</b>? <script>window.__xss=1</script>"
+    stub.script("chat", [fenced("SELECT region, count(*) AS n FROM demo.orders GROUP BY region")])
+    assert call(client, options, "nl.sql", {"question": question})["status"] == "valid"
+    admin_client, _ = nl["admin"]
+    token = admin_client.authenticate_basic_token("admin", PASSWORD)[1].decode()
+    server = nl["server"]
+    page = urllib.request.Request(f"{server.http_url}/admin/context", headers={"authorization": token})
+    with urllib.request.urlopen(page, timeout=30) as response:
+        html = response.read().decode()
+    generations = html[html.index('<table id="generations">'):]
+    row = generations[: generations.index("</tr>", generations.index("<tbody>"))]
+    assert "Orders per &#60;b&#62;region&#60;/b&#62;? &#60;script&#62;" in row, row
+    assert "<script>window.__xss" not in html
+    assert ">valid<" in row and ">1.00<" in row and "agent:emea_nl@emea" in row, row
 
 
 def test_generation_retries_with_the_error_and_runs_under_policy(nl):
