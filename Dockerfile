@@ -13,7 +13,7 @@ RUN apt-get update \
 COPY --from=build /src/target/release/airlock /usr/local/bin/airlock
 USER airlock
 # Listen on all interfaces inside the container; publish with
-# -p 50051:50051 (Flight SQL) -p 8080:8080 (HTTP: health, readiness).
+# -p 50051:50051 (Flight SQL) -p 8080:8080 (HTTP: health, API, MCP, /admin).
 ENV AIRLOCK_DATA_DIR=/var/lib/airlock/data \
     AIRLOCK_FLIGHT_ADDR=0.0.0.0:50051 \
     AIRLOCK_HTTP_ADDR=0.0.0.0:8080
