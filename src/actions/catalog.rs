@@ -491,7 +491,8 @@ impl Action {
                 "Prompts sent for your nl.sql calls (admins: all). Body: {} or {\"limit\":50,\"page_token\":\"…\"} or {\"id\":\"…\"}."
             }
             Action::NlGenerations => {
-                "Your nl.sql generations (admins: all). Body: {} or {\"limit\":50,\"page_token\":\"…\"} or {\"id\":\"…\"}."
+                "Your nl.sql generations (admins: all), oldest first. Body: {} or {\"limit\":50,\"page_token\":\"…\",\
+                 \"newest_first\":true} or {\"id\":\"…\"}."
             }
             Action::FinetuneExport => {
                 "Write the golden SQL you may see as a chat-format JSONL artifact (system: the schema context, user: the question, \

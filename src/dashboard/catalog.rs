@@ -211,7 +211,6 @@ struct GoldenRow {
 #[derive(Deserialize)]
 struct Generations {
     items: Vec<Generation>,
-    next_page_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -287,27 +286,13 @@ async fn build_context(
     let golden: Golden = dashboard
         .call(admin, "context.golden.list", json!({}))
         .await?;
-    // Generations come oldest first: walk to the last page for the newest.
-    let mut recent: Vec<Generation> = Vec::new();
-    let mut token: Option<String> = None;
-    for _ in 0..100 {
-        let page: Generations = dashboard
-            .call(
-                admin,
-                "nl.generations",
-                json!({ "limit": 500, "page_token": token }),
-            )
-            .await?;
-        recent.extend(page.items);
-        if recent.len() > GENERATIONS {
-            recent.drain(..recent.len() - GENERATIONS);
-        }
-        token = page.next_page_token;
-        if token.is_none() {
-            break;
-        }
-    }
-    recent.reverse();
+    let recent: Generations = dashboard
+        .call(
+            admin,
+            "nl.generations",
+            json!({ "limit": GENERATIONS, "newest_first": true }),
+        )
+        .await?;
     Ok(ContextPage {
         chrome: view.chrome("context", admin),
         tables,
@@ -338,6 +323,7 @@ async fn build_context(
             })
             .collect(),
         generations: recent
+            .items
             .into_iter()
             .map(|g| GenerationRow {
                 question: g.question,

@@ -204,7 +204,11 @@ impl MetaStore for DuckDbMetaStore {
             values.push(Value::Text(prefix.clone()));
         }
         if let Some(after) = &query.after {
-            sql.push_str(" AND key > ?");
+            sql.push_str(if query.descending {
+                " AND key < ?"
+            } else {
+                " AND key > ?"
+            });
             values.push(Value::Text(after.clone()));
         }
         for (name, value) in &query.labels {
@@ -215,7 +219,11 @@ impl MetaStore for DuckDbMetaStore {
             values.push(Value::Text((*name).to_string()));
             values.push(Value::Text(value.clone()));
         }
-        sql.push_str(" ORDER BY key");
+        sql.push_str(if query.descending {
+            " ORDER BY key DESC"
+        } else {
+            " ORDER BY key"
+        });
         if let Some(limit) = query.limit {
             sql.push_str(" LIMIT ?");
             values.push(Value::BigInt(i64::try_from(limit).unwrap_or(i64::MAX)));
@@ -369,6 +377,23 @@ mod tests {
             }
         }
         assert_eq!(seen, vec![0, 1, 3, 5]);
+        // Descending pages walk the same records the other way.
+        let mut query = ListQuery {
+            limit: Some(3),
+            descending: true,
+            ..ListQuery::default()
+        }
+        .label("owner", "odd");
+        let mut seen = Vec::new();
+        loop {
+            let page = meta.page::<Rec>(Collection::Jobs, &query).await.unwrap();
+            seen.extend(page.items.iter().map(|v| v.value.n));
+            match page.next {
+                Some(next) => query.after = Some(next),
+                None => break,
+            }
+        }
+        assert_eq!(seen, vec![5, 3, 1, 0]);
         let prefixed = ListQuery {
             prefix: Some("b-".into()),
             ..ListQuery::default()

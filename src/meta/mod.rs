@@ -151,6 +151,9 @@ pub struct ListQuery {
     pub labels: Vec<(&'static str, String)>,
     /// At most this many documents; none means all.
     pub limit: Option<usize>,
+    /// Keys in descending order (newest first where keys sort by time);
+    /// `after` is then the key the previous page ended at, going down.
+    pub descending: bool,
 }
 
 impl ListQuery {

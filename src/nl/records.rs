@@ -137,12 +137,15 @@ pub struct RecordQuery {
     /// From the previous page's `next_page_token`.
     #[serde(default)]
     pub page_token: Option<String>,
+    /// Newest first (default: oldest first).
+    #[serde(default)]
+    pub newest_first: bool,
 }
 
 /// A page of records.
 #[derive(Debug, Serialize)]
 pub struct RecordPage<T> {
-    /// Oldest first.
+    /// Oldest first, or newest first when asked.
     pub items: Vec<T>,
     /// The next page, when this one is full.
     pub next_page_token: Option<String>,
@@ -256,6 +259,7 @@ impl NlService {
         let mut list = ListQuery {
             after: query.page_token,
             limit: Some(limit),
+            descending: query.newest_first,
             ..ListQuery::default()
         };
         if !principal.is_admin() {
