@@ -78,6 +78,7 @@ fn meta(error: &MetaError) -> Status {
         | MetaError::Store(_)
         | MetaError::Corrupt { .. }
         | MetaError::Task(_) => Code::Internal,
+        MetaError::Postgres(_) => Code::Unavailable,
         // A concurrent writer won; the caller may read again and retry.
         MetaError::Conflict { .. } => Code::Aborted,
     };

@@ -6,7 +6,12 @@
 //! (Postgres, say) can replace the local DuckDB file when airlock runs on
 //! several nodes, without touching the modules that own the records.
 
+#[cfg(test)]
+pub(crate) mod contract;
 mod duckdb_store;
+mod postgres_store;
+#[cfg(test)]
+pub(crate) mod test_postgres;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use duckdb_store::DuckDbMetaStore;
+pub use postgres_store::{PgMetaStore, parse_url as parse_meta_url};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +58,9 @@ pub enum MetaError {
     /// A blocking task was cancelled or panicked.
     #[error("metadata store task failed: {0}")]
     Task(String),
+    /// Postgres failed, or could not be reached.
+    #[error("metadata store (Postgres) error: {0}")]
+    Postgres(String),
 }
 
 /// A named set of documents.
