@@ -148,6 +148,13 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_TLS_KEY", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 
+    /// Keep metadata (tokens, grants, registrations, jobs, …) in Postgres, shared by the nodes of a
+    /// cluster: `postgres://user@host/db` (TLS required unless `?sslmode=disable`; `sslrootcert=FILE`
+    /// names a CA). Needs AIRLOCK_JWT_SECRET, AIRLOCK_SECRETS_KEY and an object-store artifact store.
+    /// Never printed by `airlock config` (it may hold a password).
+    #[arg(long, env = "AIRLOCK_META_URL", value_name = "URL")]
+    pub meta_url: Option<String>,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `airlock=debug` [default: info]
     #[arg(long, env = "AIRLOCK_LOG", value_name = "FILTER")]
     pub log: Option<String>,

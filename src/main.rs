@@ -45,7 +45,11 @@ fn main() -> ExitCode {
     let Some(runtime) = runtime(None) else {
         return ExitCode::FAILURE;
     };
-    match runtime.block_on(serve_until_signal(config)) {
+    let mut secrets = Secrets::from_env();
+    if let Some(url) = &args.meta_url {
+        secrets.meta_url = Some(url.clone());
+    }
+    match runtime.block_on(serve_until_signal(config, secrets)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "airlock stopped");
@@ -159,10 +163,13 @@ fn healthcheck(config: &Settings) -> ExitCode {
     }
 }
 
-async fn serve_until_signal(config: Settings) -> Result<(), Box<dyn std::error::Error>> {
+async fn serve_until_signal(
+    config: Settings,
+    secrets: Secrets,
+) -> Result<(), Box<dyn std::error::Error>> {
     let addr = config.flight_addr;
     let demo = config.demo;
-    let opened = App::open(config, Secrets::from_env()).await?;
+    let opened = App::open(config, secrets).await?;
     if let Some(password) = &opened.generated_password {
         // Printed once, to the terminal only: never through the log.
         eprintln!(

@@ -15,6 +15,10 @@ pub fn url(source: &str) -> String {
             if matches!(url.scheme(), "http" | "https") && url.query().is_some() {
                 url.set_query(Some("redacted"));
             }
+            // libpq-style URLs may carry `?password=…`.
+            if url.scheme().starts_with("postgres") {
+                url.set_query(None);
+            }
             url.to_string()
         }
         _ => source.to_string(),
@@ -92,5 +96,9 @@ mod tests {
             "s3://bucket/part-?.parquet"
         );
         assert_eq!(url("/data/x.csv"), "/data/x.csv");
+        assert_eq!(
+            url("postgres://airlock:pw@db:5432/meta?password=pw2&sslmode=require"),
+            "postgres://db:5432/meta"
+        );
     }
 }

@@ -27,7 +27,7 @@ use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
 use crate::gateway::Gateway;
 use crate::jobs::{JobError, JobStore};
-use crate::meta::{DuckDbMetaStore, Meta, MetaError};
+use crate::meta::{DuckDbMetaStore, Meta, MetaError, MetaStore, PgMetaStore};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
@@ -92,6 +92,41 @@ pub enum ServerError {
     Transport(#[from] tonic::transport::Error),
 }
 
+/// The metadata store: the local DuckDB file, or Postgres shared by the
+/// nodes of a cluster. A cluster node needs what every node must agree on
+/// from outside its data directory: the token-signing secret, the key that
+/// seals connection secrets, and an artifact store all nodes reach.
+async fn open_meta(
+    config: &Settings,
+    secrets: &Secrets,
+    data_dir: &Path,
+) -> Result<Meta, ServerError> {
+    let Some(url) = &secrets.meta_url else {
+        return Ok(Meta::new(Arc::new(DuckDbMetaStore::open(data_dir)?)));
+    };
+    let mut missing = Vec::new();
+    if secrets.jwt_secret.is_none() {
+        missing.push("AIRLOCK_JWT_SECRET");
+    }
+    if secrets.secrets_key.is_none() {
+        missing.push("AIRLOCK_SECRETS_KEY");
+    }
+    if !missing.is_empty() {
+        return Err(ServerError::Config(format!(
+            "with --meta-url every node must share {}: set the same value on each node",
+            missing.join(" and ")
+        )));
+    }
+    if config.artifacts.store.is_empty() || config.artifacts.store.starts_with("file:") {
+        return Err(ServerError::Config(
+            "with --meta-url artifacts must live in a store every node reaches: set [artifacts] store = \"s3://bucket/prefix\" (or gs://, az://)".into(),
+        ));
+    }
+    let store: Arc<dyn MetaStore> = Arc::new(PgMetaStore::open(url).await?);
+    tracing::info!(meta = %crate::redact::url(url), "metadata in Postgres");
+    Ok(Meta::new(store))
+}
+
 /// Secrets given through the environment, never through config files.
 #[derive(Default, Clone)]
 pub struct Secrets {
@@ -105,6 +140,9 @@ pub struct Secrets {
     /// `AIRLOCK_METRICS_TOKEN`: a bearer token that may read `/metrics`
     /// (for Prometheus; admins' tokens may too).
     pub metrics_token: Option<String>,
+    /// `--meta-url` / `AIRLOCK_META_URL`: metadata in Postgres (it may
+    /// carry a password, so it is kept with the secrets).
+    pub meta_url: Option<String>,
 }
 
 impl std::fmt::Debug for Secrets {
@@ -124,6 +162,9 @@ impl Secrets {
             metrics_token: std::env::var("AIRLOCK_METRICS_TOKEN")
                 .ok()
                 .filter(|t| !t.is_empty()),
+            meta_url: std::env::var("AIRLOCK_META_URL")
+                .ok()
+                .filter(|u| !u.is_empty()),
         }
     }
 }
@@ -301,7 +342,7 @@ impl App {
                 })?;
         let data_dir = config.data_dir.clone();
         restrict_permissions(&data_dir);
-        let meta = Meta::new(Arc::new(DuckDbMetaStore::open(&data_dir)?));
+        let meta = open_meta(&config, &secrets, &data_dir).await?;
         let password = AdminPassword::initialize(&meta, secrets.admin_password.as_deref()).await?;
         let tokens = TokenService::open(
             meta.clone(),
