@@ -57,38 +57,20 @@ pub(crate) async fn listings_page_and_filter_by_label_and_prefix(meta: Meta) {
     )
     .await
     .unwrap();
-    let mut query = ListQuery {
+    let query = ListQuery {
         limit: Some(2),
         ..ListQuery::default()
     }
     .label("owner", "odd");
-    let mut seen = Vec::new();
-    loop {
-        let page = meta.page::<Rec>(Collection::Jobs, &query).await.unwrap();
-        seen.extend(page.items.iter().map(|v| v.value.n));
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(seen, vec![0, 1, 3, 5]);
+    assert_eq!(every_page(&meta, query).await, vec![0, 1, 3, 5]);
     // Descending pages walk the same records the other way.
-    let mut query = ListQuery {
+    let query = ListQuery {
         limit: Some(3),
         descending: true,
         ..ListQuery::default()
     }
     .label("owner", "odd");
-    let mut seen = Vec::new();
-    loop {
-        let page = meta.page::<Rec>(Collection::Jobs, &query).await.unwrap();
-        seen.extend(page.items.iter().map(|v| v.value.n));
-        match page.next {
-            Some(next) => query.after = Some(next),
-            None => break,
-        }
-    }
-    assert_eq!(seen, vec![5, 3, 1, 0]);
+    assert_eq!(every_page(&meta, query).await, vec![5, 3, 1, 0]);
     let prefixed = ListQuery {
         prefix: Some("b-".into()),
         ..ListQuery::default()
@@ -142,4 +124,17 @@ pub(crate) async fn each_queued_record_is_claimed_exactly_once(meta: Meta) {
     assert_eq!(all, vec![0, 1, 2, 3, 4]);
     let page = meta.page::<Rec>(Collection::Jobs, &queued).await.unwrap();
     assert!(page.items.is_empty());
+}
+
+/// The records of every page `query` leads through, in order.
+async fn every_page(meta: &Meta, mut query: ListQuery) -> Vec<u32> {
+    let mut seen = Vec::new();
+    loop {
+        let page = meta.page::<Rec>(Collection::Jobs, &query).await.unwrap();
+        seen.extend(page.items.iter().map(|v| v.value.n));
+        match page.next {
+            Some(next) => query.after = Some(next),
+            None => return seen,
+        }
+    }
 }

@@ -7,11 +7,8 @@ and snapshots come with the rest of issue 15)."""
 
 import os
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
@@ -49,24 +46,12 @@ def postgres():
 
 
 @pytest.fixture(scope="module")
-def s3():
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+def s3(s3_endpoint):
+    """moto's S3 server with the bucket the nodes keep artifacts in."""
+    boto3.client("s3", endpoint_url=s3_endpoint, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                  aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
                  region_name="us-east-1").create_bucket(Bucket="airlock")
-    yield endpoint
-    process.terminate()
-    process.wait(timeout=10)
+    return s3_endpoint
 
 
 def node_config(tmp_path, s3):

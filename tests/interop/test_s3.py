@@ -1,9 +1,6 @@
 """Sources on an S3-compatible object store (moto's S3 server, run locally)."""
 
 import json
-import socket
-import subprocess
-import sys
 import time
 
 import boto3
@@ -13,27 +10,9 @@ import pyarrow.parquet as pq
 import adbc_driver_flightsql.dbapi as flightsql
 import pytest
 
-from conftest import PASSWORD, Airlock, free_port
+from conftest import PASSWORD, Airlock
 
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def test_parquet_prefix_and_glob_on_s3(airlock_bin, s3_endpoint, tmp_path):
