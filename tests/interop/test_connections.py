@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import Airlock, free_port
-from test_s3 import s3_endpoint  # noqa: F401  (fixture)
 from test_snowflake import Admin as SnowflakeAdmin
 from test_snowflake import REJECTED_PASSWORD, emulator, snow  # noqa: F401  (fixtures)
 
