@@ -168,7 +168,7 @@ impl Authenticator {
     pub async fn authenticate(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let credentials = parse_authorization(header.ok_or(AuthError::MissingCredentials)?)?;
         match credentials {
-            Credentials::Token(token) => self.tokens.verify(&token),
+            Credentials::Token(token) => self.tokens.verify(&token).await,
             // Argon2 is expensive on purpose; checking it on every call would
             // hand anyone a way to burn the server's CPU.
             Credentials::Password { .. } => Err(AuthError::PasswordOutsideHandshake),
@@ -182,7 +182,7 @@ impl Authenticator {
         let credentials = parse_authorization(header.ok_or(AuthError::MissingCredentials)?)?;
         match credentials {
             Credentials::Token(token) => {
-                let principal = self.tokens.verify(&token)?;
+                let principal = self.tokens.verify(&token).await?;
                 Ok((principal, token))
             }
             Credentials::Password { user, password } => {
@@ -440,7 +440,7 @@ mod tests {
             ..TokenRequest::default()
         };
         let swarm = auth.create_token(&admin, swarm_req.clone()).await.unwrap();
-        let swarm_p = auth.tokens().verify(&swarm.token).unwrap();
+        let swarm_p = auth.tokens().verify(&swarm.token).await.unwrap();
 
         // A swarm mints agents in itself, not elsewhere, not swarms.
         let agent = auth
@@ -474,7 +474,7 @@ mod tests {
             auth.create_token(&swarm_p, swarm_req.clone()).await,
             Err(AuthError::Forbidden(_))
         ));
-        let agent_p = auth.tokens().verify(&agent.token).unwrap();
+        let agent_p = auth.tokens().verify(&agent.token).await.unwrap();
         assert!(matches!(
             auth.create_token(&agent_p, swarm_req).await,
             Err(AuthError::Forbidden(_))
@@ -524,7 +524,7 @@ mod tests {
             .unwrap();
         assert_eq!(outcome.revoked, vec![agent_p.token_id.clone()]);
         assert!(matches!(
-            auth.tokens().verify(&agent.token),
+            auth.tokens().verify(&agent.token).await,
             Err(AuthError::Revoked)
         ));
     }

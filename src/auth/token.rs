@@ -16,7 +16,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
 use super::AuthError;
-use crate::meta::{Collection, Meta};
+use crate::meta::{Cache, Collection, Meta, MetaError};
 use crate::principal::{Principal, TokenKind};
 
 const ISSUER: &str = "airlock";
@@ -183,13 +183,27 @@ impl TokenService {
     }
 
     /// Checks a token's signature, expiry and record; returns its principal.
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    /// A record this node has not seen yet (issued on another node a moment
+    /// ago) is read from the store, once the signature has proved that
+    /// airlock issued the token.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::InvalidToken,
             })?
             .claims;
+        match self.check(&claims) {
+            Err(AuthError::UnknownToken) => {
+                self.refresh_record(&claims.jti).await?;
+                self.check(&claims)
+            }
+            checked => checked,
+        }
+    }
+
+    /// Checks verified claims against the records in memory.
+    fn check(&self, claims: &Claims) -> Result<Principal, AuthError> {
         let records = self.read_records();
         let record = records.get(&claims.jti).ok_or(AuthError::UnknownToken)?;
         // A token whose creator was revoked is revoked too, even if it was
@@ -277,6 +291,15 @@ impl TokenService {
         Ok(expired.len())
     }
 
+    /// Reads one record from the store into memory (or forgets it).
+    async fn refresh_record(&self, id: &str) -> Result<(), MetaError> {
+        match self.meta.get::<TokenRecord>(Collection::Tokens, id).await? {
+            Some(record) => self.write_records().insert(id.to_string(), record),
+            None => self.write_records().remove(id),
+        };
+        Ok(())
+    }
+
     fn read_records(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, TokenRecord>> {
         // The map is only ever replaced entry by entry; a panic elsewhere
         // cannot leave it half-updated, so a poisoned lock is still sound.
@@ -285,6 +308,30 @@ impl TokenService {
 
     fn write_records(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, TokenRecord>> {
         self.records.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+// Other nodes issue and revoke tokens: a change they announce replaces
+// this node's copy of the record.
+#[async_trait::async_trait]
+impl Cache for TokenService {
+    fn name(&self) -> &'static str {
+        "tokens"
+    }
+
+    fn collections(&self) -> &'static [Collection] {
+        &[Collection::Tokens]
+    }
+
+    async fn refresh(&self, _: Collection, key: Option<&str>) -> Result<(), MetaError> {
+        match key {
+            Some(id) => self.refresh_record(id).await,
+            None => {
+                let records: Vec<TokenRecord> = self.meta.list(Collection::Tokens).await?;
+                *self.write_records() = records.into_iter().map(|r| (r.id.clone(), r)).collect();
+                Ok(())
+            }
+        }
     }
 }
 
@@ -324,6 +371,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_token_issued_or_revoked_on_one_node_counts_on_the_others() {
+        use crate::meta::{PgMetaStore, test_postgres::TestPostgres};
+        let postgres = TestPostgres::start();
+        let dir = tempfile::tempdir().unwrap();
+        let secret = b"a secret every node of the cluster shares";
+        let mut nodes = Vec::new();
+        for _ in 0..2 {
+            let store = PgMetaStore::open(&postgres.url()).await.unwrap();
+            let meta = Meta::new(Arc::new(store));
+            let tokens = TokenService::open(meta.clone(), dir.path(), Some(secret))
+                .await
+                .unwrap();
+            let follower = meta.follow(vec![Arc::downgrade(&tokens) as std::sync::Weak<dyn Cache>]);
+            assert!(follower.is_some(), "a shared store announces changes");
+            nodes.push(tokens);
+        }
+        let issued = nodes[0]
+            .issue(swarm("emea", Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        // At once: the other node reads a record it has not seen yet.
+        assert_eq!(
+            nodes[1].verify(&issued.token).await.unwrap().token_id,
+            issued.record.id
+        );
+        nodes[0].revoke(&issued.record.id).await.unwrap();
+        let started = std::time::Instant::now();
+        while nodes[1].verify(&issued.token).await.is_ok() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "the revocation did not reach the other node"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(matches!(
+            nodes[1].verify(&issued.token).await,
+            Err(AuthError::Revoked)
+        ));
+    }
+
+    #[tokio::test]
     async fn issue_verify_revoke_survives_restart() {
         let dir = tempfile::tempdir().unwrap();
         let (swarm_token, agent_token, agent_id) = {
@@ -332,7 +420,7 @@ mod tests {
                 .issue(swarm("emea", Duration::from_secs(3600)))
                 .await
                 .unwrap();
-            let principal = tokens.verify(&s.token).unwrap();
+            let principal = tokens.verify(&s.token).await.unwrap();
             assert_eq!(principal.kind, TokenKind::Swarm);
             assert_eq!(principal.swarm.as_deref(), Some("emea"));
             let a = tokens
@@ -347,24 +435,27 @@ mod tests {
                 })
                 .await
                 .unwrap();
-            assert_eq!(tokens.verify(&a.token).unwrap().attributes["region"], "EU");
+            assert_eq!(
+                tokens.verify(&a.token).await.unwrap().attributes["region"],
+                "EU"
+            );
             (s.token, a.token, a.record.id)
         };
         // Same secret and records after a restart.
         let tokens = service(dir.path()).await;
-        assert!(tokens.verify(&agent_token).is_ok());
-        let swarm_id = tokens.verify(&swarm_token).unwrap().token_id;
+        assert!(tokens.verify(&agent_token).await.is_ok());
+        let swarm_id = tokens.verify(&swarm_token).await.unwrap().token_id;
         let revoked = tokens.revoke(&swarm_id).await.unwrap();
         assert_eq!(revoked.len(), 2, "the swarm's agent goes with it");
         assert!(revoked.contains(&agent_id));
         assert!(matches!(
-            tokens.verify(&swarm_token),
+            tokens.verify(&swarm_token).await,
             Err(AuthError::Revoked)
         ));
         // Revocation is durable.
         let tokens = service(dir.path()).await;
         assert!(matches!(
-            tokens.verify(&agent_token),
+            tokens.verify(&agent_token).await,
             Err(AuthError::Revoked)
         ));
     }
@@ -379,7 +470,7 @@ mod tests {
             .unwrap();
         // Expiry equals issue time: the record check refuses it even within leeway.
         assert!(matches!(
-            tokens.verify(&short.token),
+            tokens.verify(&short.token).await,
             Err(AuthError::Expired)
         ));
 
@@ -391,11 +482,11 @@ mod tests {
         forged.pop();
         forged.push(if ok.token.ends_with('A') { 'B' } else { 'A' });
         assert!(matches!(
-            tokens.verify(&forged),
+            tokens.verify(&forged).await,
             Err(AuthError::InvalidToken)
         ));
         assert!(matches!(
-            tokens.verify("not-a-jwt"),
+            tokens.verify("not-a-jwt").await,
             Err(AuthError::InvalidToken)
         ));
 
@@ -407,7 +498,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            tokens.verify(&foreign.token),
+            tokens.verify(&foreign.token).await,
             Err(AuthError::InvalidToken)
         ));
     }

@@ -125,19 +125,10 @@ impl ContextService {
         jobs: Arc<JobStore>,
         embeddings: Option<(Arc<Provider>, f32)>,
     ) -> Result<Arc<Self>, ContextError> {
-        let notes: Vec<TableNotes> = meta.list(Collection::ContextTables).await?;
-        let instructions: Vec<Instruction> = meta.list(Collection::Instructions).await?;
-        let golden: Vec<GoldenSql> = meta.list(Collection::GoldenSql).await?;
-        let scans: Vec<TableScan> = meta.list(Collection::ContextScans).await?;
-        let state = State {
-            notes: notes.into_iter().map(|n| (n.table.clone(), n)).collect(),
-            instructions: instructions
-                .into_iter()
-                .map(|i| (i.id.clone(), i))
-                .collect(),
-            golden: golden.into_iter().map(|g| (g.id.clone(), g)).collect(),
-            scans: scans.into_iter().map(|s| (s.table.clone(), s)).collect(),
-        };
+        let mut state = State::default();
+        for collection in CONTEXT_COLLECTIONS {
+            state.load(&meta, collection).await?;
+        }
         Ok(Arc::new(Self {
             meta,
             query,
@@ -227,6 +218,69 @@ impl ContextService {
     fn changed(&self, change: impl FnOnce(&mut State)) {
         change(&mut self.state.write().unwrap_or_else(|p| p.into_inner()));
         self.version.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// The collections the context lives in.
+const CONTEXT_COLLECTIONS: [Collection; 4] = [
+    Collection::ContextTables,
+    Collection::Instructions,
+    Collection::GoldenSql,
+    Collection::ContextScans,
+];
+
+impl State {
+    /// Replaces what `collection` holds with what the store holds now.
+    async fn load(&mut self, meta: &Meta, collection: Collection) -> Result<(), MetaError> {
+        match collection {
+            Collection::ContextTables => {
+                let notes: Vec<TableNotes> = meta.list(collection).await?;
+                self.notes = notes.into_iter().map(|n| (n.table.clone(), n)).collect();
+            }
+            Collection::Instructions => {
+                let instructions: Vec<Instruction> = meta.list(collection).await?;
+                self.instructions = instructions
+                    .into_iter()
+                    .map(|i| (i.id.clone(), i))
+                    .collect();
+            }
+            Collection::GoldenSql => {
+                let golden: Vec<GoldenSql> = meta.list(collection).await?;
+                self.golden = golden.into_iter().map(|g| (g.id.clone(), g)).collect();
+            }
+            Collection::ContextScans => {
+                let scans: Vec<TableScan> = meta.list(collection).await?;
+                self.scans = scans.into_iter().map(|s| (s.table.clone(), s)).collect();
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+// Context written on other nodes is announced; a change reloads its
+// collection (a search index is rebuilt on the next search).
+#[async_trait::async_trait]
+impl crate::meta::Cache for ContextService {
+    fn name(&self) -> &'static str {
+        "context"
+    }
+
+    fn collections(&self) -> &'static [Collection] {
+        &CONTEXT_COLLECTIONS
+    }
+
+    async fn refresh(&self, collection: Collection, _: Option<&str>) -> Result<(), MetaError> {
+        let mut fresh = State::default();
+        fresh.load(&self.meta, collection).await?;
+        self.changed(|state| match collection {
+            Collection::ContextTables => state.notes = fresh.notes,
+            Collection::Instructions => state.instructions = fresh.instructions,
+            Collection::GoldenSql => state.golden = fresh.golden,
+            Collection::ContextScans => state.scans = fresh.scans,
+            _ => {}
+        });
+        Ok(())
     }
 }
 

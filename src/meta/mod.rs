@@ -9,6 +9,8 @@
 #[cfg(test)]
 pub(crate) mod contract;
 mod duckdb_store;
+mod feed;
+mod postgres_feed;
 mod postgres_store;
 #[cfg(test)]
 pub(crate) mod test_postgres;
@@ -21,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use duckdb_store::DuckDbMetaStore;
+pub use feed::{Cache, Change, follow};
 pub use postgres_store::{PgMetaStore, parse_url as parse_meta_url};
 
 /// Errors of the metadata store.
@@ -99,6 +102,30 @@ pub enum Collection {
 }
 
 impl Collection {
+    /// Every collection.
+    pub const ALL: [Collection; 15] = [
+        Collection::Settings,
+        Collection::Tokens,
+        Collection::Tables,
+        Collection::Jobs,
+        Collection::Grants,
+        Collection::Artifacts,
+        Collection::ToolJobs,
+        Collection::ContextTables,
+        Collection::Instructions,
+        Collection::GoldenSql,
+        Collection::ContextScans,
+        Collection::Connections,
+        Collection::NlPrompts,
+        Collection::NlGenerations,
+        Collection::Finetunes,
+    ];
+
+    /// The collection stored under `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|c| c.name() == name)
+    }
+
     /// Stable name stored in the database.
     pub fn name(self) -> &'static str {
         match self {
@@ -200,6 +227,11 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
         collection: Collection,
         query: &ListQuery,
     ) -> Result<Vec<RawDoc>, MetaError>;
+    /// Changes written by every node, for a store several nodes share;
+    /// none for a store only this process writes.
+    fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
+        None
+    }
 }
 
 /// A record and the version it was read at.
@@ -359,6 +391,17 @@ impl Meta {
     /// Deletes a record, returning whether it existed.
     pub async fn delete(&self, collection: Collection, key: &str) -> Result<bool, MetaError> {
         self.store.delete(collection, key).await
+    }
+
+    /// Keeps `caches` in step with changes other nodes make, if the store
+    /// is shared; returns the task doing it.
+    pub fn follow(
+        &self,
+        caches: Vec<std::sync::Weak<dyn Cache>>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.store
+            .subscribe()
+            .map(|changes| follow(changes, caches))
     }
 }
 

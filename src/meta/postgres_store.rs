@@ -17,7 +17,11 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc};
+use tokio::sync::broadcast;
+use tokio_util::task::AbortOnDropHandle;
+
+use super::postgres_feed;
+use super::{Change, Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc};
 
 /// The schema, created by the first node to start (under an advisory
 /// lock, so nodes starting together do not race).
@@ -42,7 +46,10 @@ CREATE OR REPLACE FUNCTION airlock.notify_document_change() RETURNS trigger LANG
 DECLARE r record;
 BEGIN
     IF TG_OP = 'DELETE' THEN r := OLD; ELSE r := NEW; END IF;
-    PERFORM pg_notify('airlock_meta', json_build_object('c', r.collection, 'k', left(r.key, 200),
+    -- A payload must stay under 8000 bytes: a longer key is announced as
+    -- null (listeners reload the collection).
+    PERFORM pg_notify('airlock_meta', json_build_object('c', r.collection,
+                      'k', CASE WHEN octet_length(r.key) <= 1000 THEN r.key END,
                       'op', lower(TG_OP))::text);
     RETURN NULL;
 END $$;
@@ -56,10 +63,19 @@ const MIGRATION_LOCK: i64 = 0x6169_726c_6f63_6b01;
 /// Connections per node.
 const POOL_SIZE: usize = 16;
 
+/// Changes a node may fall behind by before it reloads everything.
+const FEED_CAPACITY: usize = 4096;
+
 /// Documents in Postgres.
 #[derive(Clone)]
 pub struct PgMetaStore {
     pool: Pool,
+    /// Where dedicated sessions (the feed, the writer's lock) connect.
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    changes: broadcast::Sender<Change>,
+    /// Listens for changes while any clone of the store lives.
+    _listener: Arc<AbortOnDropHandle<()>>,
 }
 
 impl std::fmt::Debug for PgMetaStore {
@@ -161,8 +177,8 @@ impl PgMetaStore {
         let (config, ca_file) = parse_url(url).map_err(MetaError::Postgres)?;
         let tls = tls(ca_file.as_deref()).map_err(MetaError::Postgres)?;
         let manager = Manager::from_config(
-            config,
-            tls,
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -174,7 +190,19 @@ impl PgMetaStore {
             .create_timeout(Some(Duration::from_secs(10)))
             .build()
             .map_err(pg)?;
-        let store = Self { pool };
+        let (changes, _) = broadcast::channel(FEED_CAPACITY);
+        let listener = tokio::spawn(postgres_feed::listen(
+            config.clone(),
+            tls.clone(),
+            changes.clone(),
+        ));
+        let store = Self {
+            pool,
+            config,
+            tls,
+            changes,
+            _listener: Arc::new(AbortOnDropHandle::new(listener)),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -311,6 +339,10 @@ impl MetaStore for PgMetaStore {
         Ok(deleted > 0)
     }
 
+    fn subscribe(&self) -> Option<broadcast::Receiver<Change>> {
+        Some(self.changes.subscribe())
+    }
+
     async fn list_raw(
         &self,
         collection: Collection,
@@ -438,6 +470,85 @@ mod tests {
         let url = postgres.url();
         let again = futures::future::join_all((0..3).map(|_| PgMetaStore::open(&url))).await;
         assert!(again.iter().all(Result::is_ok));
+    }
+
+    /// The next change naming `key`, skipping others.
+    async fn next_change_of(changes: &mut broadcast::Receiver<Change>, key: &str) -> Change {
+        loop {
+            let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
+                .await
+                .expect("no change announced within 10 s")
+                .unwrap();
+            match &change {
+                Change::Document { key: Some(k), .. } if k == key => return change,
+                _ => {}
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn the_feed_announces_other_nodes_changes_and_its_own_reconnection() {
+        let postgres = TestPostgres::start();
+        let store = PgMetaStore::open(&postgres.url()).await.unwrap();
+        let mut changes = store.subscribe().unwrap();
+        let other = meta(&postgres).await;
+        other
+            .put(Collection::Grants, "emea", &serde_json::json!({}))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_change_of(&mut changes, "emea").await,
+            Change::Document {
+                collection: Collection::Grants,
+                key: Some("emea".into())
+            }
+        );
+        // Keys too long to announce name their whole collection.
+        let long = "k".repeat(1001);
+        other
+            .put(Collection::Tokens, &long, &serde_json::json!({}))
+            .await
+            .unwrap();
+        loop {
+            let change = changes.recv().await.unwrap();
+            if let Change::Document {
+                collection: Collection::Tokens,
+                key,
+            } = change
+            {
+                assert_eq!(key, None);
+                break;
+            }
+        }
+        // Postgres drops the feed's session: the node reconnects and, as
+        // announcements were lost meanwhile, tells its caches to reload.
+        let (admin, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let killed = admin
+            .query(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&postgres_feed::FEED_NAME],
+            )
+            .await
+            .unwrap();
+        // Both stores' feeds (each node has one).
+        assert_eq!(killed.len(), 2);
+        let reloaded = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                if changes.recv().await.unwrap() == Change::Everything {
+                    return;
+                }
+            }
+        })
+        .await;
+        assert!(reloaded.is_ok(), "no reload after the feed was cut");
+        other
+            .put(Collection::Grants, "apac", &serde_json::json!({}))
+            .await
+            .unwrap();
+        next_change_of(&mut changes, "apac").await;
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Grants kept durably (metadata collection `grants`) and in memory.
 //!
 //! Changes take effect on the next query: every change bumps a version that
-//! the query engine's session cache is keyed by. Grants from the config file
+//! the query engine's session cache is keyed by. In a cluster, changes made
+//! on other nodes arrive through the store's feed ([`Cache`]). Grants from the config file
 //! seed the store: each is stored at start unless a grant with its key
 //! already exists, so changes made through actions survive restarts.
 
@@ -11,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use super::{Grant, PolicyError};
-use crate::meta::{Collection, Meta};
+use crate::meta::{Cache, Collection, Meta, MetaError};
 
 /// All grants as of one version.
 #[derive(Debug, Clone)]
@@ -97,6 +98,13 @@ impl GrantStore {
         Ok(())
     }
 
+    /// Replaces every grant with what the store holds now.
+    async fn reload(&self) -> Result<(), MetaError> {
+        let stored: Vec<Grant> = self.meta.list(Collection::Grants).await?;
+        self.update(|grants| *grants = stored.into_iter().map(|g| (g.key(), g)).collect());
+        Ok(())
+    }
+
     fn update(&self, change: impl FnOnce(&mut BTreeMap<String, Grant>)) {
         let mut current = self.current.write().unwrap_or_else(|p| p.into_inner());
         let mut grants = BTreeMap::clone(&current.grants);
@@ -105,6 +113,23 @@ impl GrantStore {
             version: self.version.fetch_add(1, Ordering::SeqCst) + 1,
             grants: Arc::new(grants),
         };
+    }
+}
+
+// Other nodes change grants: any announced change reloads them all (there
+// are few, and a grant's key is not always its document's whole story).
+#[async_trait::async_trait]
+impl Cache for GrantStore {
+    fn name(&self) -> &'static str {
+        "grants"
+    }
+
+    fn collections(&self) -> &'static [Collection] {
+        &[Collection::Grants]
+    }
+
+    async fn refresh(&self, _: Collection, _: Option<&str>) -> Result<(), MetaError> {
+        self.reload().await
     }
 }
 

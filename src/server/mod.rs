@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use arrow_flight::flight_service_server::FlightServiceServer;
@@ -27,7 +27,7 @@ use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
 use crate::gateway::Gateway;
 use crate::jobs::{JobError, JobStore};
-use crate::meta::MetaError;
+use crate::meta::{Cache, MetaError};
 use crate::policy::{GrantStore, PolicyError};
 use crate::query::{QueryEngine, QueryError};
 use crate::replica::{Replica, ReplicaError};
@@ -279,7 +279,7 @@ impl App {
         )
         .await?;
         let auth = Arc::new(Authenticator::new(
-            tokens,
+            Arc::clone(&tokens),
             password.password,
             config.auth.clone(),
         ));
@@ -314,6 +314,7 @@ impl App {
         let connections = Connections::open(meta.clone(), sealing, snowflake)
             .await
             .map_err(SyncError::from)?;
+        let connections_cache = Arc::downgrade(&connections) as Weak<dyn Cache>;
         let sync = SyncService::open(
             meta,
             data_dir.clone(),
@@ -335,6 +336,14 @@ impl App {
                 .map(|provider| (provider, config.llm.embeddings_weight)),
         )
         .await?;
+        // In a cluster, what other nodes change reaches this node's caches.
+        drop(meta_for_context.follow(vec![
+            Arc::downgrade(&tokens) as Weak<dyn Cache>,
+            Arc::downgrade(&grants) as Weak<dyn Cache>,
+            Arc::downgrade(&artifacts) as Weak<dyn Cache>,
+            connections_cache,
+            Arc::downgrade(&context) as Weak<dyn Cache>,
+        ]));
         let nl = crate::nl::NlService::open(
             llm,
             Arc::clone(&context),

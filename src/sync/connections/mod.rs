@@ -30,7 +30,7 @@ use self::view::config_view;
 use super::snowflake::SnowflakeConnections;
 use super::snowflake::client::Client;
 use super::source::SourceError;
-use crate::meta::{Collection, Expect, Labels, Meta, MetaError};
+use crate::meta::{Cache, Collection, Expect, Labels, Meta, MetaError};
 use crate::secrets::{SecretBox, SecretsError};
 
 /// Why a connection cannot be created, changed or removed.
@@ -109,18 +109,7 @@ impl Connections {
         secrets: SecretBox,
         config: SnowflakeConnections,
     ) -> Result<Arc<Self>, ConnectionError> {
-        let records: Vec<ConnectionRecord> = meta.list(Collection::Connections).await?;
-        let mut live = BTreeMap::new();
-        for record in records {
-            let connection = match open_record(&record, &secrets) {
-                Ok(connection) => connection,
-                Err(e) => {
-                    tracing::warn!(connection = %record.name, error = %e, "connection unusable");
-                    Live::Broken(e.to_string())
-                }
-            };
-            live.insert(record.name, connection);
-        }
+        let live = load(&meta, &secrets).await?;
         Ok(Arc::new(Self {
             config,
             meta,
@@ -376,6 +365,42 @@ impl Connections {
 
     fn write_live(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Live>> {
         self.live.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Every runtime connection, its secrets opened.
+async fn load(meta: &Meta, secrets: &SecretBox) -> Result<BTreeMap<String, Live>, MetaError> {
+    let records: Vec<ConnectionRecord> = meta.list(Collection::Connections).await?;
+    let mut live = BTreeMap::new();
+    for record in records {
+        let connection = match open_record(&record, secrets) {
+            Ok(connection) => connection,
+            Err(e) => {
+                tracing::warn!(connection = %record.name, error = %e, "connection unusable");
+                Live::Broken(e.to_string())
+            }
+        };
+        live.insert(record.name, connection);
+    }
+    Ok(live)
+}
+
+// Connections made on another node are announced; this node opens their
+// secrets with the key every node shares (AIRLOCK_SECRETS_KEY).
+#[async_trait::async_trait]
+impl Cache for Connections {
+    fn name(&self) -> &'static str {
+        "connections"
+    }
+
+    fn collections(&self) -> &'static [Collection] {
+        &[Collection::Connections]
+    }
+
+    async fn refresh(&self, _: Collection, _: Option<&str>) -> Result<(), MetaError> {
+        let live = load(&self.meta, &self.secrets).await?;
+        *self.write_live() = live;
+        Ok(())
     }
 }
 

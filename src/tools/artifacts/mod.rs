@@ -38,7 +38,7 @@ pub use record::{
 };
 pub use upload::{CHUNK_COLUMN, UploadMode, UploadOptions, Uploaded};
 
-use crate::meta::{Collection, Expect, Meta, MetaError};
+use crate::meta::{Cache, Collection, Expect, Meta, MetaError};
 use crate::principal::Principal;
 use record::Scope;
 
@@ -245,19 +245,7 @@ impl ArtifactService {
                 };
                 (store, local_root)
             };
-        let mut index = BTreeMap::new();
-        let page = meta
-            .page::<Artifact>(Collection::Artifacts, &Default::default())
-            .await?;
-        for item in page.items {
-            index.insert(
-                item.key,
-                Indexed {
-                    artifact: item.value,
-                    stored_version: item.version,
-                },
-            );
-        }
+        let index = load_index(&meta).await?;
         let service = Arc::new(Self {
             store,
             meta,
@@ -280,6 +268,26 @@ impl ArtifactService {
     /// The settings in force.
     pub fn settings(&self) -> &ArtifactSettings {
         &self.settings
+    }
+
+    /// Reads one record from the store into the index (or drops it).
+    async fn refresh_record(&self, id: &str) -> Result<(), MetaError> {
+        let stored = self
+            .meta
+            .get_versioned::<Artifact>(Collection::Artifacts, id)
+            .await?;
+        match stored {
+            Some(item) => self.write_index().insert(
+                item.key,
+                Indexed {
+                    artifact: item.value,
+                    stored_version: item.version,
+                },
+            ),
+            None => self.write_index().remove(id),
+        };
+        self.changes.fetch_add(1, Ordering::AcqRel);
+        Ok(())
     }
 
     fn read_index(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Indexed>> {
@@ -552,6 +560,49 @@ fn check_name(name: &str) -> Result<String, ArtifactError> {
         Ok(lower)
     } else {
         Err(ArtifactError::BadName(name.to_string()))
+    }
+}
+
+/// Every artifact record, with the version it was read at.
+async fn load_index(meta: &Meta) -> Result<BTreeMap<String, Indexed>, MetaError> {
+    let page = meta
+        .page::<Artifact>(Collection::Artifacts, &Default::default())
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .map(|item| {
+            let indexed = Indexed {
+                artifact: item.value,
+                stored_version: item.version,
+            };
+            (item.key, indexed)
+        })
+        .collect())
+}
+
+// Artifacts written on other nodes are announced; any node serves them
+// from the shared object store.
+#[async_trait::async_trait]
+impl Cache for ArtifactService {
+    fn name(&self) -> &'static str {
+        "artifacts"
+    }
+
+    fn collections(&self) -> &'static [Collection] {
+        &[Collection::Artifacts]
+    }
+
+    async fn refresh(&self, _: Collection, key: Option<&str>) -> Result<(), MetaError> {
+        match key {
+            Some(id) => self.refresh_record(id).await,
+            None => {
+                let index = load_index(&self.meta).await?;
+                *self.write_index() = index;
+                self.changes.fetch_add(1, Ordering::AcqRel);
+                Ok(())
+            }
+        }
     }
 }
 
