@@ -78,7 +78,8 @@ fn meta(error: &MetaError) -> Status {
         | MetaError::Store(_)
         | MetaError::Corrupt { .. }
         | MetaError::Task(_) => Code::Internal,
-        MetaError::Postgres(_) => Code::Unavailable,
+        // Another node writes now; the caller may retry (on any node).
+        MetaError::Postgres(_) | MetaError::Fenced { .. } => Code::Unavailable,
         // A concurrent writer won; the caller may read again and retry.
         MetaError::Conflict { .. } => Code::Aborted,
     };

@@ -99,6 +99,11 @@ impl DuckDbMetaStore {
 
 #[async_trait]
 impl MetaStore for DuckDbMetaStore {
+    // One process writes this file: there is no other writer to fence.
+    fn fenced(self: Arc<Self>, _term: u64) -> Arc<dyn MetaStore> {
+        self
+    }
+
     async fn put_raw(
         &self,
         collection: Collection,

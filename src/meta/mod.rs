@@ -10,7 +10,7 @@
 pub(crate) mod contract;
 mod duckdb_store;
 mod feed;
-mod postgres_feed;
+mod postgres_sessions;
 mod postgres_store;
 #[cfg(test)]
 pub(crate) mod test_postgres;
@@ -64,6 +64,15 @@ pub enum MetaError {
     /// Postgres failed, or could not be reached.
     #[error("metadata store (Postgres) error: {0}")]
     Postgres(String),
+    /// A write of a writer that another node has replaced.
+    #[error(
+        "this node is no longer the cluster's writer (its term {term} was superseded); \
+         the write was refused and the new writer carries on"
+    )]
+    Fenced {
+        /// The term this node wrote under.
+        term: u64,
+    },
 }
 
 /// A named set of documents.
@@ -200,6 +209,9 @@ impl ListQuery {
     }
 }
 
+/// Turns a claimed document (key, text) into its claimed text and labels.
+pub type ClaimUpdate<'a> = dyn FnMut(&str, &str) -> Result<(String, Labels), MetaError> + Send + 'a;
+
 /// A durable key → JSON document store, one namespace per [`Collection`].
 /// Writes are versioned so that callers on several nodes can update a
 /// document with compare-and-swap ([`Expect::Version`]) and claim work
@@ -232,6 +244,48 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn subscribe(&self) -> Option<tokio::sync::broadcast::Receiver<Change>> {
         None
     }
+    /// Claims one document a query selects: `update` turns its text into
+    /// the claimed text and labels, written only if nobody else claimed or
+    /// changed it first. Returns the claimed document, or none when nothing
+    /// is left. This default reads, then writes with compare-and-swap.
+    async fn claim_raw(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+        update: &mut ClaimUpdate<'_>,
+    ) -> Result<Option<RawDoc>, MetaError> {
+        for candidate in self.list_raw(collection, query).await? {
+            let (doc, labels) = update(&candidate.key, &candidate.doc)?;
+            let expect = Expect::Version(candidate.version);
+            match self
+                .put_raw(collection, &candidate.key, doc.clone(), labels, expect)
+                .await
+            {
+                Ok(version) => {
+                    return Ok(Some(RawDoc {
+                        key: candidate.key,
+                        doc,
+                        version,
+                    }));
+                }
+                Err(MetaError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+    /// Campaigns for this node to be the cluster's one writer (which runs
+    /// the syncs): the receiver holds the writer's term while this node is
+    /// the writer, and none while it is not. The campaign ends when every
+    /// receiver is dropped. A store only this process writes makes it the
+    /// writer at once, for good (term 0).
+    fn campaign(&self, _node: &str) -> tokio::sync::watch::Receiver<Option<u64>> {
+        tokio::sync::watch::channel(Some(0)).1
+    }
+    /// This store, with every write refused ([`MetaError::Fenced`]) once
+    /// `term` is no longer the writer's. A store only this process writes
+    /// has no other writer to fear.
+    fn fenced(self: Arc<Self>, _term: u64) -> Arc<dyn MetaStore>;
 }
 
 /// A record and the version it was read at.
@@ -364,28 +418,36 @@ impl Meta {
     ) -> Result<Option<Versioned<T>>, MetaError>
     where
         T: Serialize + DeserializeOwned,
-        F: FnMut(&mut T) -> Labels,
+        F: FnMut(&mut T) -> Labels + Send,
     {
-        for candidate in self.page::<T>(collection, query).await?.items {
-            let mut value = candidate.value;
+        let mut raw_update = |key: &str, doc: &str| {
+            let corrupt = |source| MetaError::Corrupt {
+                collection: collection.name(),
+                key: key.to_string(),
+                source,
+            };
+            let mut value: T = serde_json::from_str(doc).map_err(corrupt)?;
             let labels = update(&mut value);
-            let expect = Expect::Version(candidate.version);
-            match self
-                .put_if(collection, &candidate.key, &value, labels, expect)
-                .await
-            {
-                Ok(version) => {
-                    return Ok(Some(Versioned {
-                        key: candidate.key,
-                        version,
-                        value,
-                    }));
-                }
-                Err(MetaError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
+            Ok((serde_json::to_string(&value).map_err(corrupt)?, labels))
+        };
+        match self
+            .store
+            .claim_raw(collection, query, &mut raw_update)
+            .await?
+        {
+            None => Ok(None),
+            Some(raw) => parse(collection, raw).map(Some),
         }
-        Ok(None)
+    }
+
+    /// Campaigns for this node to be the writer; see [`MetaStore::campaign`].
+    pub fn campaign(&self, node: &str) -> tokio::sync::watch::Receiver<Option<u64>> {
+        self.store.campaign(node)
+    }
+
+    /// This store, refusing writes once `term` is no longer the writer's.
+    pub fn fenced(&self, term: u64) -> Meta {
+        Meta::new(Arc::clone(&self.store).fenced(term))
     }
 
     /// Deletes a record, returning whether it existed.

@@ -17,11 +17,13 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::types::ToSql;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use tokio::sync::broadcast;
+use tokio::sync::{broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::postgres_feed;
-use super::{Change, Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc};
+use super::postgres_sessions;
+use super::{
+    Change, ClaimUpdate, Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc,
+};
 
 /// The schema, created by the first node to start (under an advisory
 /// lock, so nodes starting together do not race).
@@ -53,6 +55,12 @@ BEGIN
                       'op', lower(TG_OP))::text);
     RETURN NULL;
 END $$;
+CREATE TABLE IF NOT EXISTS airlock.writer (
+    id int PRIMARY KEY CHECK (id = 1),
+    term bigint NOT NULL,
+    node text NOT NULL,
+    since timestamptz NOT NULL);
+INSERT INTO airlock.writer VALUES (1, 0, '', now()) ON CONFLICT DO NOTHING;
 CREATE OR REPLACE TRIGGER documents_notify AFTER INSERT OR UPDATE OR DELETE ON airlock.documents
     FOR EACH ROW EXECUTE FUNCTION airlock.notify_document_change();
 "#;
@@ -74,6 +82,8 @@ pub struct PgMetaStore {
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     changes: broadcast::Sender<Change>,
+    /// The writer's term every write of this handle must still hold.
+    fence: Option<u64>,
     /// Listens for changes while any clone of the store lives.
     _listener: Arc<AbortOnDropHandle<()>>,
 }
@@ -191,7 +201,7 @@ impl PgMetaStore {
             .build()
             .map_err(pg)?;
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
-        let listener = tokio::spawn(postgres_feed::listen(
+        let listener = tokio::spawn(postgres_sessions::listen(
             config.clone(),
             tls.clone(),
             changes.clone(),
@@ -201,6 +211,7 @@ impl PgMetaStore {
             config,
             tls,
             changes,
+            fence: None,
             _listener: Arc::new(AbortOnDropHandle::new(listener)),
         };
         store.migrate().await?;
@@ -223,6 +234,58 @@ impl PgMetaStore {
     }
 }
 
+/// Fails a fenced transaction unless its term is still the writer's. The
+/// row stays locked FOR SHARE until the commit, so a new writer's term
+/// cannot begin in between.
+async fn check_fence(
+    tx: &deadpool_postgres::Transaction<'_>,
+    fence: Option<u64>,
+) -> Result<(), MetaError> {
+    let Some(term) = fence else {
+        return Ok(());
+    };
+    let current: i64 = tx
+        .query_one(
+            "SELECT term FROM airlock.writer WHERE id = 1 FOR SHARE",
+            &[],
+        )
+        .await
+        .map_err(pg)?
+        .get(0);
+    if version_of(current) == term {
+        Ok(())
+    } else {
+        Err(MetaError::Fenced { term })
+    }
+}
+
+/// Replaces a document's labels (inside its writing transaction).
+async fn write_labels(
+    tx: &deadpool_postgres::Transaction<'_>,
+    name: &str,
+    key: &str,
+    labels: &Labels,
+) -> Result<(), MetaError> {
+    tx.execute(
+        "DELETE FROM airlock.doc_labels WHERE collection = $1 AND key = $2",
+        &[&name, &key],
+    )
+    .await
+    .map_err(pg)?;
+    if !labels.is_empty() {
+        let names: Vec<&str> = labels.keys().copied().collect();
+        let values: Vec<&str> = labels.values().map(String::as_str).collect();
+        tx.execute(
+            "INSERT INTO airlock.doc_labels (collection, key, name, value) \
+             SELECT $1, $2, n, v FROM unnest($3::text[], $4::text[]) AS t(n, v)",
+            &[&name, &key, &names, &values],
+        )
+        .await
+        .map_err(pg)?;
+    }
+    Ok(())
+}
+
 fn version_of(value: i64) -> u64 {
     u64::try_from(value).unwrap_or_default()
 }
@@ -240,6 +303,7 @@ impl MetaStore for PgMetaStore {
         let name = collection.name();
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg)?;
+        check_fence(&tx, self.fence).await?;
         let written = match expect {
             Expect::Any => {
                 tx.query_opt(
@@ -286,23 +350,7 @@ impl MetaStore for PgMetaStore {
             });
         };
         let version: i64 = row.get(0);
-        tx.execute(
-            "DELETE FROM airlock.doc_labels WHERE collection = $1 AND key = $2",
-            &[&name, &key],
-        )
-        .await
-        .map_err(pg)?;
-        if !labels.is_empty() {
-            let names: Vec<&str> = labels.keys().copied().collect();
-            let values: Vec<&str> = labels.values().map(String::as_str).collect();
-            tx.execute(
-                "INSERT INTO airlock.doc_labels (collection, key, name, value) \
-                 SELECT $1, $2, n, v FROM unnest($3::text[], $4::text[]) AS t(n, v)",
-                &[&name, &key, &names, &values],
-            )
-            .await
-            .map_err(pg)?;
-        }
+        write_labels(&tx, name, key, &labels).await?;
         tx.commit().await.map_err(pg)?;
         Ok(version_of(version))
     }
@@ -328,14 +376,17 @@ impl MetaStore for PgMetaStore {
     }
 
     async fn delete(&self, collection: Collection, key: &str) -> Result<bool, MetaError> {
-        let client = self.client().await?;
-        let deleted = client
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        check_fence(&tx, self.fence).await?;
+        let deleted = tx
             .execute(
                 "DELETE FROM airlock.documents WHERE collection = $1 AND key = $2",
                 &[&collection.name(), &key],
             )
             .await
             .map_err(pg)?;
+        tx.commit().await.map_err(pg)?;
         Ok(deleted > 0)
     }
 
@@ -343,45 +394,73 @@ impl MetaStore for PgMetaStore {
         Some(self.changes.subscribe())
     }
 
+    fn campaign(&self, node: &str) -> watch::Receiver<Option<u64>> {
+        let (role, receiver) = watch::channel(None);
+        tokio::spawn(postgres_sessions::campaign(
+            self.config.clone(),
+            self.tls.clone(),
+            node.to_string(),
+            role,
+        ));
+        receiver
+    }
+
+    fn fenced(self: Arc<Self>, term: u64) -> Arc<dyn MetaStore> {
+        Arc::new(Self {
+            fence: Some(term),
+            ..Self::clone(&self)
+        })
+    }
+
+    async fn claim_raw(
+        &self,
+        collection: Collection,
+        query: &ListQuery,
+        update: &mut ClaimUpdate<'_>,
+    ) -> Result<Option<RawDoc>, MetaError> {
+        let name = collection.name();
+        let (sql, params) = select_sql(name, query, true);
+        let params: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg)?;
+        check_fence(&tx, self.fence).await?;
+        // Rows another claimer holds are skipped, not waited for.
+        let Some(row) = tx.query_opt(&sql, &params).await.map_err(pg)? else {
+            return Ok(None);
+        };
+        let key: String = row.get(0);
+        let (doc, labels) = update(&key, row.get(1))?;
+        let version: i64 = tx
+            .query_one(
+                "UPDATE airlock.documents SET doc = $3, version = version + 1, updated_at = now() \
+                 WHERE collection = $1 AND key = $2 RETURNING version",
+                &[&name, &key, &doc],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        write_labels(&tx, name, &key, &labels).await?;
+        tx.commit().await.map_err(pg)?;
+        Ok(Some(RawDoc {
+            key,
+            doc,
+            version: version_of(version),
+        }))
+    }
+
     async fn list_raw(
         &self,
         collection: Collection,
         query: &ListQuery,
     ) -> Result<Vec<RawDoc>, MetaError> {
-        let name = collection.name();
-        let limit = query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX));
-        let mut params: Vec<&(dyn ToSql + Sync)> = vec![&name];
-        let mut sql = String::from(
-            "SELECT d.key, d.doc, d.version FROM airlock.documents d WHERE d.collection = $1",
-        );
-        if let Some(prefix) = &query.prefix {
-            params.push(prefix);
-            sql.push_str(&format!(" AND starts_with(d.key, ${})", params.len()));
-        }
-        if let Some(after) = &query.after {
-            params.push(after);
-            let op = if query.descending { '<' } else { '>' };
-            sql.push_str(&format!(" AND d.key {op} ${}", params.len()));
-        }
-        for (label, value) in &query.labels {
-            params.push(label);
-            params.push(value);
-            sql.push_str(&format!(
-                " AND EXISTS (SELECT 1 FROM airlock.doc_labels l WHERE l.collection = d.collection \
-                 AND l.key = d.key AND l.name = ${} AND l.value = ${})",
-                params.len() - 1,
-                params.len()
-            ));
-        }
-        sql.push_str(if query.descending {
-            " ORDER BY d.key DESC"
-        } else {
-            " ORDER BY d.key"
-        });
-        if let Some(limit) = &limit {
-            params.push(limit);
-            sql.push_str(&format!(" LIMIT ${}", params.len()));
-        }
+        let (sql, params) = select_sql(collection.name(), query, false);
+        let params: Vec<&(dyn ToSql + Sync)> = params
+            .iter()
+            .map(|p| p.as_ref() as &(dyn ToSql + Sync))
+            .collect();
         let client = self.client().await?;
         let rows = client.query(&sql, &params).await.map_err(pg)?;
         Ok(rows
@@ -395,211 +474,59 @@ impl MetaStore for PgMetaStore {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::meta::test_postgres::TestPostgres;
-    use crate::meta::{Meta, contract};
-
-    async fn meta(postgres: &TestPostgres) -> Meta {
-        Meta::new(Arc::new(PgMetaStore::open(&postgres.url()).await.unwrap()))
+/// The SELECT of a listing, and its parameters. A claim takes the first
+/// row only, and locks it and its label rows, skipping rows another
+/// claimer holds. Labels are joined, not tested with EXISTS: a claim must
+/// lock the label rows it matched, or it can pick a row whose labels were
+/// changed by a claim that committed meanwhile.
+fn select_sql(
+    collection: &'static str,
+    query: &ListQuery,
+    claim: bool,
+) -> (String, Vec<Box<dyn ToSql + Sync + Send>>) {
+    let mut params: Vec<Box<dyn ToSql + Sync + Send>> = vec![Box::new(collection)];
+    let mut joins = String::new();
+    let mut filters = String::new();
+    if let Some(prefix) = &query.prefix {
+        params.push(Box::new(prefix.clone()));
+        filters.push_str(&format!(" AND starts_with(d.key, ${})", params.len()));
     }
-
-    #[tokio::test]
-    async fn postgres_keeps_the_store_contract() {
-        let postgres = TestPostgres::start();
-        // Each contract on a fresh database, over a pool of its own, as
-        // another node would connect.
-        contract::conditional_writes_detect_concurrent_changes(meta(&postgres).await).await;
-        let (admin, _) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
-            .await
-            .map(|(client, connection)| (client, tokio::spawn(connection)))
-            .unwrap();
-        admin
-            .batch_execute("TRUNCATE airlock.documents CASCADE")
-            .await
-            .unwrap();
-        contract::listings_page_and_filter_by_label_and_prefix(meta(&postgres).await).await;
-        admin
-            .batch_execute("TRUNCATE airlock.documents CASCADE")
-            .await
-            .unwrap();
-        contract::each_queued_record_is_claimed_exactly_once(meta(&postgres).await).await;
+    if let Some(after) = &query.after {
+        params.push(Box::new(after.clone()));
+        let op = if query.descending { '<' } else { '>' };
+        filters.push_str(&format!(" AND d.key {op} ${}", params.len()));
     }
-
-    #[tokio::test]
-    async fn two_nodes_share_documents_and_every_change_is_announced() {
-        let postgres = TestPostgres::start();
-        let (one, two) = (meta(&postgres).await, meta(&postgres).await);
-        let (listener, mut connection) =
-            tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
-                .await
-                .unwrap();
-        let (sender, mut notes) = tokio::sync::mpsc::unbounded_channel();
-        tokio::spawn(async move {
-            let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-            while let Some(Ok(message)) = futures::StreamExt::next(&mut messages).await {
-                if let tokio_postgres::AsyncMessage::Notification(note) = message {
-                    let _ = sender.send(note.payload().to_string());
-                }
-            }
-        });
-        listener.batch_execute("LISTEN airlock_meta").await.unwrap();
-        one.put(Collection::Grants, "emea", &serde_json::json!({"n": 1}))
-            .await
-            .unwrap();
-        let read: Option<serde_json::Value> = two.get(Collection::Grants, "emea").await.unwrap();
-        assert_eq!(read, Some(serde_json::json!({"n": 1})));
-        assert!(two.delete(Collection::Grants, "emea").await.unwrap());
-        let mut seen = Vec::new();
-        for _ in 0..2 {
-            let note = tokio::time::timeout(Duration::from_secs(5), notes.recv())
-                .await
-                .unwrap()
-                .unwrap();
-            seen.push(serde_json::from_str::<serde_json::Value>(&note).unwrap());
-        }
-        assert_eq!(
-            seen,
-            vec![
-                serde_json::json!({"c": "grants", "k": "emea", "op": "insert"}),
-                serde_json::json!({"c": "grants", "k": "emea", "op": "delete"}),
-            ]
-        );
-        // Nodes starting together create the schema once, without racing.
-        let url = postgres.url();
-        let again = futures::future::join_all((0..3).map(|_| PgMetaStore::open(&url))).await;
-        assert!(again.iter().all(Result::is_ok));
+    let mut locked = vec!["d".to_string()];
+    for (n, (label, value)) in query.labels.iter().enumerate() {
+        params.push(Box::new(*label));
+        params.push(Box::new(value.clone()));
+        joins.push_str(&format!(
+            " JOIN airlock.doc_labels l{n} ON l{n}.collection = d.collection AND l{n}.key = d.key \
+             AND l{n}.name = ${} AND l{n}.value = ${}",
+            params.len() - 1,
+            params.len()
+        ));
+        locked.push(format!("l{n}"));
     }
-
-    /// The next change naming `key`, skipping others.
-    async fn next_change_of(changes: &mut broadcast::Receiver<Change>, key: &str) -> Change {
-        loop {
-            let change = tokio::time::timeout(Duration::from_secs(10), changes.recv())
-                .await
-                .expect("no change announced within 10 s")
-                .unwrap();
-            match &change {
-                Change::Document { key: Some(k), .. } if k == key => return change,
-                _ => {}
-            }
-        }
+    let order = if query.descending { "DESC" } else { "ASC" };
+    let mut sql = format!(
+        "SELECT d.key, d.doc, d.version FROM airlock.documents d{joins} \
+         WHERE d.collection = $1{filters} ORDER BY d.key {order}"
+    );
+    let limit = if claim {
+        Some(1)
+    } else {
+        query.limit.map(|n| i64::try_from(n).unwrap_or(i64::MAX))
+    };
+    if let Some(limit) = limit {
+        params.push(Box::new(limit));
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
     }
-
-    #[tokio::test]
-    async fn the_feed_announces_other_nodes_changes_and_its_own_reconnection() {
-        let postgres = TestPostgres::start();
-        let store = PgMetaStore::open(&postgres.url()).await.unwrap();
-        let mut changes = store.subscribe().unwrap();
-        let other = meta(&postgres).await;
-        other
-            .put(Collection::Grants, "emea", &serde_json::json!({}))
-            .await
-            .unwrap();
-        assert_eq!(
-            next_change_of(&mut changes, "emea").await,
-            Change::Document {
-                collection: Collection::Grants,
-                key: Some("emea".into())
-            }
-        );
-        // Keys too long to announce name their whole collection.
-        let long = "k".repeat(1001);
-        other
-            .put(Collection::Tokens, &long, &serde_json::json!({}))
-            .await
-            .unwrap();
-        loop {
-            let change = changes.recv().await.unwrap();
-            if let Change::Document {
-                collection: Collection::Tokens,
-                key,
-            } = change
-            {
-                assert_eq!(key, None);
-                break;
-            }
-        }
-        // Postgres drops the feed's session: the node reconnects and, as
-        // announcements were lost meanwhile, tells its caches to reload.
-        let (admin, connection) = tokio_postgres::connect(&postgres.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let killed = admin
-            .query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
-                &[&postgres_feed::FEED_NAME],
-            )
-            .await
-            .unwrap();
-        // Both stores' feeds (each node has one).
-        assert_eq!(killed.len(), 2);
-        let reloaded = tokio::time::timeout(Duration::from_secs(20), async {
-            loop {
-                if changes.recv().await.unwrap() == Change::Everything {
-                    return;
-                }
-            }
-        })
-        .await;
-        assert!(reloaded.is_ok(), "no reload after the feed was cut");
-        other
-            .put(Collection::Grants, "apac", &serde_json::json!({}))
-            .await
-            .unwrap();
-        next_change_of(&mut changes, "apac").await;
+    if claim {
+        sql.push_str(&format!(" FOR UPDATE OF {} SKIP LOCKED", locked.join(", ")));
     }
-
-    #[tokio::test]
-    async fn an_unreachable_database_is_a_clear_error() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let url = format!("postgres://postgres@127.0.0.1:{port}/postgres?sslmode=disable");
-        let error = PgMetaStore::open(&url).await.unwrap_err();
-        assert!(matches!(error, MetaError::Postgres(_)), "{error}");
-        assert!(error.to_string().contains("Postgres"), "{error}");
-    }
-
-    #[test]
-    fn urls_require_tls_unless_they_turn_it_off() {
-        let (config, ca) = parse_url("postgres://airlock@db.example:5432/meta").unwrap();
-        assert_eq!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Require
-        );
-        assert_eq!(ca, None);
-        let (config, ca) =
-            parse_url("postgresql://db.example/meta?sslrootcert=/etc/ca.pem&application_name=a")
-                .unwrap();
-        assert_eq!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Require
-        );
-        assert_eq!(config.get_application_name(), Some("a"));
-        assert_eq!(ca, Some(PathBuf::from("/etc/ca.pem")));
-        let (config, _) = parse_url("postgres://127.0.0.1:5544/meta?sslmode=disable").unwrap();
-        assert_eq!(
-            config.get_ssl_mode(),
-            tokio_postgres::config::SslMode::Disable
-        );
-        assert!(
-            parse_url("postgres://h/m?sslmode=prefer")
-                .unwrap_err()
-                .contains("plaintext")
-        );
-        assert!(
-            parse_url("mysql://h/m")
-                .unwrap_err()
-                .contains("postgres://")
-        );
-        assert!(
-            parse_url("postgres://h/m?bogus=1")
-                .unwrap_err()
-                .contains("Postgres accepts")
-        );
-    }
+    (sql, params)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,5 @@
-//! Dedicated Postgres sessions (outside the pool) and the change feed
-//! every node of a cluster listens to.
+//! Dedicated Postgres sessions (outside the pool): the change feed every
+//! node of a cluster listens to, and the writer's campaign.
 //!
 //! The trigger of `airlock.documents` announces each change on the
 //! `airlock_meta` channel after its commit. One session per node LISTENs
@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_postgres::{AsyncMessage, Client, Notification};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
@@ -148,6 +148,98 @@ async fn follow_session(session: &mut Session, changes: &broadcast::Sender<Chang
             _ = beat.tick() => {
                 if !session.alive().await {
                     return;
+                }
+            }
+        }
+    }
+}
+
+/// The advisory lock the writer holds on its campaign session.
+const WRITER_LOCK: i64 = 0x6169_726c_6f63_6b02;
+/// The campaign session's `application_name`.
+pub(super) const WRITER_NAME: &str = "airlock-writer";
+/// How often a node that is not the writer tries for the lock.
+const CAMPAIGN_POLL: Duration = Duration::from_secs(1);
+
+/// Campaigns until every receiver of `role` is gone: takes the writer's
+/// advisory lock when it is free, bumps the term (which fences the
+/// previous writer's writes) and holds the lock while the session lives.
+/// `role` holds the term while this node is the writer.
+pub(super) async fn campaign(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    node: String,
+    role: watch::Sender<Option<u64>>,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match Session::connect(&config, &tls, WRITER_NAME).await {
+            Err(e) => tracing::warn!(error = %e, "cannot reach Postgres to campaign for writer"),
+            Ok(session) => {
+                backoff = Duration::from_millis(200);
+                match hold_office(&session, &node, &role).await {
+                    Ok(()) => return,
+                    Err(e) => tracing::warn!(error = %e, "the writer campaign's session failed"),
+                }
+                if role.send_replace(None).is_some() {
+                    tracing::warn!("this node lost the writer lock; it serves as a reader now");
+                }
+            }
+        }
+        tokio::select! {
+            () = role.closed() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Tries for the lock until it is won, then holds it while the session
+/// answers. Ok when nobody wants the role any more; an error when the
+/// session is lost.
+async fn hold_office(
+    session: &Session,
+    node: &str,
+    role: &watch::Sender<Option<u64>>,
+) -> Result<(), String> {
+    loop {
+        let won: bool = session
+            .client
+            .query_one("SELECT pg_try_advisory_lock($1)", &[&WRITER_LOCK])
+            .await
+            .map_err(|e| e.to_string())?
+            .get(0);
+        if won {
+            break;
+        }
+        tokio::select! {
+            () = role.closed() => return Ok(()),
+            () = tokio::time::sleep(CAMPAIGN_POLL) => {}
+        }
+    }
+    // A new term waits for a commit of the previous writer in flight (it
+    // holds the row FOR SHARE) and fails every later one.
+    let term: i64 = session
+        .client
+        .query_one(
+            "UPDATE airlock.writer SET term = term + 1, node = $1, since = now() \
+             WHERE id = 1 RETURNING term",
+            &[&node],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+        .get(0);
+    let term = u64::try_from(term).unwrap_or_default();
+    tracing::info!(term, "this node is the cluster's writer");
+    role.send_replace(Some(term));
+    let mut beat = tokio::time::interval(HEARTBEAT);
+    beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = role.closed() => return Ok(()),
+            _ = beat.tick() => {
+                if !session.alive().await {
+                    return Err("the session stopped answering".into());
                 }
             }
         }
