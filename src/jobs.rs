@@ -156,6 +156,9 @@ pub struct ToolJob {
     pub started_at: Option<DateTime<Utc>>,
     /// Ended.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The node running it (jobs run where they were started).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 impl ToolJob {
@@ -210,12 +213,15 @@ pub struct JobFilter {
 #[derive(Debug)]
 pub struct JobStore {
     meta: Meta,
+    /// This node's name: its jobs are the ones it fails after a restart.
+    node: String,
     running: Mutex<HashMap<String, Running>>,
 }
 
 impl JobStore {
-    /// Opens the store; jobs a stopped server left unfinished are failed.
-    pub async fn open(meta: Meta) -> Result<Arc<Self>, JobError> {
+    /// Opens the store; jobs this node (`node`) left unfinished when it
+    /// stopped are failed. Other nodes' jobs are theirs to run.
+    pub async fn open(meta: Meta, node: String) -> Result<Arc<Self>, JobError> {
         for state in [JobState::Queued, JobState::Running] {
             let query = ListQuery::default().label("state", state.as_str());
             for item in meta
@@ -224,6 +230,9 @@ impl JobStore {
                 .items
             {
                 let mut job = item.value;
+                if job.node.as_ref().is_some_and(|n| *n != node) {
+                    continue;
+                }
                 job.state = JobState::Failed;
                 job.error = Some("interrupted: the server stopped; start the job again".into());
                 job.finished_at = Some(Utc::now());
@@ -239,6 +248,7 @@ impl JobStore {
         }
         Ok(Arc::new(Self {
             meta,
+            node,
             running: Mutex::new(HashMap::new()),
         }))
     }
@@ -280,6 +290,7 @@ impl JobStore {
             created_at: now,
             started_at: Some(now),
             finished_at: None,
+            node: Some(self.node.clone()),
         };
         self.store(&job, Expect::Absent).await?;
         let running = Running {
@@ -449,7 +460,7 @@ mod tests {
     async fn jobs_are_private_and_a_restart_fails_unfinished_ones() {
         let dir = tempfile::tempdir().unwrap();
         let meta = Meta::new(Arc::new(DuckDbMetaStore::open(dir.path()).unwrap()));
-        let store = JobStore::open(meta.clone()).await.unwrap();
+        let store = JobStore::open(meta.clone(), "here:1".into()).await.unwrap();
         let (a1, a2) = (agent("a1"), agent("a2"));
         let (done, _) = store
             .start(&a1, JobKind::Export, serde_json::json!({}))
@@ -478,10 +489,23 @@ mod tests {
             store.cancel(&a1, &done.id).await,
             Err(JobError::Ended { .. })
         ));
+        // Another node of a cluster runs a job meanwhile.
+        let there = JobStore::open(meta.clone(), "there:2".into())
+            .await
+            .unwrap();
+        let (elsewhere, _) = there
+            .start(&a1, JobKind::Export, serde_json::json!({}))
+            .await
+            .unwrap();
         drop(store);
-        let reopened = JobStore::open(meta).await.unwrap();
+        let reopened = JobStore::open(meta, "here:1".into()).await.unwrap();
         let left = reopened.get(&a1, &left.id).await.unwrap();
         assert_eq!(left.state, JobState::Failed);
+        assert_eq!(
+            reopened.get(&a1, &elsewhere.id).await.unwrap().state,
+            JobState::Running,
+            "a restart failed another node's job"
+        );
         assert!(left.error.unwrap().contains("interrupted"));
         assert_eq!(
             reopened.get(&a1, &done.id).await.unwrap().state,

@@ -19,6 +19,10 @@ pub(super) async fn healthz() -> &'static str {
 #[derive(Debug, Serialize)]
 struct Readiness {
     ready: bool,
+    /// This node's name (host and Flight port).
+    node: String,
+    /// `writer` on the node that runs syncs, `reader` on the others.
+    role: &'static str,
     checks: Vec<Check>,
 }
 
@@ -42,7 +46,19 @@ pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResp
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(Readiness { ready, checks }))
+    let role = if health.sync.is_writer() {
+        "writer"
+    } else {
+        "reader"
+    };
+    let node = health.sync.node().to_string();
+    let readiness = Readiness {
+        ready,
+        node,
+        role,
+        checks,
+    };
+    (status, Json(readiness))
 }
 
 /// The replica, the metadata store and the scheduler, checked now.

@@ -74,6 +74,8 @@ async fn refresh(services: &Services) {
         Ok(Err(e)) => tracing::warn!(error = %e, "reading DuckDB memory for /metrics"),
         Err(e) => tracing::warn!(error = %e, "reading DuckDB memory for /metrics"),
     }
+    let writer = if services.sync.is_writer() { 1.0 } else { 0.0 };
+    telemetry::gauge("airlock_writer", &[], writer);
     telemetry::gauge(
         "airlock_sync_jobs",
         &[("state", "active".into())],

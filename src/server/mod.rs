@@ -305,7 +305,8 @@ impl App {
         let store_url = url::Url::parse(artifacts::STORE_URL)
             .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
         query.register_object_store(&store_url, artifacts.store());
-        let tool_jobs = JobStore::open(meta.clone()).await?;
+        let node = node_name(&config);
+        let tool_jobs = JobStore::open(meta.clone(), node.clone()).await?;
         let meta_for_context = meta.clone();
         let snowflake =
             SnowflakeConnections::from_config(&config.snowflake).map_err(ServerError::Config)?;
@@ -321,6 +322,7 @@ impl App {
             Arc::clone(&replica),
             Sources::new(config.object_store.clone(), connections),
             config.sync.clone(),
+            node,
         )
         .await?;
         let llm = Arc::new(
@@ -343,6 +345,7 @@ impl App {
             Arc::downgrade(&artifacts) as Weak<dyn Cache>,
             connections_cache,
             Arc::downgrade(&context) as Weak<dyn Cache>,
+            Arc::downgrade(&sync) as Weak<dyn Cache>,
         ]));
         let nl = crate::nl::NlService::open(
             llm,
@@ -523,6 +526,18 @@ async fn remove_expired_artifacts(artifacts: Arc<ArtifactService>) {
             Err(e) => tracing::warn!(error = %e, "removing expired artifacts failed"),
         }
     }
+}
+
+/// How this node is named in the jobs it runs and the writer's record:
+/// its host and Flight port.
+fn node_name(settings: &Settings) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "airlock".into());
+    format!("{host}:{}", settings.flight_addr.port())
 }
 
 /// The data directory holds secrets and replicas: owner access only.

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::registration::Strategy;
+use crate::meta::Labels;
 use crate::table_name::TableName;
 
 /// States of a sync job: the states of every durable job (queued for a
@@ -76,6 +77,14 @@ pub struct SyncJob {
     pub started_at: Option<DateTime<Utc>>,
     /// End.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The writer node running it; none while it waits for the writer to
+    /// claim it (started on another node of a cluster).
+    #[serde(default)]
+    pub node: Option<String>,
+    /// `sync.cancel` was asked on a node that does not run the job; the
+    /// writer cancels it when it sees this.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel_requested: bool,
 }
 
 fn manual() -> Trigger {
@@ -106,7 +115,22 @@ impl SyncJob {
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,
+            node: None,
+            cancel_requested: false,
         }
+    }
+
+    /// What listings filter on: the table, the state and whether a writer
+    /// has claimed the job.
+    pub(super) fn labels(&self) -> Labels {
+        Labels::from([
+            ("table", self.table.to_string()),
+            ("state", self.state.as_str().to_string()),
+            (
+                "claimed",
+                if self.node.is_some() { "yes" } else { "no" }.to_string(),
+            ),
+        ])
     }
 }
 

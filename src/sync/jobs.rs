@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{JobQuery, JobState, SyncError, SyncJob, SyncService, Trigger, job};
-use crate::meta::Collection;
+use crate::meta::{Collection, Expect, ListQuery, Meta};
 use crate::table_name::TableName;
 
 /// Live counters of a running job.
@@ -56,62 +56,133 @@ impl SyncService {
     ) -> Result<(SyncJob, bool), SyncError> {
         let _changes = self.changes.lock().await;
         let mut registration = self.registration(name).await?;
-        let job = SyncJob::new(name.clone(), registration.strategy, trigger, attempt);
-        let progress = Arc::new(Progress::default());
-        let cancel = CancellationToken::new();
-        let running = {
-            let mut active = self.lock_active();
-            match active.get(name) {
-                Some(running) => Some(running.job_id.clone()),
-                None => {
-                    active.insert(
-                        name.clone(),
-                        ActiveJob {
-                            job_id: job.job_id.clone(),
-                            progress: Arc::clone(&progress),
-                            cancel: cancel.clone(),
-                        },
-                    );
-                    None
-                }
-            }
-        };
-        if let Some(job_id) = running {
+        let active = self.lock_active().get(name).map(|a| a.job_id.clone());
+        if let Some(job_id) = active {
             return Ok((self.status(&job_id).await?, false));
         }
-        let stored = async {
-            self.meta.put(Collection::Jobs, &job.job_id, &job).await?;
-            registration.last_job_id = Some(job.job_id.clone());
-            self.meta
-                .put(Collection::Tables, &name.to_string(), &registration)
-                .await
+        if let Some(waiting) = self.unfinished_job(name).await? {
+            return Ok((waiting, false));
         }
-        .await;
-        if let Err(e) = stored {
-            self.lock_active().remove(name);
-            return Err(e.into());
+        let mut job = SyncJob::new(name.clone(), registration.strategy, trigger, attempt);
+        match self.writer() {
+            Some((_, writer)) => {
+                job.node = Some(self.node.clone());
+                writer
+                    .put_if(
+                        Collection::Jobs,
+                        &job.job_id,
+                        &job,
+                        job.labels(),
+                        Expect::Absent,
+                    )
+                    .await?;
+                self.launch(job.clone(), writer);
+            }
+            // Queued for the writer to claim.
+            None => {
+                self.meta
+                    .put_if(
+                        Collection::Jobs,
+                        &job.job_id,
+                        &job,
+                        job.labels(),
+                        Expect::Absent,
+                    )
+                    .await?;
+            }
         }
-        let service = Arc::clone(self);
-        let span = tracing::info_span!("sync", job_id = %job.job_id, table = %job.table);
-        tokio::spawn(service.run(job.clone(), progress, cancel).instrument(span));
+        registration.last_job_id = Some(job.job_id.clone());
+        self.meta
+            .put(Collection::Tables, &name.to_string(), &registration)
+            .await?;
         Ok((job, true))
     }
 
-    /// Cancels a queued or running job. Returns it as it is now; it ends
-    /// `cancelled` shortly after, unless it was already committing.
-    pub async fn cancel(&self, job_id: &str) -> Result<SyncJob, SyncError> {
-        let job = self.status(job_id).await?;
-        let active = self.lock_active().get(&job.table).cloned();
-        match active {
-            Some(active) if active.job_id == job_id => {
-                active.cancel.cancel();
-                Ok(job)
+    /// A job of the table that is queued or running (on another node, or
+    /// waiting to be claimed).
+    async fn unfinished_job(&self, name: &TableName) -> Result<Option<SyncJob>, SyncError> {
+        let query = ListQuery::default().label("table", name.to_string());
+        let jobs = self.meta.page::<SyncJob>(Collection::Jobs, &query).await?;
+        Ok(jobs
+            .items
+            .into_iter()
+            .map(|v| v.value)
+            .find(|job| !job.state.ended()))
+    }
+
+    /// Runs a recorded job on this node (the writer), unless its table
+    /// already has one running here.
+    pub(super) fn launch(self: &Arc<Self>, job: SyncJob, writer: Meta) -> bool {
+        let progress = Arc::new(Progress::default());
+        let cancel = CancellationToken::new();
+        {
+            let mut active = self.lock_active();
+            if active.contains_key(&job.table) {
+                return false;
             }
-            _ => Err(SyncError::NotRunning {
-                job_id: job_id.to_string(),
-                state: job.state,
-            }),
+            active.insert(
+                job.table.clone(),
+                ActiveJob {
+                    job_id: job.job_id.clone(),
+                    progress: Arc::clone(&progress),
+                    cancel: cancel.clone(),
+                },
+            );
         }
+        let service = Arc::clone(self);
+        let span = tracing::info_span!("sync", job_id = %job.job_id, table = %job.table);
+        tokio::spawn(service.run(job, progress, cancel, writer).instrument(span));
+        true
+    }
+
+    /// Cancels a queued or running job. Returns it as it is now; it ends
+    /// `cancelled` shortly after, unless it was already committing. A job
+    /// another node runs is asked to stop through its record; one still
+    /// waiting for the writer is cancelled at once.
+    pub async fn cancel(&self, job_id: &str) -> Result<SyncJob, SyncError> {
+        for _ in 0..5 {
+            let job = self.status(job_id).await?;
+            let active = self.lock_active().get(&job.table).cloned();
+            if let Some(active) = active.filter(|a| a.job_id == job_id) {
+                active.cancel.cancel();
+                return Ok(job);
+            }
+            let Some(stored) = self
+                .meta
+                .get_versioned::<SyncJob>(Collection::Jobs, job_id)
+                .await?
+            else {
+                return Err(SyncError::NoSuchJob(job_id.to_string()));
+            };
+            let mut job = stored.value;
+            if job.state.ended() {
+                return Err(SyncError::NotRunning {
+                    job_id: job_id.to_string(),
+                    state: job.state,
+                });
+            }
+            if job.node.is_none() {
+                job.state = JobState::Cancelled;
+                job.error = Some(SyncError::Cancelled.to_string());
+                job.finished_at = Some(chrono::Utc::now());
+            } else {
+                job.cancel_requested = true;
+            }
+            let expect = Expect::Version(stored.version);
+            match self
+                .meta
+                .put_if(Collection::Jobs, job_id, &job, job.labels(), expect)
+                .await
+            {
+                Ok(_) => return Ok(job),
+                // Claimed or recorded meanwhile: look again.
+                Err(crate::meta::MetaError::Conflict { .. }) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(SyncError::Task(format!(
+            "job '{job_id}' kept changing while being cancelled; try again"
+        )))
     }
 
     /// A job with live counters if it is running.
@@ -205,12 +276,6 @@ impl SyncService {
                 return Ok(job);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    pub(super) async fn record(&self, job: &SyncJob) {
-        if let Err(e) = self.meta.put(Collection::Jobs, &job.job_id, job).await {
-            tracing::error!(job_id = %job.job_id, error = %e, "could not record the job");
         }
     }
 

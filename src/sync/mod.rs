@@ -31,6 +31,7 @@ mod settings;
 pub mod snowflake;
 mod source;
 mod watermark;
+mod writer;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -161,19 +162,33 @@ pub struct SyncService {
     changes: tokio::sync::Mutex<()>,
     // The scheduler's task, set once it is started.
     scheduler: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
+    /// This node's name, recorded in the jobs it runs.
+    node: String,
+    /// Whether this node is the writer (the term) or not (none).
+    role: tokio::sync::watch::Receiver<Option<u64>>,
+    /// While this node is the writer: the metadata, fenced by its term.
+    /// Jobs run and are recorded only through it.
+    writer: Mutex<Option<(u64, Meta)>>,
+    /// Scheduled tables whose job a previous writer left unfinished, with
+    /// that job's attempt: due at once, as a recovery.
+    interrupted: Mutex<HashMap<TableName, u32>>,
 }
 
 impl SyncService {
-    /// A service; marks jobs left unfinished by a previous process as
-    /// failed (interrupted), due at once when their table is scheduled,
-    /// and starts the scheduler.
+    /// A service, and its scheduler. Syncs run only while this node is the
+    /// writer (`role`, from [`Meta::campaign`]; a single node is always the
+    /// writer): on taking over, jobs a previous writer left unfinished are
+    /// marked failed (interrupted), and their tables are due at once when
+    /// scheduled.
     pub async fn open(
         meta: Meta,
         data_dir: PathBuf,
         replica: Arc<Replica>,
         sources: Sources,
         settings: SyncSettings,
+        node: String,
     ) -> Result<Arc<Self>, SyncError> {
+        let role = meta.campaign(&node);
         let service = Arc::new(Self {
             meta,
             data_dir,
@@ -185,41 +200,18 @@ impl SyncService {
             due: Mutex::new(BTreeMap::new()),
             changes: tokio::sync::Mutex::new(()),
             scheduler: std::sync::OnceLock::new(),
+            node,
+            role,
+            writer: Mutex::new(None),
+            interrupted: Mutex::new(HashMap::new()),
         });
-        let mut interrupted = HashMap::new();
-        for mut job in service.meta.list::<SyncJob>(Collection::Jobs).await? {
-            if !job.state.ended() {
-                job.state = JobState::Failed;
-                job.error = Some(
-                    "interrupted: the server stopped while this job was running; the previous \
-                     replica is intact"
-                        .into(),
-                );
-                job.finished_at = Some(Utc::now());
-                job.retry_at = None;
-                service
-                    .meta
-                    .put(Collection::Jobs, &job.job_id, &job)
-                    .await?;
-                interrupted.insert(job.table.clone(), job.attempt);
-            }
+        // A single node is the writer from the start: take over before
+        // serving, so the first sync.start runs at once.
+        let term = *service.role.borrow();
+        if let Some(term) = term {
+            service.take_over(term).await?;
         }
-        let now = Utc::now();
-        for registration in service.registrations().await? {
-            let Some(schedule) = &registration.schedule else {
-                continue;
-            };
-            let next = if interrupted.contains_key(&registration.name) {
-                Some(now)
-            } else {
-                let last = service.last_start(&registration).await;
-                schedule.next_after(last)
-            };
-            if let Some(next) = next {
-                service.lock_due().insert(registration.name.clone(), next);
-            }
-        }
-        let scheduler = tokio::spawn(scheduler::scheduler(Arc::downgrade(&service), interrupted));
+        let scheduler = tokio::spawn(scheduler::scheduler(Arc::downgrade(&service)));
         // Set only here, once: it cannot be set already.
         let _ = service.scheduler.set(scheduler);
         Ok(service)

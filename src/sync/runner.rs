@@ -17,7 +17,7 @@ use super::pipeline::{CommitPlan, Committed, Load, Received};
 use super::registration::{Drift, columns_of};
 use super::watermark::{self, SyncState};
 use super::{JobState, OnSchemaChange, Since, Strategy, SyncError, SyncJob, SyncService, job};
-use crate::meta::Collection;
+use crate::meta::{Collection, Meta};
 use crate::replica::{Merge, StagingTable};
 
 impl SyncService {
@@ -26,6 +26,7 @@ impl SyncService {
         mut job: SyncJob,
         progress: Arc<Progress>,
         cancel: CancellationToken,
+        writer: Meta,
     ) {
         // Whatever happens below, even a panic, the table is free again after.
         let active = ActiveEntry {
@@ -46,8 +47,8 @@ impl SyncService {
             job.state = JobState::Running;
             job.retry_at = None;
             job.started_at.get_or_insert_with(Utc::now);
-            self.record(&job).await;
-            let result = self.sync_once(&mut job, &progress, &cancel).await;
+            self.record(&writer, &job).await;
+            let result = self.sync_once(&mut job, &progress, &cancel, &writer).await;
             match result {
                 Err(e) if e.is_transient() && job.attempt <= self.settings.retries => {
                     let wait = job::backoff(
@@ -64,7 +65,7 @@ impl SyncService {
                         .map(|w| Utc::now() + w);
                     progress.rows.store(0, Ordering::Relaxed);
                     progress.bytes.store(0, Ordering::Relaxed);
-                    self.record(&job).await;
+                    self.record(&writer, &job).await;
                     tokio::select! {
                         () = cancel.cancelled() => break Err(SyncError::Cancelled),
                         () = tokio::time::sleep(wait) => {}
@@ -106,7 +107,7 @@ impl SyncService {
         // sees "succeeded" and starts the next sync at once must get a new
         // job, not this one back as "already running".
         drop(active);
-        self.record(&job).await;
+        self.record(&writer, &job).await;
     }
 
     /// One attempt: read the source, load a new version, commit it with
@@ -116,6 +117,7 @@ impl SyncService {
         job: &mut SyncJob,
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
+        meta: &Meta,
     ) -> Result<(), SyncError> {
         let registration = self.registration(&job.table).await?;
         let source = self.sources.open(&registration.source)?;
@@ -275,8 +277,9 @@ impl SyncService {
         let mut registration = self.registration(&job.table).await?;
         registration.columns = columns;
         registration.last_success_job_id = Some(job.job_id.clone());
-        self.meta
-            .put(Collection::Tables, &job.table.to_string(), &registration)
+        // Through the writer's fenced metadata: refused once another node
+        // has taken over.
+        meta.put(Collection::Tables, &job.table.to_string(), &registration)
             .await?;
         Ok(())
     }

@@ -1,14 +1,14 @@
 //! The scheduler: each table's next due time, a task that starts due
 //! syncs every tick, and hourly housekeeping that purges old jobs.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
 use super::{SyncError, SyncJob, SyncService, TableRegistration, Trigger};
-use crate::meta::Collection;
+use crate::meta::{Collection, Meta};
 use crate::table_name::TableName;
 
 /// How often the scheduler looks for due tables.
@@ -37,7 +37,7 @@ impl SyncService {
     }
 
     /// Starts the syncs that are due; returns how many started.
-    async fn run_due(self: &Arc<Self>, interrupted: &mut HashMap<TableName, u32>) -> usize {
+    async fn run_due(self: &Arc<Self>) -> usize {
         let now = Utc::now();
         let due: Vec<TableName> = self
             .lock_due()
@@ -47,7 +47,8 @@ impl SyncService {
             .collect();
         let mut started = 0;
         for name in due {
-            let (trigger, attempt) = match interrupted.remove(&name) {
+            let recovery = self.lock_interrupted().remove(&name);
+            let (trigger, attempt) = match recovery {
                 Some(attempt) => (Trigger::Recovery, attempt + 1),
                 None => (Trigger::Schedule, 1),
             };
@@ -69,7 +70,7 @@ impl SyncService {
 
     /// Deletes finished jobs past the retention, keeping each table's
     /// latest and latest successful job.
-    async fn purge_jobs(&self) -> Result<usize, SyncError> {
+    async fn purge_jobs(&self, writer: &Meta) -> Result<usize, SyncError> {
         let Ok(retention) = chrono::Duration::from_std(self.settings.job_retention) else {
             return Ok(0);
         };
@@ -85,7 +86,7 @@ impl SyncService {
         for job in self.meta.list::<SyncJob>(Collection::Jobs).await? {
             let finished = job.finished_at.unwrap_or(job.created_at);
             if job.state.ended() && finished < cutoff && !keep.contains(&job.job_id) {
-                self.meta.delete(Collection::Jobs, &job.job_id).await?;
+                writer.delete(Collection::Jobs, &job.job_id).await?;
                 purged += 1;
             }
         }
@@ -93,11 +94,10 @@ impl SyncService {
     }
 }
 
-/// Runs due syncs every tick and housekeeping hourly, until the service goes.
-pub(super) async fn scheduler(
-    service: Weak<SyncService>,
-    mut interrupted: HashMap<TableName, u32>,
-) {
+/// Every tick: follows the writer's role, and while this node is the
+/// writer runs due syncs, claims jobs other nodes queued and honours their
+/// cancel requests; housekeeping hourly. Ends when the service goes.
+pub(super) async fn scheduler(service: Weak<SyncService>) {
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_housekeeping: Option<Instant> = None;
@@ -106,10 +106,17 @@ pub(super) async fn scheduler(
         let Some(service) = service.upgrade() else {
             return;
         };
-        service.run_due(&mut interrupted).await;
+        let Some(writer) = service.follow_role().await else {
+            continue;
+        };
+        service.run_due().await;
+        if let Err(e) = service.claim_queued(&writer).await {
+            tracing::warn!(error = %e, "could not claim queued sync jobs");
+        }
+        service.honour_cancel_requests().await;
         if last_housekeeping.is_none_or(|t| t.elapsed() >= HOUSEKEEPING) {
             last_housekeeping = Some(Instant::now());
-            match service.purge_jobs().await {
+            match service.purge_jobs(&writer).await {
                 Ok(0) => {}
                 Ok(purged) => tracing::info!(purged, "purged old sync jobs"),
                 Err(e) => tracing::warn!(error = %e, "could not purge old sync jobs"),
