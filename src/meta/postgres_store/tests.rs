@@ -224,7 +224,7 @@ async fn one_node_writes_at_a_time_and_a_replaced_writer_is_fenced() {
     let two = Arc::new(PgMetaStore::open(&postgres.url()).await.unwrap());
     let mut role_one = one.campaign("one");
     let first = role_until(&mut role_one, |r| r.is_some()).await.unwrap();
-    let mut role_two = two.campaign("two");
+    let role_two = two.campaign("two");
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(*role_two.borrow(), None, "two writers at once");
     let fenced = Meta::new(Arc::clone(&one) as Arc<dyn MetaStore>).fenced(first);
