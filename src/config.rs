@@ -155,6 +155,11 @@ pub struct ServeArgs {
     #[arg(long, env = "AIRLOCK_META_URL", value_name = "URL")]
     pub meta_url: Option<String>,
 
+    /// Where the cluster's writer publishes each synced table for the other nodes (with --meta-url):
+    /// `s3://bucket/prefix` or a directory every node reaches [config: sync.snapshot_store]
+    #[arg(long, env = "AIRLOCK_SNAPSHOT_STORE", value_name = "URL")]
+    pub snapshot_store: Option<String>,
+
     /// Log filter in `tracing` syntax, e.g. `info` or `airlock=debug` [default: info]
     #[arg(long, env = "AIRLOCK_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -217,6 +222,7 @@ impl ServeArgs {
         set!("duckdb.threads", self.duckdb_threads);
         set!("duckdb.memory_limit", self.duckdb_memory_limit);
         set!("sync.parallelism", self.sync_parallelism);
+        set!("sync.snapshot_store", self.snapshot_store);
         set!("tls.cert", self.tls_cert);
         set!("tls.key", self.tls_key);
         set!("log.filter", self.log);

@@ -289,6 +289,7 @@ pub(crate) fn sync(error: SyncError) -> Status {
         SyncError::Connection(e) => connection_code(e),
         SyncError::Meta(e) => return meta(e),
         SyncError::Task(_) => Code::Internal,
+        SyncError::EpochNotServed { .. } => Code::DeadlineExceeded,
     };
     status(code, error.to_string())
 }

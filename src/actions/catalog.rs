@@ -38,6 +38,8 @@ pub enum Action {
     SyncCancel,
     /// Set or clear a table's schedule.
     SyncSchedule,
+    /// Wait until this node serves a table's epoch.
+    SyncWaitEpoch,
     /// Freshness and size of a table.
     TableStatus,
     /// List the tables of a Snowflake schema.
@@ -140,7 +142,7 @@ pub enum Action {
 
 impl Action {
     /// All actions, in ListActions order.
-    pub const ALL: [Action; 61] = [
+    pub const ALL: [Action; 62] = [
         Action::TokenCreate,
         Action::TokenRevoke,
         Action::TokenList,
@@ -153,6 +155,7 @@ impl Action {
         Action::SyncJobs,
         Action::SyncCancel,
         Action::SyncSchedule,
+        Action::SyncWaitEpoch,
         Action::TableStatus,
         Action::SourcesListTables,
         Action::SourcesCreate,
@@ -219,6 +222,7 @@ impl Action {
             Action::SyncJobs => "sync.jobs",
             Action::SyncCancel => "sync.cancel",
             Action::SyncSchedule => "sync.schedule",
+            Action::SyncWaitEpoch => "sync.wait_epoch",
             Action::TableStatus => "table.status",
             Action::SourcesListTables => "sources.list_tables",
             Action::SourcesCreate => "sources.create",
@@ -325,6 +329,11 @@ impl Action {
             Action::SyncSchedule => {
                 "Set or clear a table's schedule (admin). Body: {\"table\":\"schema.table\",\"every\":\"15m\"}, \
                  {\"table\":…,\"cron\":\"0 */2 * * *\"} (UTC) or {\"table\":…,\"clear\":true}. Returns the next run."
+            }
+            Action::SyncWaitEpoch => {
+                "Wait until this node serves a table's epoch (admin; in a cluster, the epoch a sync published, \
+                 from sync.status). Body: {\"table\":\"schema.table\",\"epoch\":7,\"timeout_ms\":30000}. \
+                 Returns {\"table\",\"epoch\",\"node\"}; DEADLINE_EXCEEDED if not served in time."
             }
             Action::TableStatus => {
                 "Freshness of a table (admin): rows and bytes on disk of the replica (bytes count once DuckDB checkpoints), last sync, last success, watermark, \
@@ -569,6 +578,7 @@ impl Action {
             | Action::SyncJobs
             | Action::SyncCancel
             | Action::SyncSchedule
+            | Action::SyncWaitEpoch
             | Action::TableStatus
             | Action::SourcesListTables
             | Action::SourcesCreate

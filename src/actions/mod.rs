@@ -219,6 +219,7 @@ impl Actions {
             Action::SyncJobs => respond(action, self.sync_jobs(body).await?),
             Action::SyncCancel => respond(action, self.sync_cancel(body).await?),
             Action::SyncSchedule => respond(action, self.sync_schedule(body).await?),
+            Action::SyncWaitEpoch => respond(action, self.sync_wait_epoch(body).await?),
             Action::TableStatus => respond(action, self.table_status(body).await?),
             Action::SourcesListTables => respond(action, self.sources_list_tables(body).await?),
             Action::SourcesCreate => respond(action, self.sources_create(principal, body).await?),

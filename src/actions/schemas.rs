@@ -32,6 +32,7 @@ impl Action {
             }
             Action::SyncJobs => generator.subschema_for::<sync::JobQuery>(),
             Action::SyncSchedule => generator.subschema_for::<super::sync::ScheduleRequest>(),
+            Action::SyncWaitEpoch => generator.subschema_for::<super::sync::WaitEpochRequest>(),
             Action::SourcesListTables => {
                 generator.subschema_for::<super::sources::ListTablesRequest>()
             }

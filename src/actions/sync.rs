@@ -1,5 +1,5 @@
-//! Sync actions: `sync.start`, `sync.status`, `sync.jobs`, `sync.cancel`
-//! and `sync.schedule`.
+//! Sync actions: `sync.start`, `sync.status`, `sync.jobs`, `sync.cancel`,
+//! `sync.schedule` and `sync.wait_epoch`.
 //!
 //! Jobs, their states and the scheduler belong to `sync`; this file parses
 //! the bodies and shapes the answers. [`JobView`] is the one shape of a
@@ -40,6 +40,28 @@ pub(super) struct ScheduleRequest {
     clear: bool,
 }
 
+/// The body of `sync.wait_epoch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct WaitEpochRequest {
+    table: String,
+    epoch: u64,
+    /// How long to wait [default 30000, at most 300000].
+    #[serde(default)]
+    timeout_ms: Option<u64>,
+}
+
+/// `sync.wait_epoch`: the epoch this node serves now.
+#[derive(Debug, Serialize)]
+pub(super) struct EpochView {
+    table: TableName,
+    epoch: u64,
+    node: String,
+}
+
+/// Longest `sync.wait_epoch` waits.
+const MAX_EPOCH_WAIT_MS: u64 = 300_000;
+
 /// A sync job as every action shows it.
 #[derive(Debug, Serialize)]
 pub(super) struct JobView {
@@ -60,6 +82,10 @@ pub(super) struct JobView {
     error: Option<String>,
     attempt: u32,
     retry_at: Option<DateTime<Utc>>,
+    /// The epoch its committed version was published at (cluster).
+    epoch: Option<u64>,
+    /// The node that ran it (cluster).
+    node: Option<String>,
     created_at: DateTime<Utc>,
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
@@ -96,6 +122,8 @@ impl From<SyncJob> for JobView {
             error: job.error,
             attempt: job.attempt,
             retry_at: job.retry_at,
+            epoch: job.epoch,
+            node: job.node,
             created_at: job.created_at,
             started_at: job.started_at,
             finished_at: job.finished_at,
@@ -180,6 +208,39 @@ impl Actions {
         })
     }
 
+    /// `sync.wait_epoch`: waits until this node serves a table's epoch.
+    pub(super) async fn sync_wait_epoch(&self, body: &[u8]) -> Result<EpochView, ActionError> {
+        let request: WaitEpochRequest = parse(Action::SyncWaitEpoch, body)?;
+        let table = TableName::parse(&request.table).map_err(SyncError::from)?;
+        let timeout_ms = request.timeout_ms.unwrap_or(30_000);
+        if timeout_ms > MAX_EPOCH_WAIT_MS {
+            return Err(ActionError::BadRequest {
+                action: Action::SyncWaitEpoch.name(),
+                message: format!("timeout_ms must be at most {MAX_EPOCH_WAIT_MS}"),
+            });
+        }
+        self.sync.registration(&table).await?;
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        match self
+            .sync
+            .wait_for_epoch(&table, request.epoch, timeout)
+            .await
+        {
+            Some(epoch) => Ok(EpochView {
+                table,
+                epoch,
+                node: self.sync.node().to_string(),
+            }),
+            None => Err(SyncError::EpochNotServed {
+                served: self.sync.served_epoch(&table).unwrap_or(0),
+                table,
+                epoch: request.epoch,
+                waited_ms: timeout_ms,
+            }
+            .into()),
+        }
+    }
+
     /// `sync.schedule`: sets or clears a table's schedule.
     pub(super) async fn sync_schedule(&self, body: &[u8]) -> Result<ScheduleView, ActionError> {
         let request: ScheduleRequest = parse(Action::SyncSchedule, body)?;
@@ -236,6 +297,8 @@ mod tests {
                 "error": null,
                 "attempt": 1,
                 "retry_at": null,
+                "epoch": null,
+                "node": null,
                 "created_at": job.created_at,
                 "started_at": null,
                 "finished_at": null,

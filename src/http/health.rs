@@ -36,8 +36,9 @@ pub(crate) struct Check {
     pub(crate) error: Option<String>,
 }
 
-/// The node can serve queries: the replica and the metadata store answer
-/// and the sync scheduler runs. 503 names what does not.
+/// The node can serve queries: the replica and the metadata store answer,
+/// the published tables are restored (cluster) and the sync scheduler
+/// runs. 503 names what does not.
 pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResponse {
     let checks = checks(&health).await;
     let ready = checks.iter().all(|c| c.ok);
@@ -61,7 +62,7 @@ pub(super) async fn readyz(State(health): State<Arc<Services>>) -> impl IntoResp
     (status, Json(readiness))
 }
 
-/// The replica, the metadata store and the scheduler, checked now.
+/// The replica, the snapshots, the metadata store and the scheduler, checked now.
 pub(crate) async fn checks(health: &Services) -> Vec<Check> {
     let replica = Arc::clone(&health.replica);
     let replica = tokio::task::spawn_blocking(move || replica.check())
@@ -74,8 +75,15 @@ pub(crate) async fn checks(health: &Services) -> Vec<Check> {
     } else {
         Err("the sync scheduler stopped; the log says why".to_string())
     };
+    // A node of a cluster serves once it holds every published table.
+    let snapshots = if health.sync.snapshots_restored() {
+        Ok(())
+    } else {
+        Err("restoring the published tables from the snapshot store".to_string())
+    };
     vec![
         check("replica", replica),
+        check("snapshots", snapshots),
         check("metadata", metadata.map_err(|e| e.to_string())),
         check("scheduler", scheduler),
     ]

@@ -108,11 +108,14 @@ pub enum Collection {
     NlGenerations,
     /// Fine-tuning jobs.
     Finetunes,
+    /// The latest published snapshot of each replica table (a cluster's
+    /// readers load it); a document's version is the table's epoch.
+    Snapshots,
 }
 
 impl Collection {
     /// Every collection.
-    pub const ALL: [Collection; 15] = [
+    pub const ALL: [Collection; 16] = [
         Collection::Settings,
         Collection::Tokens,
         Collection::Tables,
@@ -128,6 +131,7 @@ impl Collection {
         Collection::NlPrompts,
         Collection::NlGenerations,
         Collection::Finetunes,
+        Collection::Snapshots,
     ];
 
     /// The collection stored under `name`.
@@ -153,6 +157,7 @@ impl Collection {
             Collection::NlPrompts => "nl_prompts",
             Collection::NlGenerations => "nl_generations",
             Collection::Finetunes => "finetunes",
+            Collection::Snapshots => "snapshots",
         }
     }
 }

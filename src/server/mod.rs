@@ -40,7 +40,7 @@ use crate::tools::artifacts::{
 mod stores;
 
 pub use stores::Secrets;
-use stores::open_meta;
+use stores::{open_meta, open_snapshots};
 
 /// Largest message a client may send (DoPut parameters, action bodies).
 const MAX_REQUEST_BYTES: usize = 64 * 1024 * 1024;
@@ -323,6 +323,7 @@ impl App {
             Sources::new(config.object_store.clone(), connections),
             config.sync.clone(),
             node,
+            open_snapshots(&config, &secrets)?,
         )
         .await?;
         let llm = Arc::new(

@@ -80,7 +80,26 @@ pub(super) async fn open_meta(
             "with --meta-url artifacts must live in a store every node reaches: set [artifacts] store = \"s3://bucket/prefix\" (or gs://, az://)".into(),
         ));
     }
+    if config.sync.snapshot_store.is_empty() {
+        return Err(ServerError::Config(
+            "with --meta-url the writer publishes synced tables for the other nodes: set --snapshot-store (AIRLOCK_SNAPSHOT_STORE) to s3://bucket/prefix or a directory every node reaches".into(),
+        ));
+    }
     let store: Arc<dyn MetaStore> = Arc::new(PgMetaStore::open(url).await?);
     tracing::info!(meta = %crate::redact::url(url), "metadata in Postgres");
     Ok(Meta::new(store))
+}
+
+/// Where the writer publishes synced tables: only for a node on shared
+/// metadata (a single node has no one to publish to).
+pub(super) fn open_snapshots(
+    config: &Settings,
+    secrets: &Secrets,
+) -> Result<Option<crate::sync::SnapshotStore>, ServerError> {
+    if secrets.meta_url.is_none() || config.sync.snapshot_store.is_empty() {
+        return Ok(None);
+    }
+    crate::sync::SnapshotStore::open(&config.sync.snapshot_store, &config.object_store)
+        .map(Some)
+        .map_err(|e| ServerError::Config(e.to_string()))
 }

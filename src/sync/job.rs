@@ -85,6 +85,10 @@ pub struct SyncJob {
     /// writer cancels it when it sees this.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel_requested: bool,
+    /// The epoch the committed version was published at (a cluster's
+    /// nodes serve it once they have loaded it; see `sync.wait_epoch`).
+    #[serde(default)]
+    pub epoch: Option<u64>,
 }
 
 fn manual() -> Trigger {
@@ -117,6 +121,7 @@ impl SyncJob {
             finished_at: None,
             node: None,
             cancel_requested: false,
+            epoch: None,
         }
     }
 

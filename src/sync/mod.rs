@@ -28,6 +28,7 @@ mod runner;
 mod schedule;
 mod scheduler;
 mod settings;
+mod snapshots;
 pub mod snowflake;
 mod source;
 mod watermark;
@@ -51,6 +52,7 @@ pub use registration::{
 pub use registry::TableStatus;
 pub use schedule::Schedule;
 pub use settings::SyncSettings;
+pub use snapshots::{Manifest, SnapshotStore};
 pub use snowflake::{SnowflakeConfig, SnowflakeConnections};
 pub use source::{
     CsvOptions, FileFormat, FileSource, FileSpec, Since, Source, SourceError, SourceSize,
@@ -132,6 +134,21 @@ pub enum SyncError {
     /// A background task died.
     #[error("sync task failed: {0}")]
     Task(String),
+    /// This node did not load the asked epoch in time.
+    #[error(
+        "this node serves epoch {served} of '{table}', not yet {epoch} (waited {waited_ms} ms); \
+         wait longer, or ask the writer"
+    )]
+    EpochNotServed {
+        /// Table.
+        table: TableName,
+        /// The epoch asked for.
+        epoch: u64,
+        /// The epoch served (0: none yet).
+        served: u64,
+        /// How long the node waited.
+        waited_ms: u64,
+    },
 }
 
 impl SyncError {
@@ -172,6 +189,13 @@ pub struct SyncService {
     /// Scheduled tables whose job a previous writer left unfinished, with
     /// that job's attempt: due at once, as a recovery.
     interrupted: Mutex<HashMap<TableName, u32>>,
+    /// Where committed versions are published for the other nodes (none
+    /// on a single node).
+    snapshots: Option<SnapshotStore>,
+    /// The epochs this node's replica serves.
+    served: snapshots::Served,
+    /// Tables to bring up to date (none: all), for the loader task.
+    loads: tokio::sync::mpsc::UnboundedSender<Option<TableName>>,
 }
 
 impl SyncService {
@@ -187,8 +211,11 @@ impl SyncService {
         sources: Sources,
         settings: SyncSettings,
         node: String,
+        snapshots: Option<SnapshotStore>,
     ) -> Result<Arc<Self>, SyncError> {
         let role = meta.campaign(&node);
+        let (loads, to_load) = tokio::sync::mpsc::unbounded_channel();
+        let served = snapshots::Served::open(&data_dir);
         let service = Arc::new(Self {
             meta,
             data_dir,
@@ -204,11 +231,18 @@ impl SyncService {
             role,
             writer: Mutex::new(None),
             interrupted: Mutex::new(HashMap::new()),
+            snapshots,
+            served,
+            loads,
         });
+        // Restore every published table, then follow new epochs.
+        tokio::spawn(snapshots::loader(Arc::downgrade(&service), to_load));
+        let _ = service.loads.send(None);
         // A single node is the writer from the start: take over before
         // serving, so the first sync.start runs at once.
         let term = *service.role.borrow();
         if let Some(term) = term {
+            service.catch_up_all().await?;
             service.take_over(term).await?;
         }
         let scheduler = tokio::spawn(scheduler::scheduler(Arc::downgrade(&service)));

@@ -133,6 +133,12 @@ impl SyncService {
         self.meta
             .delete(Collection::Tables, &name.to_string())
             .await?;
+        // The other nodes of a cluster drop their copy when the published
+        // version goes.
+        self.meta
+            .delete(Collection::Snapshots, &name.to_string())
+            .await?;
+        self.served.forget(name);
         self.lock_due().remove(name);
         Ok(dropped)
     }

@@ -48,7 +48,11 @@ impl SyncService {
             job.retry_at = None;
             job.started_at.get_or_insert_with(Utc::now);
             self.record(&writer, &job).await;
-            let result = self.sync_once(&mut job, &progress, &cancel, &writer).await;
+            let before = self.version_of(&job.table);
+            let mut result = self.sync_once(&mut job, &progress, &cancel, &writer).await;
+            if result.is_ok() {
+                result = self.publish_if_changed(&writer, &mut job, before).await;
+            }
             match result {
                 Err(e) if e.is_transient() && job.attempt <= self.settings.retries => {
                     let wait = job::backoff(
@@ -108,6 +112,40 @@ impl SyncService {
         // job, not this one back as "already running".
         drop(active);
         self.record(&writer, &job).await;
+    }
+
+    /// Which version of the table the replica holds (its DuckDB table and
+    /// last in-place merge).
+    fn version_of(&self, table: &crate::table_name::TableName) -> Option<(String, u64)> {
+        self.replica
+            .tables()
+            .get(table)
+            .map(|info| (info.physical.quoted().to_string(), info.merged_at))
+    }
+
+    /// Publishes the committed version for the cluster's other nodes, unless
+    /// the sync changed nothing that was published already.
+    async fn publish_if_changed(
+        &self,
+        writer: &Meta,
+        job: &mut SyncJob,
+        before: Option<(String, u64)>,
+    ) -> Result<(), SyncError> {
+        let served = self.served_epoch(&job.table);
+        if served.is_some() && self.version_of(&job.table) == before {
+            job.epoch = served;
+            return Ok(());
+        }
+        job.epoch = self
+            .publish(writer, &job.table, &job.job_id)
+            .await
+            .map_err(|e| {
+                SyncError::Task(format!(
+                    "committed on this node, but not published to the others: {e}; \
+                     the next sync publishes it"
+                ))
+            })?;
+        Ok(())
     }
 
     /// One attempt: read the source, load a new version, commit it with

@@ -21,6 +21,11 @@ pub struct SyncSettings {
     /// Finished jobs older than this are purged (each table's latest kept).
     #[serde(with = "crate::duration_text")]
     pub job_retention: Duration,
+    /// Where the writer of a cluster publishes each committed table
+    /// version for the other nodes: an object-store URL
+    /// (`s3://bucket/prefix`) or a directory every node reaches. Required
+    /// with a shared metadata store; unused on a single node.
+    pub snapshot_store: String,
 }
 
 impl Default for SyncSettings {
@@ -31,6 +36,7 @@ impl Default for SyncSettings {
             retry_backoff: Duration::from_secs(5),
             retry_backoff_max: Duration::from_secs(300),
             job_retention: Duration::from_secs(30 * 86_400),
+            snapshot_store: String::new(),
         }
     }
 }

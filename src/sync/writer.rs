@@ -49,8 +49,14 @@ impl SyncService {
             if held.is_some() {
                 self.step_down();
             }
+            // A new writer first loads what the last one published: the
+            // next sync builds on it.
             if let Some(term) = role
-                && let Err(e) = self.take_over(term).await
+                && let Err(e) = async {
+                    self.catch_up_all().await?;
+                    self.take_over(term).await
+                }
+                .await
             {
                 tracing::warn!(term, error = %e, "could not take over as the writer; retrying");
                 return None;
@@ -234,18 +240,25 @@ impl SyncService {
     }
 }
 
-// Registrations changed on other nodes reach the writer's schedule.
+// Registrations changed on other nodes reach the writer's schedule, and
+// published epochs this node's replica.
 #[async_trait::async_trait]
 impl Cache for SyncService {
     fn name(&self) -> &'static str {
-        "schedule"
+        "replication"
     }
 
     fn collections(&self) -> &'static [Collection] {
-        &[Collection::Tables]
+        &[Collection::Tables, Collection::Snapshots]
     }
 
-    async fn refresh(&self, _: Collection, key: Option<&str>) -> Result<(), MetaError> {
+    async fn refresh(&self, collection: Collection, key: Option<&str>) -> Result<(), MetaError> {
+        if collection == Collection::Snapshots {
+            // Loaded by the loader task, not here (loads take long).
+            let table = key.and_then(|k| TableName::parse(k).ok());
+            let _ = self.loads.send(table);
+            return Ok(());
+        }
         let registrations = match key.map(TableName::parse) {
             Some(Ok(name)) => match self.meta.get(Collection::Tables, &name.to_string()).await? {
                 Some(registration) => vec![registration],

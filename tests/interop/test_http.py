@@ -39,7 +39,8 @@ def test_readyz_names_each_check_it_passed(server):
     assert (status, content_type) == (200, "application/json"), body
     answer = json.loads(body)
     assert answer["ready"] is True
-    assert {c["name"]: c["ok"] for c in answer["checks"]} == {"replica": True, "metadata": True, "scheduler": True}
+    assert {c["name"]: c["ok"] for c in answer["checks"]} == {"replica": True, "snapshots": True, "metadata": True, "scheduler": True}
+    assert answer["role"] == "writer" and answer["node"].endswith(f":{server.port}"), answer
 
 
 def test_unknown_routes_are_not_found(server):
