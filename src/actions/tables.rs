@@ -146,6 +146,11 @@ pub(super) struct TableStatusView {
     freshness_s: Option<i64>,
     last_success_at: Option<DateTime<Utc>>,
     last_sync: Option<JobView>,
+    /// The latest successful job.
+    last_success: Option<JobView>,
+    /// The epoch of the table this node serves (cluster; see
+    /// `sync.wait_epoch`).
+    epoch: Option<u64>,
 }
 
 impl From<TableStatus> for TableStatusView {
@@ -163,6 +168,8 @@ impl From<TableStatus> for TableStatusView {
             freshness_s: last_success_at.map(|at| (Utc::now() - at).num_seconds()),
             last_success_at,
             last_sync: status.last_job.map(JobView::from),
+            last_success: status.last_success.map(JobView::from),
+            epoch: status.epoch,
         }
     }
 }

@@ -229,6 +229,10 @@ impl PgMetaStore {
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
             .await
             .map_err(pg)?;
+        // "already exists, skipping" notices on every start are noise.
+        tx.batch_execute("SET LOCAL client_min_messages = warning")
+            .await
+            .map_err(pg)?;
         tx.batch_execute(SCHEMA).await.map_err(pg)?;
         tx.commit().await.map_err(pg)
     }

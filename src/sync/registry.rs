@@ -32,6 +32,8 @@ pub struct TableStatus {
     pub watermark: Option<String>,
     /// Next scheduled run.
     pub next_run: Option<DateTime<Utc>>,
+    /// The epoch this node serves (cluster).
+    pub epoch: Option<u64>,
 }
 
 impl SyncService {
@@ -236,6 +238,7 @@ impl SyncService {
             last_success,
             watermark,
             next_run,
+            epoch: self.served_epoch(name),
         })
     }
 

@@ -30,8 +30,9 @@ def free_port() -> int:
 class Airlock:
     """One airlock process on a free port; its output goes to a log file."""
 
-    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD, extra_env=None, cwd=None):
-        self.port = free_port()
+    def __init__(self, binary: str, data_dir: Path, args=("serve", "--demo"), password=PASSWORD, extra_env=None, cwd=None,
+                 port=None):
+        self.port = port or free_port()
         self.data_dir = data_dir
         self.uri = f"grpc://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AIRLOCK_")}
@@ -52,6 +53,10 @@ class Airlock:
         log_dir = Path(cwd) if cwd else data_dir.parent
         log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"airlock-{self.port}.log"
+        restart = 1
+        while self.log_path.exists():  # a node started again on its port keeps its first log
+            restart += 1
+            self.log_path = log_dir / f"airlock-{self.port}-{restart}.log"
         self.log = open(self.log_path, "wb")
         self.process = subprocess.Popen(
             [binary, *args], env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=cwd

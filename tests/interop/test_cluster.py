@@ -2,8 +2,7 @@
 registrations in Postgres (a throwaway cluster of Debian's postgresql the
 test starts), with artifacts in an object store (moto's S3 server). A node
 started later with an empty data directory serves what the first stored.
-This is the first part of the cluster suite (caches, the writer election
-and snapshots come with the rest of issue 15)."""
+The three-node cluster itself is in test_cluster_nodes.py."""
 
 import os
 import shutil
@@ -17,7 +16,7 @@ import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
 
-from conftest import PASSWORD, Airlock, call, free_port
+from conftest import PASSWORD, Airlock, call, free_port, wait_for_job
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test-key", "AWS_SECRET_ACCESS_KEY": "test-secret", "AWS_REGION": "us-east-1"}
@@ -57,7 +56,8 @@ def s3(s3_endpoint):
 def node_config(tmp_path, s3):
     config = tmp_path / "airlock.toml"
     config.write_text(f'[object_store]\naws_endpoint = "{s3}"\naws_allow_http = "true"\n\n'
-                      '[artifacts]\nstore = "s3://airlock/artifacts"\n')
+                      '[artifacts]\nstore = "s3://airlock/artifacts"\n\n'
+                      '[sync]\nsnapshot_store = "s3://airlock/snapshots"\n')
     return config
 
 
@@ -78,6 +78,12 @@ def test_a_node_on_shared_metadata_needs_shared_secrets_and_a_shared_artifact_st
     assert "AIRLOCK_JWT_SECRET and AIRLOCK_SECRETS_KEY" in without_secrets, without_secrets
     local_artifacts = refusal(airlock_bin, tmp_path, {"AIRLOCK_META_URL": postgres, **SHARED})
     assert "artifacts must live in a store every node reaches" in local_artifacts, local_artifacts
+    artifacts_only = tmp_path / "artifacts-only.toml"
+    artifacts_only.write_text(f'[object_store]\naws_endpoint = "{s3}"\naws_allow_http = "true"\n\n'
+                              '[artifacts]\nstore = "s3://airlock/artifacts"\n')
+    no_snapshots = refusal(airlock_bin, tmp_path, {"AIRLOCK_META_URL": postgres, **SHARED,
+                                                   "AIRLOCK_CONFIG": str(artifacts_only), **CREDENTIALS})
+    assert "set --snapshot-store" in no_snapshots, no_snapshots
     unreachable = refusal(airlock_bin, tmp_path, {
         "AIRLOCK_META_URL": f"postgres://postgres@127.0.0.1:{free_port()}/postgres?sslmode=disable", **SHARED,
         "AIRLOCK_CONFIG": str(node_config(tmp_path, s3)), **CREDENTIALS})
@@ -114,3 +120,213 @@ def test_a_second_node_serves_what_the_first_stored(airlock_bin, postgres, s3, t
             assert cur.fetch_arrow_table().to_pylist() == [{"region": "EU"}]
     finally:
         second.stop()
+
+
+# --- Three nodes on one Postgres and one bucket ------------------------------------------------------------
+
+import io
+import json
+import time
+import urllib.error
+import urllib.request
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ORDERS = 20_000
+BOUND_SECONDS = 5  # the most a change may take to reach every node before the test fails
+
+
+def readiness(node):
+    try:
+        with urllib.request.urlopen(f"{node.http_url}/readyz", timeout=5) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as refused:
+        return json.loads(refused.read())
+    except OSError:
+        return None
+
+
+def wait_until(what, predicate, seconds=60, every=0.02):
+    """Polls until predicate() is truthy; returns (its value, seconds taken)."""
+    started = time.monotonic()
+    while True:
+        value = predicate()
+        if value:
+            return value, time.monotonic() - started
+        assert time.monotonic() - started < seconds, f"{what}: not within {seconds} s"
+        time.sleep(every)
+
+
+def put_orders(s3, batch):
+    """The source every node's writer reads: Parquet files in the bucket."""
+    table = pa.table({
+        "id": pa.array(range(batch * ORDERS, (batch + 1) * ORDERS), pa.int64()),
+        "region": pa.array(["EU" if i % 4 == 0 else "US" for i in range(ORDERS)]),
+        "amount": pa.array([i % 1000 for i in range(ORDERS)], pa.decimal128(10, 2)),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    boto3.client("s3", endpoint_url=s3, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                 aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+                 region_name="us-east-1").put_object(Bucket="airlock", Key=f"data/orders/part-{batch}.parquet",
+                                                      Body=buffer.getvalue())
+
+
+class Cluster:
+    def __init__(self, airlock_bin, postgres, s3, root):
+        self.binary, self.root = airlock_bin, root
+        self.env = {"AIRLOCK_META_URL": postgres, **SHARED, **CREDENTIALS}
+        self.config = node_config(root, s3)
+        self.nodes = [self.start(n) for n in range(3)]
+        for node in self.nodes:
+            wait_until("node ready", lambda node=node: (readiness(node) or {}).get("ready"))
+
+    def start(self, n, port=None):
+        return Airlock(self.binary, self.root / f"node{n}", args=("serve", "--config", str(self.config)),
+                       extra_env=self.env, port=port)
+
+    def roles(self):
+        return [(readiness(node) or {}).get("role") for node in self.nodes]
+
+    def writer(self):
+        roles = self.roles()
+        assert roles.count("writer") == 1, roles
+        return self.nodes[roles.index("writer")]
+
+    def readers(self):
+        writer = self.writer()
+        return [node for node in self.nodes if node is not writer]
+
+    def admin(self, node):
+        client = node.flight_client()
+        return client, flight.FlightCallOptions(headers=[client.authenticate_basic_token("admin", PASSWORD)])
+
+    def stop(self):
+        for node in self.nodes:
+            if node.process.poll() is None:
+                node.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(airlock_bin, postgres, s3, tmp_path_factory):
+    put_orders(s3, 0)
+    nodes = Cluster(airlock_bin, postgres, s3, tmp_path_factory.mktemp("cluster"))
+    yield nodes
+    nodes.stop()
+
+
+def timings(**measured):
+    """Propagation times, for the README's figures."""
+    output = Path(os.environ.get("AIRLOCK_TEST_OUTPUT", "test-output"))
+    output.mkdir(parents=True, exist_ok=True)
+    path = output / "cluster-timings.json"
+    known = json.loads(path.read_text()) if path.exists() else {}
+    known.update(measured)
+    path.write_text(json.dumps(known, indent=2))
+
+
+def count(node, token, sql="SELECT count(*) AS n FROM sales.orders"):
+    auth = {DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"}
+    with flightsql.connect(node.uri, db_kwargs=auth, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute(sql)
+        return cur.fetch_arrow_table().to_pylist()[0]["n"]
+
+
+def test_one_writer_runs_the_sync_a_reader_started_and_every_node_serves_its_epoch(cluster):
+    writer, readers = cluster.writer(), cluster.readers()
+    reader = readers[0]
+    client, admin = cluster.admin(reader)
+    call(client, admin, "table.register", {"name": "sales.orders", "source": "s3://airlock/data/orders/*.parquet"})
+    started = call(client, admin, "sync.start", {"table": "sales.orders"})
+    job = wait_for_job(client, admin, started["job_id"])
+    # Claimed and run by the writer, seen from the reader that started it.
+    assert job["state"] == "succeeded", job
+    assert job["node"] == readiness(writer)["node"], job
+    epoch = job["epoch"]
+    assert isinstance(epoch, int) and epoch >= 1, job
+    call(client, admin, "grant.set", {"swarm": "ops", "tables": {"sales.orders": {}}})
+    agent = call(client, admin, "token.create", {"kind": "agent", "name": "a1", "swarm": "ops"})
+    for node in cluster.nodes:
+        node_client, node_admin = cluster.admin(node)
+        served = call(node_client, node_admin, "sync.wait_epoch",
+                      {"table": "sales.orders", "epoch": epoch, "timeout_ms": 60000})
+        assert served["epoch"] >= epoch and served["node"] == readiness(node)["node"], served
+        assert count(node, agent["token"]) == ORDERS
+    # An epoch nobody published: a precise timeout, not a hang.
+    with pytest.raises(flight.FlightTimedOutError, match="not yet"):
+        call(client, admin, "sync.wait_epoch", {"table": "sales.orders", "epoch": epoch + 1000, "timeout_ms": 200})
+
+
+def test_a_revocation_and_a_grant_change_reach_every_node_within_the_bound(cluster):
+    first, *others = cluster.nodes
+    client, admin = cluster.admin(first)
+    call(client, admin, "grant.set", {"swarm": "ops", "tables": {"sales.orders": {}}})
+    agent = call(client, admin, "token.create", {"kind": "agent", "name": "a2", "swarm": "ops"})
+    for node in others:
+        assert count(node, agent["token"]) == ORDERS
+
+    # Only EU rows from now on, wherever the agent asks.
+    call(client, admin, "grant.set", {"swarm": "ops", "tables": {"sales.orders": {"row_filter": "region = 'EU'"}}})
+    grant_seconds = []
+    for node in others:
+        _, took = wait_until("grant change", lambda node=node: count(node, agent["token"]) == ORDERS // 4,
+                             seconds=BOUND_SECONDS)
+        grant_seconds.append(took)
+
+    call(client, admin, "token.revoke", {"id": agent["id"]})
+    revoke_seconds = []
+    for node in others:
+        def refused(node=node):
+            try:
+                count(node, agent["token"])
+                return False
+            except Exception as error:  # noqa: BLE001 - the driver's error names the status
+                assert "revoked" in str(error).lower() or "unauthenticated" in str(error).lower(), error
+                return True
+        _, took = wait_until("revocation", refused, seconds=BOUND_SECONDS)
+        revoke_seconds.append(took)
+    timings(grant_change_seconds=max(grant_seconds), revocation_seconds=max(revoke_seconds))
+
+
+def test_killing_the_writer_hands_over_and_nothing_committed_is_lost(cluster, s3):
+    writer = cluster.writer()
+    survivor = next(node for node in cluster.nodes if node is not writer)
+    client, admin = cluster.admin(survivor)
+    last = call(client, admin, "table.status", {"name": "sales.orders"})["last_success"]
+    put_orders(s3, 1)
+    call(client, admin, "sync.schedule", {"table": "sales.orders", "every": "2s"})
+    # The writer syncs on its schedule: wait for a run that read both files.
+    wait_until("a scheduled sync on the writer", lambda: call(client, admin, "table.status",
+               {"name": "sales.orders"})["last_success"]["table_rows"] == 2 * ORDERS, seconds=60, every=0.2)
+    committed = call(client, admin, "table.status", {"name": "sales.orders"})["last_success"]
+    assert committed["epoch"] > last["epoch"] and committed["node"] == readiness(writer)["node"], committed
+
+    writer.process.kill()  # kill -9: no goodbye, its advisory lock goes with its connection
+    writer.process.wait()
+    others = [node for node in cluster.nodes if node is not writer]
+    new_writer, took_over = wait_until("a new writer", lambda: next(
+        (node for node in others if (readiness(node) or {}).get("role") == "writer"), None), seconds=30)
+    timings(writer_takeover_seconds=took_over)
+    # The schedule goes on under the new writer, from what was committed.
+    put_orders(s3, 2)
+    after, _ = wait_until("a scheduled sync on the new writer", lambda: (lambda s: s if s["table_rows"] == 3 * ORDERS
+                          and s["node"] == readiness(new_writer)["node"] else None)(
+        call(client, admin, "table.status", {"name": "sales.orders"})["last_success"]), seconds=60, every=0.2)
+    assert after["epoch"] > committed["epoch"], after
+    call(client, admin, "sync.schedule", {"table": "sales.orders", "clear": True})
+
+    # The killed node comes back on its data directory and port, as a reader.
+    index = cluster.nodes.index(writer)
+    cluster.nodes[index] = back = cluster.start(index, port=writer.port)
+    wait_until("the old writer ready again", lambda: (readiness(back) or {}).get("ready"))
+    assert readiness(back)["role"] == "reader"
+    back_client, back_admin = cluster.admin(back)
+    served = call(back_client, back_admin, "sync.wait_epoch",
+                  {"table": "sales.orders", "epoch": after["epoch"], "timeout_ms": 60000})
+    assert served["epoch"] >= after["epoch"]
+    agent = call(back_client, back_admin, "token.create", {"kind": "agent", "name": "a3", "swarm": "ops"})
+    call(back_client, back_admin, "grant.set", {"swarm": "ops", "tables": {"sales.orders": {}}})
+    for node in cluster.nodes:
+        wait_until("every node at the last epoch", lambda node=node: count(node, agent["token"]) == 3 * ORDERS,
+                   seconds=30, every=0.2)
