@@ -103,6 +103,8 @@ pub(crate) fn query(error: QueryError) -> Status {
         QueryError::Cancelled => Code::Cancelled,
         QueryError::Overloaded(_) => Code::ResourceExhausted,
         QueryError::Internal(_) => Code::Internal,
+        // The shared store is down: worth a retry (UNAVAILABLE).
+        QueryError::SharedLimits(_) => Code::Unavailable,
     };
     status(code, error.to_string())
 }

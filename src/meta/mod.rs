@@ -10,6 +10,8 @@
 pub(crate) mod contract;
 mod duckdb_store;
 mod feed;
+mod limits;
+mod postgres_limits;
 mod postgres_sessions;
 mod postgres_store;
 #[cfg(test)]
@@ -24,6 +26,7 @@ use serde::de::DeserializeOwned;
 
 pub use duckdb_store::DuckDbMetaStore;
 pub use feed::{Cache, Change, follow};
+pub use limits::SharedLimits;
 pub use postgres_store::{PgMetaStore, parse_url as parse_meta_url};
 
 /// Errors of the metadata store.
@@ -291,6 +294,11 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     /// `term` is no longer the writer's. A store only this process writes
     /// has no other writer to fear.
     fn fenced(self: Arc<Self>, _term: u64) -> Arc<dyn MetaStore>;
+    /// Per-agent limits counted across every node sharing this store;
+    /// none for a store only this process uses.
+    fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
+        None
+    }
 }
 
 /// A record and the version it was read at.
@@ -448,6 +456,11 @@ impl Meta {
     /// Campaigns for this node to be the writer; see [`MetaStore::campaign`].
     pub fn campaign(&self, node: &str) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.store.campaign(node)
+    }
+
+    /// Per-agent limits shared with the other nodes, if any.
+    pub fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
+        self.store.shared_limits()
     }
 
     /// This store, refusing writes once `term` is no longer the writer's.

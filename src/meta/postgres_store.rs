@@ -20,10 +20,11 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio::sync::{broadcast, watch};
 use tokio_util::task::AbortOnDropHandle;
 
-use super::postgres_sessions;
 use super::{
     Change, ClaimUpdate, Collection, Expect, Labels, ListQuery, MetaError, MetaStore, RawDoc,
+    SharedLimits,
 };
+use super::{postgres_limits, postgres_sessions};
 
 /// The schema, created by the first node to start (under an advisory
 /// lock, so nodes starting together do not race).
@@ -94,8 +95,16 @@ impl std::fmt::Debug for PgMetaStore {
     }
 }
 
-fn pg(error: impl std::fmt::Display) -> MetaError {
-    MetaError::Postgres(error.to_string())
+/// A Postgres failure with its causes ("db error" alone says nothing).
+pub(super) fn pg(error: impl std::error::Error) -> MetaError {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    MetaError::Postgres(text)
 }
 
 /// A `postgres://` URL as a connection config, and the CA file its
@@ -234,6 +243,9 @@ impl PgMetaStore {
             .await
             .map_err(pg)?;
         tx.batch_execute(SCHEMA).await.map_err(pg)?;
+        tx.batch_execute(postgres_limits::SCHEMA)
+            .await
+            .map_err(pg)?;
         tx.commit().await.map_err(pg)
     }
 }
@@ -407,6 +419,12 @@ impl MetaStore for PgMetaStore {
             role,
         ));
         receiver
+    }
+
+    fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
+        Some(Arc::new(postgres_limits::PgLimits {
+            pool: self.pool.clone(),
+        }))
     }
 
     fn fenced(self: Arc<Self>, term: u64) -> Arc<dyn MetaStore> {

@@ -66,6 +66,9 @@ pub enum QueryError {
     /// A cancel named a query that is not running (or not the caller's).
     #[error("query {0} is not running (it finished, never started, or belongs to someone else)")]
     NotRunning(String),
+    /// The limits shared by a cluster's nodes could not be counted.
+    #[error("cannot count this agent's limits across the cluster: {0}; retry shortly")]
+    SharedLimits(crate::meta::MetaError),
     /// A bug.
     #[error("internal error: {0}")]
     Internal(String),

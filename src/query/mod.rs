@@ -44,6 +44,7 @@ use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::SessionConfig;
 
+use admission::Admitted;
 pub use catalog::{CATALOG, ExtraTables, VisibleTables};
 pub use collect::Collected;
 pub use error::QueryError;
@@ -53,7 +54,6 @@ pub use sample::sample_key_sql;
 pub use settings::{LimitDefaults, QueryConfig};
 use stream::Guards;
 pub use stream::{QueryStream, RunningQueries, RunningQuery};
-use tokio::sync::OwnedSemaphorePermit;
 
 use crate::policy::{self, Access, Grant, GrantStore, Limits, PolicyError, TablePattern};
 use crate::principal::Principal;
@@ -307,27 +307,35 @@ impl QueryEngine {
         principal: &Principal,
     ) -> Result<QueryStream, QueryError> {
         // Admitted before any work; the permit lives as long as the stream.
-        let permit = self.admit(principal, planned.limits.as_ref())?;
+        let permit = self.admit(principal, planned.limits.as_ref()).await?;
         self.start(planned, query_id, principal, permit).await
     }
 
     /// Counts one query of `principal` against its concurrency and rate
     /// limits (nothing for unrestricted principals); the permit holds a
     /// slot until dropped.
-    fn admit(
+    async fn admit(
         &self,
         principal: &Principal,
         limits: Option<&Limits>,
-    ) -> Result<Option<OwnedSemaphorePermit>, QueryError> {
-        limits
-            .map(|limits| {
-                self.admission.admit(
-                    &principal.label(),
-                    limits.max_concurrent.unwrap_or(u32::MAX >> 3),
-                    limits.per_minute.unwrap_or(u32::MAX >> 3),
-                )
-            })
-            .transpose()
+    ) -> Result<Option<Admitted>, QueryError> {
+        let Some(limits) = limits else {
+            return Ok(None);
+        };
+        self.admission
+            .admit(
+                &principal.label(),
+                limits.max_concurrent.unwrap_or(u32::MAX >> 3),
+                limits.per_minute.unwrap_or(u32::MAX >> 3),
+            )
+            .await
+            .map(Some)
+    }
+
+    /// Counts agents' limits across the nodes sharing `limits` too (a
+    /// cluster); set before serving.
+    pub fn share_limits(&mut self, limits: Arc<dyn crate::meta::SharedLimits>, node: String) {
+        self.admission = admission::Admission::shared(limits, node);
     }
 
     /// Starts an admitted query (`permit` is held by the stream).
@@ -336,7 +344,7 @@ impl QueryEngine {
         planned: PlannedQuery,
         query_id: &str,
         principal: &Principal,
-        permit: Option<OwnedSemaphorePermit>,
+        permit: Option<Admitted>,
     ) -> Result<QueryStream, QueryError> {
         let limits = planned.limits.unwrap_or_default();
         let timeout = match limits.timeout_s {

@@ -255,7 +255,10 @@ impl QueryEngine {
         // not, however many queries it runs: they go without admission of
         // their own.
         let _permit = match admit {
-            Admit::Yes => self.admit(principal, self.session(principal).limits.as_ref())?,
+            Admit::Yes => {
+                self.admit(principal, self.session(principal).limits.as_ref())
+                    .await?
+            }
             Admit::No => None,
         };
         let snapshot = self.replica.tables();

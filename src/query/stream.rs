@@ -18,7 +18,6 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::execution::SendableRecordBatchStream;
 use futures::{FutureExt, Stream, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::QueryError;
@@ -197,7 +196,7 @@ pub(crate) struct Guards {
     /// Rows returned at most; the plan yields one more so a cut is visible.
     pub max_rows: Option<u64>,
     /// Counts the query against its principal's concurrency while it lives.
-    pub permit: Option<OwnedSemaphorePermit>,
+    pub permit: Option<super::admission::Admitted>,
     /// Where the stream counts what it hands out.
     pub progress: Progress,
 }
@@ -224,7 +223,7 @@ pub struct QueryStream {
     /// Columns the plan reads from storage.
     columns: Vec<String>,
     _registration: Registration,
-    _permit: Option<OwnedSemaphorePermit>,
+    _permit: Option<super::admission::Admitted>,
 }
 
 impl QueryStream {

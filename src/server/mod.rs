@@ -293,7 +293,8 @@ impl App {
             &config.object_store,
         )
         .await?;
-        let query = Arc::new(QueryEngine::new(
+        let node = node_name(&config);
+        let mut query = QueryEngine::new(
             Arc::clone(&replica),
             Arc::clone(&grants),
             config.query.clone(),
@@ -301,11 +302,14 @@ impl App {
             vec![(AuditLog::table_name(), audit.table())],
             vec![Arc::new(ArtifactTables(Arc::clone(&artifacts)))],
             &data_dir.join("tmp").join("datafusion"),
-        )?);
+        )?;
+        if let Some(limits) = meta.shared_limits() {
+            query.share_limits(limits, node.clone());
+        }
+        let query = Arc::new(query);
         let store_url = url::Url::parse(artifacts::STORE_URL)
             .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
         query.register_object_store(&store_url, artifacts.store());
-        let node = node_name(&config);
         let tool_jobs = JobStore::open(meta.clone(), node.clone()).await?;
         let meta_for_context = meta.clone();
         let snowflake =

@@ -126,6 +126,7 @@ def test_a_second_node_serves_what_the_first_stored(airlock_bin, postgres, s3, t
 
 import io
 import json
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -287,6 +288,34 @@ def test_a_revocation_and_a_grant_change_reach_every_node_within_the_bound(clust
         _, took = wait_until("revocation", refused, seconds=BOUND_SECONDS)
         revoke_seconds.append(took)
     timings(grant_change_seconds=max(grant_seconds), revocation_seconds=max(revoke_seconds))
+
+
+def test_an_agents_max_concurrent_holds_across_nodes(cluster):
+    first, second = cluster.nodes[0], cluster.nodes[1]
+    client, admin = cluster.admin(first)
+    call(client, admin, "grant.set", {"swarm": "busy", "tables": {"sales.orders": {}},
+                                      "limits": {"max_concurrent": 1, "timeout_s": 4}})
+    agent = call(client, admin, "token.create", {"kind": "agent", "name": "b1", "swarm": "busy"})
+    outcome = {}
+
+    def slow():
+        try:  # a three-way self-join nothing can shortcut: runs until its 4 s timeout
+            count(first, agent["token"], "SELECT count(*) AS n FROM sales.orders a, sales.orders b, "
+                                         "sales.orders c WHERE a.id + b.id + c.id = -1")
+        except Exception as error:  # noqa: BLE001
+            outcome["slow"] = str(error)
+
+    running = threading.Thread(target=slow)
+    running.start()
+    wait_until("the slow query running on the first node",
+               lambda: call(client, admin, "query.running")["queries"], seconds=20)
+    # The same agent on another node: its one slot is taken.
+    with pytest.raises(Exception, match="already running across the cluster"):
+        count(second, agent["token"])
+    running.join(timeout=60)
+    assert "timeout" in outcome.get("slow", "").lower() or "deadline" in outcome.get("slow", "").lower(), outcome
+    # The slot came back when the query ended.
+    wait_until("the slot given back", lambda: count(second, agent["token"]) > 0, seconds=BOUND_SECONDS)
 
 
 def test_killing_the_writer_hands_over_and_nothing_committed_is_lost(cluster, s3):

@@ -291,3 +291,64 @@ async fn one_node_writes_at_a_time_and_a_replaced_writer_is_fenced() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn an_agents_slots_and_starts_are_counted_across_nodes() {
+    let postgres = TestPostgres::start();
+    let one = PgMetaStore::open(&postgres.url()).await.unwrap();
+    let two = PgMetaStore::open(&postgres.url()).await.unwrap();
+    let (one, two) = (one.shared_limits().unwrap(), two.shared_limits().unwrap());
+    let ttl = Duration::from_secs(30);
+    let first = one
+        .acquire_slot("a1", 2, "one", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    let _second = two
+        .acquire_slot("a1", 2, "two", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(two.acquire_slot("a1", 2, "two", ttl).await.unwrap(), None);
+    assert_eq!(one.acquire_slot("a1", 2, "one", ttl).await.unwrap(), None);
+    // Another agent has its own slots.
+    assert!(
+        one.acquire_slot("a2", 2, "one", ttl)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    one.release_slot(&first).await.unwrap();
+    assert!(
+        two.acquire_slot("a1", 2, "two", ttl)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    // A node that dies stops renewing: its slots free up when they expire.
+    let short = Duration::from_millis(500);
+    let lost = one
+        .acquire_slot("a3", 1, "one", short)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(two.acquire_slot("a3", 1, "two", ttl).await.unwrap(), None);
+    one.renew_slots(std::slice::from_ref(&lost), short)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        two.acquire_slot("a3", 1, "two", ttl)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // 10 a minute: two nodes drawing chunks of 5 empty the bucket.
+    assert_eq!(one.take_budget("a1", 10, 5).await.unwrap(), 5);
+    assert_eq!(two.take_budget("a1", 10, 5).await.unwrap(), 5);
+    assert_eq!(one.take_budget("a1", 10, 5).await.unwrap(), 0);
+    // It refills at 10 a minute: one start after six seconds.
+    tokio::time::sleep(Duration::from_millis(6100)).await;
+    assert_eq!(two.take_budget("a1", 10, 5).await.unwrap(), 1);
+}
