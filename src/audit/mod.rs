@@ -12,9 +12,14 @@
 //! action bodies pass through [`crate::redact::json_body`] first.
 
 mod handle;
+mod postgres;
+mod postgres_table;
+#[cfg(test)]
+mod postgres_tests;
 mod stream;
 
 pub use handle::{AuditHandle, Outcome};
+pub use postgres_table::AuditTable;
 pub use stream::AuditedStream;
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError, sync_channel};
@@ -134,11 +139,63 @@ enum Message {
     Flush(SyncSender<()>),
 }
 
+/// Where the writer puts records.
+enum Sink {
+    /// The node's replica database.
+    Replica(Connection),
+    /// Postgres shared by a cluster's nodes.
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        runtime: tokio::runtime::Handle,
+        node: String,
+        /// Days whose partition exists.
+        partitions: std::collections::BTreeSet<chrono::NaiveDate>,
+    },
+}
+
+impl Sink {
+    fn insert(&mut self, records: &[AuditRecord]) -> Result<(), String> {
+        match self {
+            Sink::Replica(conn) => insert(conn, records).map_err(|e| e.to_string()),
+            Sink::Postgres {
+                pool,
+                runtime,
+                node,
+                partitions,
+            } => runtime.block_on(postgres::insert(pool, node, records, partitions)),
+        }
+    }
+
+    fn purge(&self, retention: Duration) {
+        match self {
+            Sink::Replica(conn) => purge(conn, retention),
+            Sink::Postgres { pool, runtime, .. } => {
+                match runtime.block_on(postgres::purge(pool, retention)) {
+                    Ok(0) => {}
+                    Ok(n) => {
+                        tracing::info!(partitions = n, "dropped audit partitions past retention")
+                    }
+                    Err(e) => tracing::warn!(error = %e, "dropping old audit partitions failed"),
+                }
+            }
+        }
+    }
+}
+
+/// Where admins read the trail: the replica's table, or Postgres.
+#[derive(Debug, Clone)]
+pub enum AuditSource {
+    /// The hidden table of this node's replica.
+    Replica(TableInfo),
+    /// The cluster's shared table.
+    Postgres(std::sync::Arc<AuditTable>),
+}
+
 /// The audit trail's writer and the table admins query.
 pub struct AuditLog {
     sender: Mutex<Option<SyncSender<Message>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
-    table: TableInfo,
+    source: AuditSource,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -154,18 +211,44 @@ impl AuditLog {
     pub fn open(replica: &Replica, retention: Duration) -> Result<Arc<Self>, ReplicaError> {
         let table = replica.system_table(Self::table_name(), STORED_AS, DDL)?;
         let conn = replica.connect()?;
+        Self::start(Sink::Replica(conn), retention, AuditSource::Replica(table)).map_err(|e| {
+            ReplicaError::DuckDb {
+                context: "start the audit writer thread".into(),
+                source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
+            }
+        })
+    }
+
+    /// The trail of a cluster, in the Postgres its nodes share: records
+    /// carry this node's name, and every node reads all of them.
+    pub async fn open_shared(
+        pool: deadpool_postgres::Pool,
+        node: String,
+        retention: Duration,
+    ) -> Result<Arc<Self>, crate::meta::MetaError> {
+        postgres::create(&pool)
+            .await
+            .map_err(crate::meta::MetaError::Postgres)?;
+        let table = Arc::new(AuditTable::new(pool.clone()));
+        let sink = Sink::Postgres {
+            pool,
+            runtime: tokio::runtime::Handle::current(),
+            node,
+            partitions: Default::default(),
+        };
+        Self::start(sink, retention, AuditSource::Postgres(table))
+            .map_err(|e| crate::meta::MetaError::Postgres(format!("start the audit writer: {e}")))
+    }
+
+    fn start(sink: Sink, retention: Duration, source: AuditSource) -> std::io::Result<Arc<Self>> {
         let (sender, receiver) = sync_channel(QUEUE);
         let writer = std::thread::Builder::new()
             .name("airlock-audit".into())
-            .spawn(move || write_records(&conn, &receiver, retention))
-            .map_err(|e| ReplicaError::DuckDb {
-                context: "start the audit writer thread".into(),
-                source: duckdb::Error::ToSqlConversionFailure(Box::new(e)),
-            })?;
+            .spawn(move || write_records(sink, &receiver, retention))?;
         Ok(Arc::new(Self {
             sender: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
-            table,
+            source,
         }))
     }
 
@@ -174,9 +257,9 @@ impl AuditLog {
         TableName::builtin(AUDIT_SCHEMA, "audit")
     }
 
-    /// The stored table, for the admin catalog.
-    pub fn table(&self) -> TableInfo {
-        self.table.clone()
+    /// Where admins read the trail, for the admin catalog.
+    pub fn source(&self) -> AuditSource {
+        self.source.clone()
     }
 
     /// Queues a record for writing. Never blocks a request: if the writer
@@ -231,13 +314,13 @@ impl Drop for AuditLog {
 
 /// The writer thread: batches records into insert transactions until the
 /// sender is dropped, purging old records hourly.
-fn write_records(conn: &Connection, receiver: &Receiver<Message>, retention: Duration) {
+fn write_records(mut sink: Sink, receiver: &Receiver<Message>, retention: Duration) {
     let mut pending: Vec<AuditRecord> = Vec::new();
     let mut waiting: Vec<SyncSender<()>> = Vec::new();
     let mut last_purge: Option<Instant> = None;
     loop {
         if last_purge.is_none_or(|t| t.elapsed() >= PURGE_EVERY) {
-            purge(conn, retention);
+            sink.purge(retention);
             last_purge = Some(Instant::now());
         }
         let stop = match receiver.recv_timeout(FLUSH_EVERY) {
@@ -279,7 +362,7 @@ fn write_records(conn: &Connection, receiver: &Receiver<Message>, retention: Dur
             }
         }
         if !pending.is_empty() {
-            match insert(conn, &pending) {
+            match sink.insert(&pending) {
                 Ok(()) => {
                     let now = Utc::now();
                     for record in &pending {

@@ -299,6 +299,11 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
         None
     }
+    /// The Postgres pool of a store several nodes share, for modules that
+    /// keep tables of their own beside it (the audit trail).
+    fn postgres(&self) -> Option<deadpool_postgres::Pool> {
+        None
+    }
 }
 
 /// A record and the version it was read at.
@@ -456,6 +461,11 @@ impl Meta {
     /// Campaigns for this node to be the writer; see [`MetaStore::campaign`].
     pub fn campaign(&self, node: &str) -> tokio::sync::watch::Receiver<Option<u64>> {
         self.store.campaign(node)
+    }
+
+    /// The Postgres pool of a shared store, if this is one.
+    pub fn postgres(&self) -> Option<deadpool_postgres::Pool> {
+        self.store.postgres()
     }
 
     /// Per-agent limits shared with the other nodes, if any.

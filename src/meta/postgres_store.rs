@@ -421,6 +421,10 @@ impl MetaStore for PgMetaStore {
         receiver
     }
 
+    fn postgres(&self) -> Option<deadpool_postgres::Pool> {
+        Some(self.pool.clone())
+    }
+
     fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {
         Some(Arc::new(postgres_limits::PgLimits {
             pool: self.pool.clone(),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::actions::Actions;
-use crate::audit::AuditLog;
+use crate::audit::{AuditLog, AuditSource, AuditTable};
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
@@ -285,7 +285,16 @@ impl App {
         ));
         let replica = Replica::open(&data_dir, &config.duckdb)?;
         let grants = Arc::new(GrantStore::open(meta.clone(), config.grants.clone()).await?);
-        let audit = AuditLog::open(&replica, config.audit.retention)?;
+        let node = node_name(&config);
+        // A cluster's nodes keep one trail, in their Postgres.
+        let audit = match meta.postgres() {
+            Some(pool) => AuditLog::open_shared(pool, node.clone(), config.audit.retention).await?,
+            None => AuditLog::open(&replica, config.audit.retention)?,
+        };
+        let (system_tables, audit_table) = match audit.source() {
+            AuditSource::Replica(table) => (vec![(AuditLog::table_name(), table)], None),
+            AuditSource::Postgres(table) => (vec![], Some(table)),
+        };
         let artifacts = ArtifactService::open(
             meta.clone(),
             &data_dir,
@@ -293,13 +302,12 @@ impl App {
             &config.object_store,
         )
         .await?;
-        let node = node_name(&config);
         let mut query = QueryEngine::new(
             Arc::clone(&replica),
             Arc::clone(&grants),
             config.query.clone(),
             config.limits,
-            vec![(AuditLog::table_name(), audit.table())],
+            system_tables,
             vec![Arc::new(ArtifactTables(Arc::clone(&artifacts)))],
             &data_dir.join("tmp").join("datafusion"),
         )?;
@@ -307,6 +315,9 @@ impl App {
             query.share_limits(limits, node.clone());
         }
         let query = Arc::new(query);
+        if let Some(table) = audit_table {
+            query.add_extra_tables(Arc::new(SharedAudit(table)));
+        }
         let store_url = url::Url::parse(artifacts::STORE_URL)
             .map_err(|e| ServerError::Config(format!("artifact store URL: {e}")))?;
         query.register_object_store(&store_url, artifacts.store());
@@ -530,6 +541,36 @@ async fn remove_expired_artifacts(artifacts: Arc<ArtifactService>) {
             Ok(n) => tracing::info!(removed = n, "removed expired artifacts"),
             Err(e) => tracing::warn!(error = %e, "removing expired artifacts failed"),
         }
+    }
+}
+
+/// `airlock.audit` of a cluster, read from Postgres: for admins only, as
+/// on a single node.
+#[derive(Debug)]
+struct SharedAudit(Arc<AuditTable>);
+
+impl crate::query::ExtraTables for SharedAudit {
+    fn version(&self) -> u64 {
+        0
+    }
+
+    fn tables_for(
+        &self,
+        principal: &crate::principal::Principal,
+    ) -> Vec<(
+        crate::table_name::TableName,
+        datafusion::arrow::datatypes::SchemaRef,
+        Arc<dyn datafusion::datasource::TableProvider>,
+    )> {
+        if !principal.is_admin() {
+            return vec![];
+        }
+        let table = Arc::clone(&self.0);
+        vec![(
+            AuditLog::table_name(),
+            datafusion::datasource::TableProvider::schema(table.as_ref()),
+            table,
+        )]
     }
 }
 

@@ -359,3 +359,30 @@ def test_killing_the_writer_hands_over_and_nothing_committed_is_lost(cluster, s3
     for node in cluster.nodes:
         wait_until("every node at the last epoch", lambda node=node: count(node, agent["token"]) == 3 * ORDERS,
                    seconds=30, every=0.2)
+
+
+def test_every_nodes_audit_records_are_queried_on_any_node(cluster):
+    names = {readiness(node)["node"] for node in cluster.nodes}
+    for node in cluster.nodes:
+        client, admin = cluster.admin(node)
+        call(client, admin, "whoami")
+    node = cluster.nodes[-1]
+    auth = {DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {admin_token(cluster, node)}"}
+
+    def nodes_seen():
+        with flightsql.connect(node.uri, db_kwargs=auth, autocommit=True) as conn, conn.cursor() as cur:
+            cur.execute("SELECT node, count(*) AS n FROM airlock.audit WHERE request = 'DoAction whoami' "
+                        "GROUP BY node")
+            return {row["node"] for row in cur.fetch_arrow_table().to_pylist()} >= names
+    wait_until("every node's whoami in the trail", nodes_seen, seconds=BOUND_SECONDS, every=0.2)
+    # Agents never see the trail, on any node.
+    client, admin = cluster.admin(node)
+    agent = call(client, admin, "token.create", {"kind": "agent", "name": "nosy", "swarm": "ops"})
+    with pytest.raises(Exception, match="airlock.audit. does not exist or is not visible to you"):
+        count(node, agent["token"], "SELECT count(*) AS n FROM airlock.audit")
+
+
+def admin_token(cluster, node):
+    client = node.flight_client()
+    header = client.authenticate_basic_token("admin", PASSWORD)
+    return header[1].decode().removeprefix("Bearer ")
