@@ -68,6 +68,7 @@ pub(crate) fn auth(error: AuthError) -> Status {
         AuthError::NotFound(_) => Code::NotFound,
         AuthError::Meta(e) => return meta(e),
         AuthError::Internal(_) => Code::Internal,
+        AuthError::Unconfirmed { .. } => Code::Unavailable,
     };
     status(code, error.to_string())
 }

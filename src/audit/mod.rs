@@ -73,6 +73,9 @@ const BATCH: usize = 2_000;
 /// How long a record may wait in the queue before it is written.
 const FLUSH_EVERY: Duration = Duration::from_millis(200);
 
+/// How long the writer waits before trying a shared store again.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// How often old records are deleted.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -164,6 +167,12 @@ impl Sink {
                 partitions,
             } => runtime.block_on(postgres::insert(pool, node, records, partitions)),
         }
+    }
+
+    /// Whether a failed write is worth trying again (a store across the
+    /// network comes back; the local file does not fail that way).
+    fn retries(&self) -> bool {
+        matches!(self, Sink::Postgres { .. })
     }
 
     fn purge(&self, retention: Duration) {
@@ -361,6 +370,7 @@ fn write_records(mut sink: Sink, receiver: &Receiver<Message>, retention: Durati
                 Err(_) => break,
             }
         }
+        let mut keep = false;
         if !pending.is_empty() {
             match sink.insert(&pending) {
                 Ok(()) => {
@@ -371,11 +381,21 @@ fn write_records(mut sink: Sink, receiver: &Receiver<Message>, retention: Durati
                         crate::telemetry::audit_written((now - ended).to_std().unwrap_or_default());
                     }
                 }
+                Err(e) if sink.retries() && !stop && pending.len() < QUEUE => {
+                    // Postgres away (a restart, a failover): keep the
+                    // records and try again, rather than lose them.
+                    tracing::warn!(error = %e, records = pending.len(), "writing audit records failed; retrying");
+                    std::thread::sleep(RETRY_AFTER);
+                    keep = true;
+                }
                 Err(e) => {
+                    crate::telemetry::audit_dropped();
                     tracing::error!(error = %e, records = pending.len(), "writing audit records failed");
                 }
             }
-            pending.clear();
+            if !keep {
+                pending.clear();
+            }
         }
         for done in waiting.drain(..) {
             let _ = done.send(());

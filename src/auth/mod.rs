@@ -75,6 +75,16 @@ pub enum AuthError {
     /// Storage failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
+    /// This node may have missed revocations: it has not heard the
+    /// cluster's change feed for a while.
+    #[error(
+        "this node has been cut off from the cluster's change feed for {seconds} s and cannot \
+         confirm that the token is still valid; retry on another node"
+    )]
+    Unconfirmed {
+        /// Seconds since the feed was lost.
+        seconds: u64,
+    },
     /// A bug or environment problem.
     #[error("internal authentication error: {0}")]
     Internal(String),

@@ -22,6 +22,9 @@ use crate::principal::{Principal, TokenKind};
 const ISSUER: &str = "airlock";
 const SECRET_FILE: &str = "jwt.key";
 const MIN_SECRET_LEN: usize = 32;
+/// How long a node may miss the cluster's change feed and still accept
+/// tokens (a revocation may be among what it missed).
+const MAX_FEED_LAG: Duration = Duration::from_secs(5);
 
 /// The durable record of an issued token. The token text itself is never
 /// stored: whoever holds it proves possession by its signature.
@@ -187,6 +190,15 @@ impl TokenService {
     /// ago) is read from the store, once the signature has proved that
     /// airlock issued the token.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        // A node cut off from the cluster's changes may hold a revoked
+        // token as valid: past a short outage it refuses rather than guess.
+        if let Some(lag) = self.meta.feed_lag()
+            && lag > MAX_FEED_LAG
+        {
+            return Err(AuthError::Unconfirmed {
+                seconds: lag.as_secs(),
+            });
+        }
         let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -409,6 +421,74 @@ mod tests {
             nodes[1].verify(&issued.token).await,
             Err(AuthError::Revoked)
         ));
+    }
+
+    /// A node's store that has not heard the cluster's feed for a while.
+    #[derive(Debug)]
+    struct CutOff(Arc<DuckDbMetaStore>);
+
+    #[async_trait::async_trait]
+    impl crate::meta::MetaStore for CutOff {
+        async fn put_raw(
+            &self,
+            collection: Collection,
+            key: &str,
+            doc: String,
+            labels: crate::meta::Labels,
+            expect: crate::meta::Expect,
+        ) -> Result<u64, MetaError> {
+            self.0.put_raw(collection, key, doc, labels, expect).await
+        }
+        async fn get_raw(
+            &self,
+            collection: Collection,
+            key: &str,
+        ) -> Result<Option<crate::meta::RawDoc>, MetaError> {
+            self.0.get_raw(collection, key).await
+        }
+        async fn delete(&self, collection: Collection, key: &str) -> Result<bool, MetaError> {
+            self.0.delete(collection, key).await
+        }
+        async fn list_raw(
+            &self,
+            collection: Collection,
+            query: &crate::meta::ListQuery,
+        ) -> Result<Vec<crate::meta::RawDoc>, MetaError> {
+            self.0.list_raw(collection, query).await
+        }
+        fn fenced(self: Arc<Self>, _term: u64) -> Arc<dyn crate::meta::MetaStore> {
+            self
+        }
+        fn feed_lag(&self) -> Option<Duration> {
+            Some(Duration::from_secs(12))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_cut_off_from_the_feed_refuses_tokens_it_cannot_confirm() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(DuckDbMetaStore::open(dir.path()).unwrap());
+        let current = TokenService::open(
+            Meta::new(Arc::clone(&store) as Arc<dyn crate::meta::MetaStore>),
+            dir.path(),
+            None,
+        )
+        .await
+        .unwrap();
+        let issued = current
+            .issue(swarm("emea", Duration::from_secs(3600)))
+            .await
+            .unwrap();
+        assert!(current.verify(&issued.token).await.is_ok());
+        let cut_off = TokenService::open(Meta::new(Arc::new(CutOff(store))), dir.path(), None)
+            .await
+            .unwrap();
+        let refused = cut_off.verify(&issued.token).await.unwrap_err();
+        assert!(
+            matches!(refused, AuthError::Unconfirmed { seconds: 12 }),
+            "{refused}"
+        );
+        assert!(refused.to_string().contains("retry on another node"));
     }
 
     #[tokio::test]

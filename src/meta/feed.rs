@@ -51,6 +51,7 @@ const RETRY: Duration = Duration::from_secs(1);
 pub fn follow(
     mut changes: broadcast::Receiver<Change>,
     caches: Vec<Weak<dyn Cache>>,
+    current: impl Fn(std::time::Instant) + Send + 'static,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         loop {
@@ -69,8 +70,12 @@ pub fn follow(
             if live.is_empty() {
                 return;
             }
+            let started = std::time::Instant::now();
             for cache in live {
                 apply(cache.as_ref(), &change).await;
+            }
+            if change == Change::Everything {
+                current(started);
             }
         }
     })
@@ -147,7 +152,11 @@ mod tests {
         let (sender, receiver) = broadcast::channel(16);
         let cache = Arc::new(Recorder::default());
         let weak = Arc::downgrade(&cache) as Weak<dyn Cache>;
-        let task = follow(receiver, vec![weak]);
+        let reloads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = Arc::clone(&reloads);
+        let task = follow(receiver, vec![weak], move |_| {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        });
         let doc = |collection, key: &str| Change::Document {
             collection,
             key: Some(key.to_string()),
@@ -172,13 +181,15 @@ mod tests {
                 (Collection::Grants, None),
             ]
         );
+        // Only the reload of everything makes the caches current again.
+        assert_eq!(reloads.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
     async fn following_ends_when_every_cache_is_gone() {
         let (sender, receiver) = broadcast::channel(16);
         let cache: Arc<dyn Cache> = Arc::new(Recorder::default());
-        let task = follow(receiver, vec![Arc::downgrade(&cache)]);
+        let task = follow(receiver, vec![Arc::downgrade(&cache)], |_| {});
         drop(cache);
         sender.send(Change::Everything).unwrap();
         tokio::time::timeout(Duration::from_secs(10), task)

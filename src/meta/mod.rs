@@ -304,6 +304,15 @@ pub trait MetaStore: Send + Sync + std::fmt::Debug {
     fn postgres(&self) -> Option<deadpool_postgres::Pool> {
         None
     }
+    /// How long this node's caches may have been missing changes (its
+    /// feed lost, and the reload after it not finished); none while they
+    /// are current, and always for a store only this process writes.
+    fn feed_lag(&self) -> Option<std::time::Duration> {
+        None
+    }
+    /// The caches reloaded everything, as of `started`: changes lost
+    /// before then are in them.
+    fn caches_current(&self, _started: std::time::Instant) {}
 }
 
 /// A record and the version it was read at.
@@ -489,9 +498,20 @@ impl Meta {
         &self,
         caches: Vec<std::sync::Weak<dyn Cache>>,
     ) -> Option<tokio::task::JoinHandle<()>> {
+        let store = Arc::downgrade(&self.store);
+        let current = move |started| {
+            if let Some(store) = store.upgrade() {
+                store.caches_current(started);
+            }
+        };
         self.store
             .subscribe()
-            .map(|changes| follow(changes, caches))
+            .map(|changes| follow(changes, caches, current))
+    }
+
+    /// See [`MetaStore::feed_lag`].
+    pub fn feed_lag(&self) -> Option<std::time::Duration> {
+        self.store.feed_lag()
     }
 }
 

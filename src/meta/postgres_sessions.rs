@@ -96,17 +96,51 @@ impl Session {
     }
 }
 
+/// Since when this node's caches may be missing changes.
+#[derive(Debug, Default)]
+pub(super) struct FeedHealth {
+    lost_since: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+impl FeedHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<std::time::Instant>> {
+        self.lost_since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The feed's session was lost (or never came).
+    fn lost(&self) {
+        self.lock().get_or_insert_with(std::time::Instant::now);
+    }
+
+    /// The caches reloaded everything from `started` on: a loss before
+    /// then is made good (a loss since is not).
+    pub(super) fn current(&self, started: std::time::Instant) {
+        let mut lost = self.lock();
+        if lost.is_some_and(|since| since <= started) {
+            *lost = None;
+        }
+    }
+
+    pub(super) fn lag(&self) -> Option<Duration> {
+        self.lock().map(|since| since.elapsed())
+    }
+}
+
 /// Listens for changes until the task is aborted, reconnecting with
 /// backoff; sends [`Change::Everything`] after each (re)connection.
 pub(super) async fn listen(
     config: tokio_postgres::Config,
     tls: MakeRustlsConnect,
     changes: broadcast::Sender<Change>,
+    health: std::sync::Arc<FeedHealth>,
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
         match Session::connect(&config, &tls, FEED_NAME).await {
-            Err(e) => tracing::warn!(error = %e, "cannot reach Postgres for the metadata feed"),
+            Err(e) => {
+                health.lost();
+                tracing::warn!(error = %e, "cannot reach Postgres for the metadata feed");
+            }
             Ok(mut session) => {
                 // LISTEN before reloading: a change committed between the
                 // two is then announced rather than missed.
@@ -115,11 +149,15 @@ pub(super) async fn listen(
                     .batch_execute(&format!("LISTEN {CHANNEL}"))
                     .await
                 {
-                    Err(e) => tracing::warn!(error = %e, "LISTEN failed"),
+                    Err(e) => {
+                        health.lost();
+                        tracing::warn!(error = %e, "LISTEN failed");
+                    }
                     Ok(()) => {
                         backoff = Duration::from_millis(200);
                         let _ = changes.send(Change::Everything);
                         follow_session(&mut session, &changes).await;
+                        health.lost();
                         tracing::warn!("the metadata feed was interrupted; reconnecting");
                     }
                 }
@@ -271,6 +309,20 @@ fn parse(payload: &str) -> Option<Change> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_feed_counts_until_a_reload_that_started_after_it() {
+        let health = FeedHealth::default();
+        assert_eq!(health.lag(), None);
+        let before = std::time::Instant::now();
+        health.lost();
+        assert!(health.lag().is_some());
+        // A reload that began before the loss may have missed changes.
+        health.current(before - Duration::from_millis(1));
+        assert!(health.lag().is_some());
+        health.current(std::time::Instant::now());
+        assert_eq!(health.lag(), None);
+    }
 
     #[test]
     fn announcements_name_a_document_or_its_whole_collection() {

@@ -85,6 +85,8 @@ pub struct PgMetaStore {
     changes: broadcast::Sender<Change>,
     /// The writer's term every write of this handle must still hold.
     fence: Option<u64>,
+    /// Whether this node's caches may be missing changes.
+    feed: Arc<postgres_sessions::FeedHealth>,
     /// Listens for changes while any clone of the store lives.
     _listener: Arc<AbortOnDropHandle<()>>,
 }
@@ -210,10 +212,12 @@ impl PgMetaStore {
             .build()
             .map_err(pg)?;
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
+        let feed = Arc::new(postgres_sessions::FeedHealth::default());
         let listener = tokio::spawn(postgres_sessions::listen(
             config.clone(),
             tls.clone(),
             changes.clone(),
+            Arc::clone(&feed),
         ));
         let store = Self {
             pool,
@@ -221,6 +225,7 @@ impl PgMetaStore {
             tls,
             changes,
             fence: None,
+            feed,
             _listener: Arc::new(AbortOnDropHandle::new(listener)),
         };
         store.migrate().await?;
@@ -423,6 +428,14 @@ impl MetaStore for PgMetaStore {
 
     fn postgres(&self) -> Option<deadpool_postgres::Pool> {
         Some(self.pool.clone())
+    }
+
+    fn feed_lag(&self) -> Option<Duration> {
+        self.feed.lag()
+    }
+
+    fn caches_current(&self, started: std::time::Instant) {
+        self.feed.current(started);
     }
 
     fn shared_limits(&self) -> Option<Arc<dyn SharedLimits>> {

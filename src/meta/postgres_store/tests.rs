@@ -147,6 +147,10 @@ async fn the_feed_announces_other_nodes_changes_and_its_own_reconnection() {
     })
     .await;
     assert!(reloaded.is_ok(), "no reload after the feed was cut");
+    // Until a follower has reloaded its caches, the node counts as behind.
+    assert!(store.feed_lag().is_some());
+    store.caches_current(std::time::Instant::now());
+    assert_eq!(store.feed_lag(), None);
     other
         .put(Collection::Grants, "apac", &serde_json::json!({}))
         .await
