@@ -44,14 +44,7 @@ const PARTITION_LOCK: i64 = 0x6169_726c_6f63_6b03;
 pub(super) type PgResult<T> = Result<T, String>;
 
 fn text(error: impl std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
+    crate::meta::with_causes(&error)
 }
 
 /// Creates the table if it is missing.

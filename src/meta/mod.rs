@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 pub use duckdb_store::DuckDbMetaStore;
 pub use feed::{Cache, Change, follow};
 pub use limits::SharedLimits;
-pub use postgres_store::{PgMetaStore, parse_url as parse_meta_url};
+pub use postgres_store::{PgMetaStore, parse_url as parse_meta_url, with_causes};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -99,6 +99,12 @@ impl std::fmt::Debug for PgMetaStore {
 
 /// A Postgres failure with its causes ("db error" alone says nothing).
 pub(super) fn pg(error: impl std::error::Error) -> MetaError {
+    MetaError::Postgres(with_causes(&error))
+}
+
+/// An error's message followed by its causes' (tokio-postgres and
+/// deadpool put what went wrong in the causes).
+pub fn with_causes(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -106,7 +112,7 @@ pub(super) fn pg(error: impl std::error::Error) -> MetaError {
         text.push_str(&cause.to_string());
         source = cause.source();
     }
-    MetaError::Postgres(text)
+    text
 }
 
 /// A `postgres://` URL as a connection config, and the CA file its

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Identity, Server, ServerTlsConfig};
 
 use crate::actions::Actions;
-use crate::audit::{AuditLog, AuditSource, AuditTable};
+use crate::audit::{AuditLog, AuditSource};
 use crate::auth::{AdminPassword, AuthError, Authenticator, TokenService};
 use crate::context::{ContextError, ContextService, ContextTables};
 use crate::flight::{AirlockFlightSql, Audited};
@@ -37,8 +37,10 @@ use crate::tools::artifacts::{
     self, ArtifactError, ArtifactService, ArtifactSettings, ArtifactTables,
 };
 
+mod cluster;
 mod stores;
 
+use cluster::{SharedAudit, node_name};
 pub use stores::Secrets;
 use stores::{open_meta, open_snapshots};
 
@@ -542,48 +544,6 @@ async fn remove_expired_artifacts(artifacts: Arc<ArtifactService>) {
             Err(e) => tracing::warn!(error = %e, "removing expired artifacts failed"),
         }
     }
-}
-
-/// `airlock.audit` of a cluster, read from Postgres: for admins only, as
-/// on a single node.
-#[derive(Debug)]
-struct SharedAudit(Arc<AuditTable>);
-
-impl crate::query::ExtraTables for SharedAudit {
-    fn version(&self) -> u64 {
-        0
-    }
-
-    fn tables_for(
-        &self,
-        principal: &crate::principal::Principal,
-    ) -> Vec<(
-        crate::table_name::TableName,
-        datafusion::arrow::datatypes::SchemaRef,
-        Arc<dyn datafusion::datasource::TableProvider>,
-    )> {
-        if !principal.is_admin() {
-            return vec![];
-        }
-        let table = Arc::clone(&self.0);
-        vec![(
-            AuditLog::table_name(),
-            datafusion::datasource::TableProvider::schema(table.as_ref()),
-            table,
-        )]
-    }
-}
-
-/// How this node is named in the jobs it runs and the writer's record:
-/// its host and Flight port.
-fn node_name(settings: &Settings) -> String {
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "airlock".into());
-    format!("{host}:{}", settings.flight_addr.port())
 }
 
 /// The data directory holds secrets and replicas: owner access only.
