@@ -47,16 +47,22 @@ fn text(error: impl std::error::Error) -> String {
     crate::meta::with_causes(&error)
 }
 
-/// Creates the table if it is missing.
-pub(super) async fn create(pool: &Pool) -> PgResult<()> {
-    let mut client = pool.get().await.map_err(text)?;
-    let tx = client.transaction().await.map_err(text)?;
+/// Takes the partition lock for the transaction (nodes create and drop
+/// partitions in turn), without the "already exists" notices.
+async fn lock_partitions(tx: &deadpool_postgres::Transaction<'_>) -> PgResult<()> {
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
         .await
         .map_err(text)?;
     tx.batch_execute("SET LOCAL client_min_messages = warning")
         .await
-        .map_err(text)?;
+        .map_err(text)
+}
+
+/// Creates the table if it is missing.
+pub(super) async fn create(pool: &Pool) -> PgResult<()> {
+    let mut client = pool.get().await.map_err(text)?;
+    let tx = client.transaction().await.map_err(text)?;
+    lock_partitions(&tx).await?;
     tx.batch_execute(SCHEMA).await.map_err(text)?;
     tx.commit().await.map_err(text)
 }
@@ -78,12 +84,7 @@ async fn ensure_partitions(
     }
     let mut client = pool.get().await.map_err(text)?;
     let tx = client.transaction().await.map_err(text)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-        .await
-        .map_err(text)?;
-    tx.batch_execute("SET LOCAL client_min_messages = warning")
-        .await
-        .map_err(text)?;
+    lock_partitions(&tx).await?;
     for day in &missing {
         let next = day.succ_opt().unwrap_or(*day);
         // Dates formatted by chrono, never text from a request.
@@ -181,9 +182,7 @@ pub(super) async fn purge(pool: &Pool, retention: Duration) -> PgResult<usize> {
     let cutoff = (Utc::now() - retention).date_naive();
     let mut client = pool.get().await.map_err(text)?;
     let tx = client.transaction().await.map_err(text)?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&PARTITION_LOCK])
-        .await
-        .map_err(text)?;
+    lock_partitions(&tx).await?;
     let partitions = tx
         .query(
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \

@@ -64,32 +64,25 @@ impl SyncService {
             return Ok((waiting, false));
         }
         let mut job = SyncJob::new(name.clone(), registration.strategy, trigger, attempt);
-        match self.writer() {
-            Some((_, writer)) => {
-                job.node = Some(self.node.clone());
-                writer
-                    .put_if(
-                        Collection::Jobs,
-                        &job.job_id,
-                        &job,
-                        job.labels(),
-                        Expect::Absent,
-                    )
-                    .await?;
-                self.launch(job.clone(), writer);
-            }
-            // Queued for the writer to claim.
-            None => {
-                self.meta
-                    .put_if(
-                        Collection::Jobs,
-                        &job.job_id,
-                        &job,
-                        job.labels(),
-                        Expect::Absent,
-                    )
-                    .await?;
-            }
+        // On the writer the job runs here; elsewhere it waits, unclaimed,
+        // for the writer to claim it.
+        let writer = self.writer().map(|(_, writer)| writer);
+        if writer.is_some() {
+            job.node = Some(self.node.clone());
+        }
+        writer
+            .as_ref()
+            .unwrap_or(&self.meta)
+            .put_if(
+                Collection::Jobs,
+                &job.job_id,
+                &job,
+                job.labels(),
+                Expect::Absent,
+            )
+            .await?;
+        if let Some(writer) = writer {
+            self.launch(job.clone(), writer);
         }
         registration.last_job_id = Some(job.job_id.clone());
         self.meta
