@@ -11,7 +11,10 @@ Workloads (TPC-H SF1 Parquet, generated once under bench-data/):
               writer syncs lineitem, publishes it, and each reader loads it;
               the time from the job's end (commit and publish) to each
               reader serving the epoch, and the sync itself beside the same
-              sync on a single node (the publishing cost).
+              sync on a single node (the publishing cost). Then an append
+              of 1 % more rows (lineitem is registered `append` on
+              l_orderkey): the writer publishes only those rows (a delta),
+              so sync and visibility follow the rows read, not the table.
 
 Postgres comes from Debian's packages (a throwaway cluster under a temp
 dir), the artifact store from moto's S3 server. Three nodes on one 2-core
@@ -34,6 +37,9 @@ from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 import boto3
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
+import pyarrow.parquet as pq
 from adbc_driver_flightsql import DatabaseOptions
 
 from tpch import Airlock, free_port, generate
@@ -113,12 +119,26 @@ def wait_job(node, job_id):
         time.sleep(0.05)
 
 
-def load(node, name, files):
-    node.action("table.register", {"name": name, "source": f"file://{files}/*.parquet"})
+def load(node, name, files, **registration):
+    node.action("table.register", {"name": name, "source": f"file://{files}/*.parquet", **registration})
+    return sync(node, name)
+
+
+def sync(node, name):
     started = time.perf_counter()
     job = node.action("sync.start", {"table": name})["job_id"]
     status = wait_job(node, job)
     return time.perf_counter() - started, status
+
+
+def wait_readers(readers, name, status):
+    """Seconds from now (the job's end) until every reader serves its epoch."""
+    finished = time.time()
+    seen = []
+    for reader in readers:
+        reader.action("sync.wait_epoch", {"table": name, "epoch": status["epoch"], "timeout_ms": 300000})
+        seen.append(time.time() - finished)
+    return seen
 
 
 def agent(node):
@@ -200,15 +220,28 @@ def visibility(binary, data, root, pg, config):
         roles = [json.loads(urlopen(f"{n.http_url}/readyz"))["role"] for n in nodes]
         writer = nodes[roles.index("writer")]
         readers = [n for n in nodes if n is not writer]
-        seconds, status = load(writer, "tpch.lineitem", data / "lineitem")
-        finished = time.time()
-        epoch = status["epoch"]
-        seen = []
-        for reader in readers:
-            reader.action("sync.wait_epoch", {"table": "tpch.lineitem", "epoch": epoch, "timeout_ms": 300000})
-            seen.append(time.time() - finished)
-        return {"rows": status["table_rows"], "sync_seconds": seconds, "epoch": epoch,
-                "visible_on_all_readers_seconds": max(seen), "per_reader_seconds": seen}
+        # The source directory the append below adds a file to.
+        source = root / "lineitem-source"
+        source.mkdir(exist_ok=True)
+        for file in sorted((data / "lineitem").glob("*.parquet")):
+            (source / file.name).symlink_to(file)
+        seconds, status = load(writer, "tpch.lineitem", source, strategy="append", cursor="l_orderkey")
+        seen = wait_readers(readers, "tpch.lineitem", status)
+        result = {"rows": status["table_rows"], "sync_seconds": seconds, "epoch": status["epoch"],
+                  "published": status["published"], "visible_on_all_readers_seconds": max(seen),
+                  "per_reader_seconds": seen}
+        # 1 % more rows, past the watermark: published as a delta.
+        first = pq.read_table(sorted(source.glob("*.parquet"))[0])
+        extra = first.slice(0, status["table_rows"] // 100)
+        top = status["watermark_after"]
+        keys = pa.compute.add(extra.column("l_orderkey"), pa.scalar(int(top), extra.schema.field("l_orderkey").type))
+        pq.write_table(extra.set_column(extra.schema.get_field_index("l_orderkey"), "l_orderkey", keys),
+                       source / "zz-append.parquet")
+        seconds, status = sync(writer, "tpch.lineitem")
+        seen = wait_readers(readers, "tpch.lineitem", status)
+        result["append"] = {"rows": status["rows"], "table_rows": status["table_rows"], "sync_seconds": seconds,
+                            "published": status["published"], "visible_on_all_readers_seconds": max(seen)}
+        return result
     finally:
         for node in nodes:
             node.stop()
@@ -252,6 +285,10 @@ def main():
         print(f"  lineitem {v['rows']:,} rows: sync + publish {v['sync_seconds']:.1f} s (one node without "
               f"publishing: {v['single_node_sync_seconds']:.1f} s); on every reader "
               f"{v['visible_on_all_readers_seconds']:.1f} s after", flush=True)
+        a = v["append"]
+        print(f"  append of {a['rows']:,} rows: sync + publish {a['sync_seconds']:.2f} s, published "
+              f"{a['published']['kind']} of {a['published']['rows']:,} rows; on every reader "
+              f"{a['visible_on_all_readers_seconds']:.2f} s after", flush=True)
         o = report["overhead"]
         print(f"  lookup median ratio (postgres / embedded) {o['lookup_median_ratio']:.2f}, "
               f"mixed throughput ratio {o['mixed_qps_ratio']:.2f}", flush=True)

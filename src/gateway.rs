@@ -7,9 +7,11 @@
 //! Failures come back as the [`Status`] [`crate::status`] classifies; each
 //! front end turns its code into its own protocol's.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
 
 use datafusion::common::ScalarValue;
 use serde_json::Value;
@@ -21,8 +23,13 @@ use crate::auth::{Authenticator, parse_authorization};
 use crate::principal::Principal;
 use crate::query::{PlannedQuery, QueryEngine, QueryStream};
 use crate::status;
+use crate::sync::SyncService;
 use crate::telemetry::RequestLabels;
 use crate::tools::artifacts::ArtifactService;
+
+/// How long redeeming a ticket waits for this node to serve the epochs it
+/// was planned at.
+const EPOCH_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The services a front end reaches through.
 #[derive(Debug, Clone)]
@@ -37,6 +44,8 @@ pub struct Gateway {
     pub artifacts: Arc<ArtifactService>,
     /// Where audit records go.
     pub audit: Arc<AuditLog>,
+    /// Replicas: the epochs this node serves (in a cluster).
+    pub sync: Arc<SyncService>,
 }
 
 impl Gateway {
@@ -103,6 +112,26 @@ impl Gateway {
         let planned = self.query.plan_bound(principal, sql, values).await;
         audit_planned(audit, sql, planned.as_ref().ok());
         planned.map_err(status::query)
+    }
+
+    /// The epochs of the tables `planned` reads, as this node serves them:
+    /// what a ticket carries, so the node redeeming it never answers from
+    /// an older version (empty outside a cluster).
+    pub fn epochs(&self, planned: &PlannedQuery) -> BTreeMap<String, u64> {
+        self.sync.served_epochs(planned.tables())
+    }
+
+    /// Refuses, retryably, a ticket planned at epochs newer than this node
+    /// serves, after waiting a moment for them (a node a little behind
+    /// the one that planned catches up within a second or two).
+    pub async fn require_epochs(&self, epochs: &BTreeMap<String, u64>) -> Result<(), Status> {
+        if epochs.is_empty() {
+            return Ok(());
+        }
+        self.sync
+            .require_epochs(epochs, EPOCH_PATIENCE)
+            .await
+            .map_err(status::sync)
     }
 
     /// Starts a planned query; the audit record counts the rows it streams.

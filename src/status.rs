@@ -293,6 +293,7 @@ pub(crate) fn sync(error: SyncError) -> Status {
         SyncError::Meta(e) => return meta(e),
         SyncError::Task(_) => Code::Internal,
         SyncError::EpochNotServed { .. } => Code::DeadlineExceeded,
+        SyncError::EpochBehind { .. } => Code::Unavailable,
     };
     status(code, error.to_string())
 }

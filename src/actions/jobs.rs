@@ -60,7 +60,7 @@ impl From<ToolJob> for ToolJobView {
 #[serde(untagged)]
 pub(super) enum AnyJobView {
     Tool(ToolJobView),
-    Sync(SyncJobWithKind),
+    Sync(Box<SyncJobWithKind>),
 }
 
 /// A sync job, marked with its kind.
@@ -157,8 +157,8 @@ impl Actions {
 }
 
 fn sync_view(job: crate::sync::SyncJob) -> AnyJobView {
-    AnyJobView::Sync(SyncJobWithKind {
+    AnyJobView::Sync(Box::new(SyncJobWithKind {
         kind: "sync",
         job: job.into(),
-    })
+    }))
 }

@@ -31,6 +31,7 @@
 mod artifacts;
 mod catalog;
 mod context;
+mod descriptions;
 mod grants;
 mod jobs;
 mod nl;

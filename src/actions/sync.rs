@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::{Action, ActionError, Actions, parse};
-use crate::sync::{JobQuery, JobState, Schedule, Strategy, SyncError, SyncJob, Trigger};
+use crate::sync::{JobQuery, JobState, Published, Schedule, Strategy, SyncError, SyncJob, Trigger};
 use crate::table_name::TableName;
 
 /// The body of `sync.start`.
@@ -84,6 +84,9 @@ pub(super) struct JobView {
     retry_at: Option<DateTime<Utc>>,
     /// The epoch its committed version was published at (cluster).
     epoch: Option<u64>,
+    /// What it wrote to the snapshot store (cluster): `{"kind": "full" |
+    /// "delta", "rows", "bytes"}`.
+    published: Option<Published>,
     /// The node that ran it (cluster).
     node: Option<String>,
     created_at: DateTime<Utc>,
@@ -123,6 +126,7 @@ impl From<SyncJob> for JobView {
             attempt: job.attempt,
             retry_at: job.retry_at,
             epoch: job.epoch,
+            published: job.published,
             node: job.node,
             created_at: job.created_at,
             started_at: job.started_at,
@@ -298,6 +302,7 @@ mod tests {
                 "attempt": 1,
                 "retry_at": null,
                 "epoch": null,
+                "published": null,
                 "node": null,
                 "created_at": job.created_at,
                 "started_at": null,

@@ -31,10 +31,11 @@ impl AirlockFlightSql {
         request: Request<FlightDescriptor>,
     ) -> Result<Response<FlightInfo>, Status> {
         let principal = self.principal(&request).await?;
-        let handle = StatementHandle::new(&query.query);
+        let mut handle = StatementHandle::new(&query.query);
         let planned = self
             .plan(&principal, &handle, audit_of(&request).as_ref())
             .await?;
+        handle.epochs = self.gateway.epochs(&planned);
         let ticket = TicketStatementQuery {
             statement_handle: handle.encode_to_vec().into(),
         };
@@ -60,6 +61,7 @@ impl AirlockFlightSql {
         // Each execution gets its own query id, for CancelFlightInfo.
         let execution = StatementHandle {
             query_id: uuid::Uuid::new_v4().to_string(),
+            epochs: self.gateway.epochs(&planned),
             ..handle
         };
         let ticket = CommandPreparedStatementQuery {
@@ -82,6 +84,7 @@ impl AirlockFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::decode_from(handle).map_err(status::bad_request)?;
+        self.gateway.require_epochs(&handle.epochs).await?;
         let planned = self
             .plan(&principal, &handle, audit_of(&request).as_ref())
             .await?;

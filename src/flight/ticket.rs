@@ -1,13 +1,15 @@
 //! Tickets and prepared-statement handles.
 //!
 //! Both are the same self-contained, versioned protobuf message: the SQL,
-//! any bound parameters (one Arrow IPC row), and a query id. Nothing is
+//! any bound parameters (one Arrow IPC row), a query id, and in a ticket
+//! the epochs of the tables read (a cluster). Nothing is
 //! kept on the server between calls, so any airlock node can serve a ticket
 //! or a handle, and a restart loses nothing. A ticket grants nothing by
 //! itself: whoever redeems it is authenticated and the SQL is planned again
 //! under their permissions, so a forged or replayed ticket can only run
 //! what its holder could run anyway.
 
+use std::collections::BTreeMap;
 use std::io::Cursor;
 
 use bytes::Bytes;
@@ -34,6 +36,11 @@ pub(crate) struct StatementHandle {
     /// Bound parameters: an Arrow IPC stream holding one row; empty if none.
     #[prost(bytes = "bytes", tag = "4")]
     pub(crate) parameters: Bytes,
+    /// In a ticket: the epoch of each table read, as the planning node
+    /// served it (a cluster). A node serving an older one refuses to
+    /// redeem it, retryably. Empty in a handle, and outside a cluster.
+    #[prost(btree_map = "string, uint64", tag = "5")]
+    pub(crate) epochs: BTreeMap<String, u64>,
 }
 
 impl StatementHandle {
@@ -44,6 +51,7 @@ impl StatementHandle {
             query_id: uuid::Uuid::new_v4().to_string(),
             sql: sql.to_string(),
             parameters: Bytes::new(),
+            epochs: BTreeMap::new(),
         }
     }
 

@@ -1,6 +1,7 @@
 //! [`SharedLimits`] in Postgres: running-query slots as leases, and query
-//! starts from a token bucket per agent. Each check takes a transaction-
-//! scoped advisory lock on the agent, so concurrent nodes count in turn.
+//! starts from a token bucket per agent. Each check is one call of a
+//! function that takes a transaction-scoped advisory lock on the agent, so
+//! concurrent nodes count in turn.
 
 use std::time::Duration;
 
@@ -10,18 +11,58 @@ use deadpool_postgres::Pool;
 use super::postgres_store::pg;
 use super::{MetaError, SharedLimits};
 
-/// The tables, created with the rest of the schema.
+/// The tables, created with the rest of the schema. Unlogged: a check
+/// commits without waiting for the WAL to reach disk (it is on every
+/// limited query's path), and what a crash of Postgres loses is harmless:
+/// leases that would have expired anyway, and budgets that start full.
 pub(super) const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS airlock.agent_slots (
+CREATE UNLOGGED TABLE IF NOT EXISTS airlock.agent_slots (
     lease text PRIMARY KEY,
     principal text NOT NULL,
     node text NOT NULL,
     expires_at timestamptz NOT NULL);
 CREATE INDEX IF NOT EXISTS agent_slots_by_principal ON airlock.agent_slots (principal, expires_at);
-CREATE TABLE IF NOT EXISTS airlock.agent_budget (
+CREATE UNLOGGED TABLE IF NOT EXISTS airlock.agent_budget (
     principal text PRIMARY KEY,
     tokens double precision NOT NULL,
     refilled timestamptz NOT NULL);
+
+-- One round trip per query start: the lock, the sweep of expired leases and
+-- the conditional insert run inside the server. The advisory lock is held to
+-- the end of the caller's transaction, so nodes count one at a time.
+CREATE OR REPLACE FUNCTION airlock.acquire_slot(
+    p_lease text, p_principal text, p_max bigint, p_node text, p_ttl float8)
+RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('airlock.slots:' || p_principal, 0));
+    DELETE FROM airlock.agent_slots WHERE principal = p_principal AND expires_at < now();
+    INSERT INTO airlock.agent_slots (lease, principal, node, expires_at)
+        SELECT p_lease, p_principal, p_node, now() + make_interval(secs => p_ttl)
+        WHERE (SELECT count(*) FROM airlock.agent_slots WHERE principal = p_principal) < p_max;
+    RETURN FOUND;
+END $$;
+
+-- A token bucket refilled at p_per_minute / 60 a second, full for an agent
+-- never seen; takes up to p_want tokens and returns how many it took.
+CREATE OR REPLACE FUNCTION airlock.take_budget(
+    p_principal text, p_per_minute float8, p_want float8)
+RETURNS float8 LANGUAGE plpgsql AS $$
+DECLARE
+    available float8;
+    granted float8;
+BEGIN
+    PERFORM pg_advisory_xact_lock(hashtextextended('airlock.budget:' || p_principal, 0));
+    SELECT least(p_per_minute, tokens + extract(epoch FROM now() - refilled)::float8 * p_per_minute / 60)
+        INTO available FROM airlock.agent_budget WHERE principal = p_principal;
+    IF NOT FOUND THEN
+        available := p_per_minute;
+    END IF;
+    granted := greatest(0, least(floor(available), p_want));
+    INSERT INTO airlock.agent_budget (principal, tokens, refilled)
+        VALUES (p_principal, available - granted, now())
+        ON CONFLICT (principal) DO UPDATE SET tokens = EXCLUDED.tokens, refilled = now();
+    RETURN granted;
+END $$;
 "#;
 
 /// Limits over the store's pool.
@@ -44,34 +85,21 @@ impl SharedLimits for PgLimits {
         ttl: Duration,
     ) -> Result<Option<String>, MetaError> {
         let lease = uuid::Uuid::new_v4().to_string();
-        let mut client = self.pool.get().await.map_err(pg)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        // The count and the insert must not interleave with another node's.
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('airlock.slots:' || $1, 0))",
-            &[&principal],
-        )
-        .await
-        .map_err(pg)?;
-        tx.execute(
-            "DELETE FROM airlock.agent_slots WHERE principal = $1 AND expires_at < now()",
-            &[&principal],
-        )
-        .await
-        .map_err(pg)?;
-        let max = i64::from(max);
-        let taken = tx
-            .query_opt(
-                "INSERT INTO airlock.agent_slots (lease, principal, node, expires_at) \
-                 SELECT $1, $2, $3, now() + make_interval(secs => $5::float8) \
-                 WHERE (SELECT count(*) FROM airlock.agent_slots WHERE principal = $2) < $4 \
-                 RETURNING lease",
-                &[&lease, &principal, &node, &max, &seconds(ttl)],
-            )
+        let client = self.pool.get().await.map_err(pg)?;
+        // Cached per connection, so a start is one round trip.
+        let statement = client
+            .prepare_cached("SELECT airlock.acquire_slot($1, $2, $3, $4, $5)")
             .await
             .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        Ok(taken.map(|_| lease))
+        let taken: bool = client
+            .query_one(
+                &statement,
+                &[&lease, &principal, &i64::from(max), &node, &seconds(ttl)],
+            )
+            .await
+            .map_err(pg)?
+            .get(0);
+        Ok(taken.then_some(lease))
     }
 
     async fn release_slot(&self, lease: &str) -> Result<(), MetaError> {
@@ -108,36 +136,20 @@ impl SharedLimits for PgLimits {
         per_minute: u32,
         want: u32,
     ) -> Result<u32, MetaError> {
-        let mut client = self.pool.get().await.map_err(pg)?;
-        let tx = client.transaction().await.map_err(pg)?;
-        tx.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended('airlock.budget:' || $1, 0))",
-            &[&principal],
-        )
-        .await
-        .map_err(pg)?;
-        let cap = f64::from(per_minute);
-        // The bucket as of now: refilled at per_minute / 60 a second, full
-        // for an agent never seen.
-        let available: f64 = tx
-            .query_opt(
-                "SELECT least($2::float8, tokens + extract(epoch FROM now() - refilled)::float8 \
-                 * $2::float8 / 60) FROM airlock.agent_budget WHERE principal = $1",
-                &[&principal, &cap],
+        let client = self.pool.get().await.map_err(pg)?;
+        let statement = client
+            .prepare_cached("SELECT airlock.take_budget($1, $2, $3)")
+            .await
+            .map_err(pg)?;
+        let granted: f64 = client
+            .query_one(
+                &statement,
+                &[&principal, &f64::from(per_minute), &f64::from(want)],
             )
             .await
             .map_err(pg)?
-            .map_or(cap, |row| row.get(0));
-        let granted = available.floor().clamp(0.0, f64::from(want));
-        tx.execute(
-            "INSERT INTO airlock.agent_budget (principal, tokens, refilled) VALUES ($1, $2, now()) \
-             ON CONFLICT (principal) DO UPDATE SET tokens = EXCLUDED.tokens, refilled = now()",
-            &[&principal, &(available - granted)],
-        )
-        .await
-        .map_err(pg)?;
-        tx.commit().await.map_err(pg)?;
-        // At most `want`, itself a u32.
+            .get(0);
+        // Between 0 and `want`, itself a u32.
         Ok(granted as u32)
     }
 }

@@ -413,6 +413,7 @@ impl App {
             actions: Arc::clone(&self.actions),
             artifacts: Arc::clone(&self.artifacts),
             audit: Arc::clone(&self.audit),
+            sync: Arc::clone(&self.sync),
         }
     }
 }

@@ -89,6 +89,9 @@ pub struct SyncJob {
     /// nodes serve it once they have loaded it; see `sync.wait_epoch`).
     #[serde(default)]
     pub epoch: Option<u64>,
+    /// What it wrote to the snapshot store (cluster).
+    #[serde(default)]
+    pub published: Option<super::snapshots::Published>,
 }
 
 fn manual() -> Trigger {
@@ -122,6 +125,7 @@ impl SyncJob {
             node: None,
             cancel_requested: false,
             epoch: None,
+            published: None,
         }
     }
 

@@ -93,7 +93,10 @@ impl SyncService {
 
     /// A job of the table that is queued or running (on another node, or
     /// waiting to be claimed).
-    async fn unfinished_job(&self, name: &TableName) -> Result<Option<SyncJob>, SyncError> {
+    pub(super) async fn unfinished_job(
+        &self,
+        name: &TableName,
+    ) -> Result<Option<SyncJob>, SyncError> {
         let query = ListQuery::default().label("table", name.to_string());
         let jobs = self.meta.page::<SyncJob>(Collection::Jobs, &query).await?;
         Ok(jobs

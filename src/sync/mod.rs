@@ -52,7 +52,7 @@ pub use registration::{
 pub use registry::TableStatus;
 pub use schedule::Schedule;
 pub use settings::SyncSettings;
-pub use snapshots::{Manifest, SnapshotStore};
+pub use snapshots::{Delta, DeltaOp, Manifest, Published, SnapshotFile, SnapshotStore};
 pub use snowflake::{SnowflakeConfig, SnowflakeConnections};
 pub use source::{
     CsvOptions, FileFormat, FileSource, FileSpec, Since, Source, SourceError, SourceSize,
@@ -145,6 +145,21 @@ pub enum SyncError {
         /// The epoch asked for.
         epoch: u64,
         /// The epoch served (0: none yet).
+        served: u64,
+        /// How long the node waited.
+        waited_ms: u64,
+    },
+    /// A ticket was planned against a newer epoch than this node serves.
+    #[error(
+        "this node serves epoch {served} of '{table}', older than epoch {planned} the query was \
+         planned at (waited {waited_ms} ms); retry: another node, or this one shortly, serves it"
+    )]
+    EpochBehind {
+        /// Table.
+        table: TableName,
+        /// The epoch the ticket was planned at.
+        planned: u64,
+        /// The epoch served (0: none).
         served: u64,
         /// How long the node waited.
         waited_ms: u64,

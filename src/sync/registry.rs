@@ -127,6 +127,13 @@ impl SyncService {
                 job_id: active.job_id.clone(),
             });
         }
+        // A job queued or running on another node of a cluster.
+        if let Some(job) = self.unfinished_job(name).await? {
+            return Err(SyncError::Busy {
+                table: name.clone(),
+                job_id: job.job_id,
+            });
+        }
         let replica = Arc::clone(&self.replica);
         let target = name.clone();
         let dropped = tokio::task::spawn_blocking(move || replica.drop_table(&target))

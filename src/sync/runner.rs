@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::jobs::{ActiveEntry, Progress};
 use super::pipeline::{CommitPlan, Committed, Load, Received};
 use super::registration::{Drift, columns_of};
+use super::snapshots::{DeltaWriter, ReplicaVersion, WrittenDelta};
 use super::watermark::{self, SyncState};
 use super::{JobState, OnSchemaChange, Since, Strategy, SyncError, SyncJob, SyncService, job};
 use crate::meta::{Collection, Meta};
@@ -48,11 +49,14 @@ impl SyncService {
             job.retry_at = None;
             job.started_at.get_or_insert_with(Utc::now);
             self.record(&writer, &job).await;
-            let before = self.version_of(&job.table);
-            let mut result = self.sync_once(&mut job, &progress, &cancel, &writer).await;
-            if result.is_ok() {
-                result = self.publish_if_changed(&writer, &mut job, before).await;
-            }
+            let before = self.replica_version(&job.table);
+            let result = match self.sync_once(&mut job, &progress, &cancel, &writer).await {
+                Ok(delta) => {
+                    self.publish_if_changed(&writer, &mut job, before, delta)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
             match result {
                 Err(e) if e.is_transient() && job.attempt <= self.settings.retries => {
                     let wait = job::backoff(
@@ -114,30 +118,23 @@ impl SyncService {
         self.record(&writer, &job).await;
     }
 
-    /// Which version of the table the replica holds (its DuckDB table and
-    /// last in-place merge).
-    fn version_of(&self, table: &crate::table_name::TableName) -> Option<(String, u64)> {
-        self.replica
-            .tables()
-            .get(table)
-            .map(|info| (info.physical.quoted().to_string(), info.merged_at))
-    }
-
     /// Publishes the committed version for the cluster's other nodes, unless
-    /// the sync changed nothing that was published already.
+    /// the sync changed nothing that was published already. `delta` holds
+    /// the rows the sync merged, if it wrote them for the snapshot.
     async fn publish_if_changed(
         &self,
         writer: &Meta,
         job: &mut SyncJob,
-        before: Option<(String, u64)>,
+        before: Option<ReplicaVersion>,
+        delta: Option<WrittenDelta>,
     ) -> Result<(), SyncError> {
         let served = self.served_epoch(&job.table);
-        if served.is_some() && self.version_of(&job.table) == before {
+        if served.is_some() && self.replica_version(&job.table) == before {
             job.epoch = served;
             return Ok(());
         }
-        job.epoch = self
-            .publish(writer, &job.table, &job.job_id)
+        let published = self
+            .publish(writer, &job.table, &job.job_id, before, delta)
             .await
             .map_err(|e| {
                 SyncError::Task(format!(
@@ -145,18 +142,24 @@ impl SyncService {
                      the next sync publishes it"
                 ))
             })?;
+        if let Some((epoch, published)) = published {
+            job.epoch = Some(epoch);
+            job.published = Some(published);
+        }
         Ok(())
     }
 
     /// One attempt: read the source, load a new version, commit it with
-    /// its watermark, record the columns.
+    /// its watermark, record the columns. With a snapshot store, the rows
+    /// of an append or upsert are also written there as they load: they
+    /// are returned, for publishing as a delta.
     async fn sync_once(
         &self,
         job: &mut SyncJob,
         progress: &Arc<Progress>,
         cancel: &CancellationToken,
         meta: &Meta,
-    ) -> Result<(), SyncError> {
+    ) -> Result<Option<WrittenDelta>, SyncError> {
         let registration = self.registration(&job.table).await?;
         let source = self.sources.open(&registration.source)?;
         let schema = source.schema().await?;
@@ -240,6 +243,10 @@ impl SyncService {
             columns_added: !drift.added.is_empty(),
         };
         let mut stream = source.extract(Arc::clone(&schema), since.as_ref()).await?;
+        let mut delta = self
+            .snapshots
+            .as_ref()
+            .and_then(|snapshots| DeltaWriter::new(snapshots, &job.table, &schema, &plan.merge));
 
         // The writer runs on the blocking pool, where DuckDB pulls batches
         // from a small channel: a few batches in flight, so memory stays
@@ -276,6 +283,13 @@ impl SyncService {
             match next {
                 None => break,
                 Some(Ok(batch)) => {
+                    if let Some(writer) = delta.as_mut()
+                        && let Err(e) = writer.write(&batch).await
+                    {
+                        // Not fatal: the snapshot is then the whole table.
+                        tracing::warn!(error = %e, "could not write the delta for the snapshot");
+                        delta = None;
+                    }
                     let rows = batch.num_rows() as u64;
                     let bytes = batch.get_array_memory_size() as u64;
                     if tx.send(Load::Batch(batch)).await.is_err() {
@@ -311,7 +325,7 @@ impl SyncService {
         job.watermark_after = committed.watermark.or(job.watermark_before.clone());
 
         // Remember the columns the replica now has.
-        let _changes = self.changes.lock().await;
+        let changes = self.changes.lock().await;
         let mut registration = self.registration(&job.table).await?;
         registration.columns = columns;
         registration.last_success_job_id = Some(job.job_id.clone());
@@ -319,6 +333,16 @@ impl SyncService {
         // has taken over.
         meta.put(Collection::Tables, &job.table.to_string(), &registration)
             .await?;
-        Ok(())
+        drop(changes);
+        let Some(delta) = delta else {
+            return Ok(None);
+        };
+        match delta.finish().await {
+            Ok(written) => Ok(written),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not write the delta for the snapshot");
+                Ok(None)
+            }
+        }
     }
 }

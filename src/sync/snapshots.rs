@@ -2,74 +2,56 @@
 //! nodes of a cluster.
 //!
 //! After each committed sync the writer publishes the table's new version
-//! as Parquet files in the snapshot store (`sync.snapshot_store`), then
-//! its [`Manifest`] as a document of the `snapshots` collection, through
-//! its fenced metadata: the manifest is the commit point, and the
-//! document's version is the table's *epoch*. Every node follows that
-//! collection; a node whose replica is behind loads the files through the
-//! same staging path a sync uses and swaps the new version in atomically,
-//! with the sync state (watermark) the writer committed, so whichever node
-//! writes next continues from it. Parquet files carry their Arrow schema,
-//! so every type comes back as it was written.
+//! in the snapshot store (`sync.snapshot_store`), then its [`Manifest`] as
+//! a document of the `snapshots` collection, through its fenced metadata:
+//! the manifest is the commit point, and the document's version is the
+//! table's *epoch*. A full sync publishes the whole table as Parquet files
+//! (the *base*). An append or incremental sync publishes only the rows it
+//! loaded, written to the store while it loads (a [`Delta`] on the chain
+//! after the base), so its cost follows the rows read; the writer compacts
+//! the chain into a new base when it grows long or heavy.
+//!
+//! Every node follows that collection; a node whose replica is behind
+//! applies the deltas after the epoch it serves, or loads the base and the
+//! whole chain, through the same staging path and merge a sync uses, and
+//! swaps each version in atomically with the sync state (watermark) the
+//! writer committed, so whichever node writes next continues from it.
+//! Parquet files carry their Arrow schema, so every type comes back as it
+//! was written.
 //!
 //! Which epoch a node serves is kept beside its replica
 //! (`<data_dir>/snapshots.json`); a node that starts behind restores every
 //! table before it reports ready, and before it may become the writer.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 
-use chrono::{DateTime, Utc};
-use datafusion::datasource::TableProvider;
-use datafusion::parquet::arrow::async_reader::ParquetObjectReader;
-use datafusion::parquet::arrow::async_writer::ParquetObjectWriter;
-use datafusion::parquet::arrow::{AsyncArrowWriter, ParquetRecordBatchStreamBuilder};
-use datafusion::prelude::SessionContext;
+use chrono::Utc;
 use futures::{StreamExt, TryStreamExt};
 use object_store::ObjectStore;
 use object_store::path::Path;
-use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-use super::pipeline::{Load, Received};
 use super::{SyncError, SyncService};
-use crate::meta::{Collection, Expect, Labels, Meta};
-use crate::replica::{ReplicaTable, StagingTable};
+use crate::meta::{Collection, Expect, Labels, Meta, Versioned};
+use crate::replica::Merge;
 use crate::table_name::TableName;
 
-/// Rows per snapshot file: large enough to stream well, small enough that
-/// one file's failure costs little.
-const FILE_ROWS: usize = 1_000_000;
+mod files;
+mod intervals;
+mod manifest;
+mod served;
+#[cfg(test)]
+mod tests;
 
-/// One file of a snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotFile {
-    /// Its path in the snapshot store.
-    pub path: String,
-    /// Rows in it.
-    pub rows: u64,
-    /// Its size.
-    pub bytes: u64,
-}
+pub(super) use files::{DeltaWriter, WrittenDelta};
+pub use manifest::{Delta, DeltaOp, Manifest, Published, SnapshotFile};
+pub(super) use served::{ReplicaVersion, Served};
 
-/// A published table version.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Manifest {
-    /// The table.
-    pub table: TableName,
-    /// Its files, in order.
-    pub files: Vec<SnapshotFile>,
-    /// Rows in all.
-    pub rows: u64,
-    /// The sync state (watermark) committed with this version.
-    pub state: Option<String>,
-    /// The job that committed it.
-    pub job_id: String,
-    /// When it was published.
-    pub published_at: DateTime<Utc>,
-}
+/// A chain this long is compacted into a new base at the next sync.
+const MAX_DELTAS: usize = 16;
 
 /// Where snapshots are kept.
 #[derive(Debug, Clone)]
@@ -118,83 +100,30 @@ impl SnapshotStore {
     }
 }
 
-/// The epochs this node's replica holds, by table, kept in a small file.
-#[derive(Debug)]
-pub(super) struct Served {
-    path: PathBuf,
-    epochs: std::sync::Mutex<BTreeMap<String, u64>>,
-    /// Set once every table was restored at start.
-    restored: AtomicBool,
-    /// Told each time an epoch is served (for waiters).
-    changed: tokio::sync::watch::Sender<()>,
-}
-
-impl Served {
-    pub(super) fn open(data_dir: &std::path::Path) -> Self {
-        let path = data_dir.join("snapshots.json");
-        // Unreadable or missing: nothing is known to be served, and every
-        // table is loaded again (correct, only slower).
-        let epochs = std::fs::read(&path)
-            .ok()
-            .and_then(|bytes| serde_json::from_slice(&bytes).ok())
-            .unwrap_or_default();
-        Self {
-            path,
-            epochs: std::sync::Mutex::new(epochs),
-            restored: AtomicBool::new(false),
-            changed: tokio::sync::watch::channel(()).0,
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, u64>> {
-        self.epochs.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    pub(super) fn epoch(&self, table: &TableName) -> Option<u64> {
-        self.lock().get(&table.to_string()).copied()
-    }
-
-    fn set(&self, table: &TableName, epoch: Option<u64>) {
-        let text = {
-            let mut epochs = self.lock();
-            match epoch {
-                Some(epoch) => epochs.insert(table.to_string(), epoch),
-                None => epochs.remove(&table.to_string()),
-            };
-            serde_json::to_vec(&*epochs).unwrap_or_default()
-        };
-        // Written whole, then renamed: never half a file.
-        let temporary = self.path.with_extension("json.tmp");
-        let written =
-            std::fs::write(&temporary, text).and_then(|()| std::fs::rename(&temporary, &self.path));
-        if let Err(e) = written {
-            tracing::warn!(error = %e, path = %self.path.display(), "could not record the epochs served");
-        }
-        self.changed.send_replace(());
-    }
-
-    /// The table is gone from this node's replica.
-    pub(super) fn forget(&self, table: &TableName) {
-        if self.epoch(table).is_some() {
-            self.set(table, None);
-        }
-    }
-
-    pub(super) fn restored(&self) -> bool {
-        self.restored.load(Ordering::Acquire)
-    }
-}
-
 impl SyncService {
+    /// Which version of the table the replica holds.
+    pub(super) fn replica_version(&self, table: &TableName) -> Option<ReplicaVersion> {
+        self.replica
+            .tables()
+            .get(table)
+            .map(|info| (info.physical.quoted().to_string(), info.merged_at))
+    }
+
     /// Publishes the table's committed version (the writer does, after a
     /// sync): files first, then the manifest through the writer's fenced
-    /// metadata. Returns the epoch; none without a snapshot store.
+    /// metadata. `before` is the replica's version before the sync and
+    /// `delta` the rows it loaded, if it merged them: published as a delta
+    /// when the chain allows, or else the whole table as a new base.
+    /// Returns the epoch and what was written; none without a snapshot
+    /// store.
     pub(super) async fn publish(
         &self,
         writer: &Meta,
         table: &TableName,
         job_id: &str,
-    ) -> Result<Option<u64>, SyncError> {
+        before: Option<ReplicaVersion>,
+        delta: Option<WrittenDelta>,
+    ) -> Result<Option<(u64, Published)>, SyncError> {
         let Some(snapshots) = &self.snapshots else {
             return Ok(None);
         };
@@ -206,14 +135,43 @@ impl SyncService {
         let state = tokio::task::spawn_blocking(move || replica.sync_state(&name))
             .await
             .map_err(|e| SyncError::Task(e.to_string()))??;
-        let (dir, files) = export(snapshots, &self.replica, table, info).await?;
-        let manifest = Manifest {
-            table: table.clone(),
-            rows: files.iter().map(|f| f.rows).sum(),
-            files,
-            state,
-            job_id: job_id.to_string(),
-            published_at: Utc::now(),
+        let previous = writer
+            .get_versioned::<Manifest>(Collection::Snapshots, &table.to_string())
+            .await?;
+        let version = self.replica_version(table);
+        // A reader may still be loading the manifest before.
+        let mut keep = previous
+            .as_ref()
+            .map(|p| p.value.dirs())
+            .unwrap_or_default();
+        let (manifest, expect, published) = match (delta, previous) {
+            (Some(delta), Some(previous))
+                if self.extends(table, &previous, before.as_ref(), &delta) =>
+            {
+                let published = Published::of("delta", &delta.files);
+                let mut manifest = previous.value;
+                manifest.deltas.push(Delta {
+                    after: previous.version,
+                    op: delta.op,
+                    files: delta.files,
+                    state: state.clone(),
+                    job_id: job_id.to_string(),
+                });
+                manifest.rows = info.rows;
+                manifest.state = state;
+                manifest.job_id = job_id.to_string();
+                manifest.published_at = Utc::now();
+                (manifest, Expect::Version(previous.version), published)
+            }
+            _ => {
+                let files = files::export(snapshots, &self.replica, table, info).await?;
+                let published = Published::of("full", &files);
+                (
+                    Manifest::base(table, files, state, job_id),
+                    Expect::Any,
+                    published,
+                )
+            }
         };
         let epoch = writer
             .put_if(
@@ -221,17 +179,37 @@ impl SyncService {
                 &table.to_string(),
                 &manifest,
                 Labels::new(),
-                Expect::Any,
+                expect,
             )
             .await?;
-        self.served.set(table, Some(epoch));
-        self.remove_old_snapshots(table, &dir).await;
-        Ok(Some(epoch))
+        self.served.serve(table, Some(epoch), version);
+        keep.extend(manifest.dirs());
+        self.remove_unused_snapshots(table, &keep).await;
+        Ok(Some((epoch, published)))
     }
 
-    /// Deletes a table's snapshot files but the newest two (a reader may
-    /// still be loading the previous one).
-    async fn remove_old_snapshots(&self, table: &TableName, newest: &Path) {
+    /// Whether `delta` may go on the chain of the `previous` manifest: the
+    /// writer's replica held exactly that epoch before the sync, and the
+    /// chain is still short and lighter than its base.
+    fn extends(
+        &self,
+        table: &TableName,
+        previous: &Versioned<Manifest>,
+        before: Option<&ReplicaVersion>,
+        delta: &WrittenDelta,
+    ) -> bool {
+        let rows: u64 = delta.files.iter().map(|f| f.rows).sum();
+        self.served.epoch(table) == Some(previous.version)
+            && before.is_some()
+            && self.served.version(table).as_ref() == before
+            && previous.value.deltas.len() < MAX_DELTAS
+            && previous.value.delta_rows() + rows <= previous.value.base_rows()
+    }
+
+    /// Deletes a table's snapshot directories but those in `keep` (the new
+    /// manifest's and the one before it, which a reader may still be
+    /// loading).
+    async fn remove_unused_snapshots(&self, table: &TableName, keep: &BTreeSet<String>) {
         let Some(snapshots) = &self.snapshots else {
             return;
         };
@@ -242,22 +220,8 @@ impl SyncService {
         let Ok(listed) = listed else {
             return;
         };
-        let mut dirs: Vec<(DateTime<Utc>, Path)> = Vec::new();
         for dir in listed.common_prefixes {
-            let files: Vec<object_store::ObjectMeta> = snapshots
-                .store
-                .list(Some(&dir))
-                .try_collect()
-                .await
-                .unwrap_or_default();
-            let newest_file = files.iter().map(|f| f.last_modified).max();
-            dirs.push((newest_file.unwrap_or_default(), dir));
-        }
-        dirs.sort();
-        let keep = 2;
-        let old = dirs.len().saturating_sub(keep);
-        for (_, dir) in dirs.into_iter().take(old) {
-            if &dir == newest {
+            if keep.contains(dir.as_ref()) {
                 continue;
             }
             let files = snapshots
@@ -273,8 +237,9 @@ impl SyncService {
     }
 
     /// Brings the table to the newest published epoch, if this node is
-    /// behind; drops it when it is no longer published. Returns the epoch
-    /// served after.
+    /// behind: the deltas after the epoch it serves, or the base and every
+    /// delta. Drops the table when it is no longer published. Returns the
+    /// epoch served after.
     pub(super) async fn catch_up(&self, table: &TableName) -> Result<Option<u64>, SyncError> {
         let Some(snapshots) = &self.snapshots else {
             return Ok(None);
@@ -290,7 +255,7 @@ impl SyncService {
                 tokio::task::spawn_blocking(move || replica.drop_table(&name))
                     .await
                     .map_err(|e| SyncError::Task(e.to_string()))??;
-                self.served.set(table, None);
+                self.served.serve(table, None, None);
                 tracing::info!(table = %table, "dropped: no longer published");
             }
             return Ok(None);
@@ -304,11 +269,82 @@ impl SyncService {
         if served.is_some_and(|epoch| epoch >= published.version) {
             return Ok(served);
         }
-        let manifest = published.value;
-        load(snapshots, &self.replica, &manifest).await?;
-        self.served.set(table, Some(published.version));
-        tracing::info!(table = %table, epoch = published.version, rows = manifest.rows, "loaded a snapshot");
-        Ok(Some(published.version))
+        let (manifest, epoch) = (&published.value, published.version);
+        // The deltas after the epoch served; all of them after the base if
+        // that epoch is not on the chain (compacted since, or none).
+        let first = match served.and_then(|e| manifest.deltas.iter().position(|d| d.after == e)) {
+            Some(first) => first,
+            None => {
+                files::load(
+                    snapshots,
+                    &self.replica,
+                    table,
+                    &manifest.files,
+                    Merge::Replace,
+                    manifest.base_state.clone().or_else(|| {
+                        // Published before deltas existed: one state.
+                        manifest
+                            .deltas
+                            .is_empty()
+                            .then(|| manifest.state.clone())
+                            .flatten()
+                    }),
+                )
+                .await?;
+                self.served.serve(
+                    table,
+                    Some(manifest.epoch_after(0, epoch)),
+                    self.replica_version(table),
+                );
+                0
+            }
+        };
+        for (step, delta) in manifest.deltas.iter().enumerate().skip(first) {
+            let reached = manifest.epoch_after(step + 1, epoch);
+            if delta.op == DeltaOp::Append
+                && self.holds_state(table, delta.state.as_deref()).await?
+            {
+                // Applied before this node could record it (it stopped in
+                // between): appending again would double the rows. An
+                // append's watermark grows with every row it adds, so the
+                // state names the delta. (Upserts may apply twice.)
+                self.served
+                    .serve(table, Some(reached), self.replica_version(table));
+                continue;
+            }
+            files::load(
+                snapshots,
+                &self.replica,
+                table,
+                &delta.files,
+                delta.op.merge(),
+                delta.state.clone(),
+            )
+            .await?;
+            self.served
+                .serve(table, Some(reached), self.replica_version(table));
+        }
+        tracing::info!(
+            table = %table,
+            epoch,
+            rows = manifest.rows,
+            deltas = manifest.deltas.len() - first,
+            "loaded a snapshot"
+        );
+        Ok(Some(epoch))
+    }
+
+    /// Whether the replica's table was committed with sync state `state`.
+    async fn holds_state(&self, table: &TableName, state: Option<&str>) -> Result<bool, SyncError> {
+        let Some(state) = state else {
+            return Ok(false);
+        };
+        let replica = Arc::clone(&self.replica);
+        let name = table.clone();
+        let held = tokio::task::spawn_blocking(move || replica.sync_state(&name))
+            .await
+            .map_err(|e| SyncError::Task(e.to_string()))??;
+        Ok(held.as_deref() == Some(state))
     }
 
     /// Brings every published table up to date (at start, and before
@@ -368,69 +404,47 @@ impl SyncService {
         reached.ok()
     }
 
+    /// The epoch this node serves of each of `tables` that has one (in a
+    /// cluster): what a ticket planned here is planned at.
+    pub fn served_epochs<'a>(
+        &self,
+        tables: impl IntoIterator<Item = &'a TableName>,
+    ) -> BTreeMap<String, u64> {
+        tables
+            .into_iter()
+            .filter_map(|table| Some((table.to_string(), self.served.epoch(table)?)))
+            .collect()
+    }
+
+    /// Waits up to `patience` until this node serves at least the epoch
+    /// given for each table (those a ticket was planned at); a node still
+    /// behind then refuses with a retryable error rather than answer from
+    /// an older version than the one planned.
+    pub async fn require_epochs(
+        &self,
+        epochs: &BTreeMap<String, u64>,
+        patience: std::time::Duration,
+    ) -> Result<(), SyncError> {
+        let started = std::time::Instant::now();
+        for (table, &planned) in epochs {
+            let table = TableName::parse(table)?;
+            let left = patience.saturating_sub(started.elapsed());
+            if self.wait_for_epoch(&table, planned, left).await.is_none() {
+                return Err(SyncError::EpochBehind {
+                    served: self.served.epoch(&table).unwrap_or(0),
+                    table,
+                    planned,
+                    waited_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Whether every published table was restored since this node started.
     pub fn snapshots_restored(&self) -> bool {
         self.served.restored()
     }
-}
-
-/// Writes a table version's rows as Parquet files under a new directory
-/// of the table's in the snapshot store; returns the directory and files.
-async fn export(
-    snapshots: &SnapshotStore,
-    replica: &Arc<crate::replica::Replica>,
-    table: &TableName,
-    info: crate::replica::TableInfo,
-) -> Result<(Path, Vec<SnapshotFile>), SyncError> {
-    let schema = intervals::stored_schema(&info.schema);
-    let provider = ReplicaTable::new(Arc::clone(replica), table.clone(), info);
-    let context = SessionContext::new();
-    let plan = provider
-        .scan(&context.state(), None, &[], None)
-        .await
-        .map_err(|e| SyncError::Task(format!("reading {table} to publish it: {e}")))?;
-    let mut batches = datafusion::physical_plan::execute_stream(plan, context.task_ctx())
-        .map_err(|e| SyncError::Task(format!("reading {table} to publish it: {e}")))?;
-    let dir = snapshots
-        .table_dir(table)
-        .join(uuid::Uuid::new_v4().simple().to_string());
-    let mut files = Vec::new();
-    let mut writer_file: Option<(Path, AsyncArrowWriter<ParquetObjectWriter>, u64)> = None;
-    let failed = |e: &dyn std::fmt::Display| {
-        SyncError::Task(format!("writing the snapshot of {table}: {e}"))
-    };
-    while let Some(batch) = batches.next().await {
-        let batch = batch.map_err(|e| failed(&e))?;
-        let batch = intervals::encode(&batch, &schema).map_err(|e| failed(&e))?;
-        if writer_file.is_none() {
-            let path = dir.clone().join(format!("part-{:05}.parquet", files.len()));
-            let object = ParquetObjectWriter::new(Arc::clone(&snapshots.store), path.clone());
-            let file = AsyncArrowWriter::try_new(object, Arc::clone(&schema), None)
-                .map_err(|e| failed(&e))?;
-            writer_file = Some((path, file, 0));
-        }
-        if let Some((_, file, rows)) = writer_file.as_mut() {
-            *rows += batch.num_rows() as u64;
-            file.write(&batch).await.map_err(|e| failed(&e))?;
-            if *rows >= FILE_ROWS as u64
-                && let Some((path, file, rows)) = writer_file.take()
-            {
-                files.push(close(path, file, rows).await.map_err(|e| failed(&e))?);
-            }
-        }
-    }
-    if files.is_empty() && writer_file.is_none() {
-        // No rows: one empty file still tells readers the columns.
-        let path = dir.clone().join("part-00000.parquet");
-        let object = ParquetObjectWriter::new(Arc::clone(&snapshots.store), path.clone());
-        let file =
-            AsyncArrowWriter::try_new(object, Arc::clone(&schema), None).map_err(|e| failed(&e))?;
-        writer_file = Some((path, file, 0));
-    }
-    if let Some((path, file, rows)) = writer_file.take() {
-        files.push(close(path, file, rows).await.map_err(|e| failed(&e))?);
-    }
-    Ok((dir, files))
 }
 
 /// Brings tables up to date as their epochs are announced (none: every
@@ -475,104 +489,3 @@ pub(super) async fn loader(
         }
     }
 }
-
-async fn close(
-    path: Path,
-    mut file: AsyncArrowWriter<ParquetObjectWriter>,
-    rows: u64,
-) -> Result<SnapshotFile, datafusion::parquet::errors::ParquetError> {
-    file.finish().await?;
-    // With the footer: readers find it at the end of exactly this size.
-    let bytes = file.bytes_written() as u64;
-    Ok(SnapshotFile {
-        path: path.to_string(),
-        rows,
-        bytes,
-    })
-}
-
-/// Loads a manifest's files into a new version of its table and commits
-/// it with the manifest's sync state.
-async fn load(
-    snapshots: &SnapshotStore,
-    replica: &Arc<crate::replica::Replica>,
-    manifest: &Manifest,
-) -> Result<(), SyncError> {
-    let failed = |e: &dyn std::fmt::Display| {
-        SyncError::Task(format!("loading the snapshot of {}: {e}", manifest.table))
-    };
-    let mut streams = Vec::new();
-    for file in &manifest.files {
-        let reader =
-            ParquetObjectReader::new(Arc::clone(&snapshots.store), Path::from(file.path.as_str()))
-                .with_file_size(file.bytes.max(1));
-        let builder = ParquetRecordBatchStreamBuilder::new(reader)
-            .await
-            .map_err(|e| failed(&e))?;
-        streams.push(builder);
-    }
-    let Some(schema) = streams
-        .first()
-        .map(|b| intervals::loaded_schema(b.schema()))
-    else {
-        // Published with no rows: the table's columns are unknown here.
-        return Err(failed(&"the snapshot has no files"));
-    };
-    let (tx, rx) = mpsc::channel::<Load>(4);
-    let received = Received {
-        rx,
-        finished: Arc::new(AtomicBool::new(false)),
-    };
-    let target = manifest.table.clone();
-    let state = manifest.state.clone();
-    let replica = Arc::clone(replica);
-    let loader_schema = Arc::clone(&schema);
-    let writer = tokio::task::spawn_blocking(move || -> Result<u64, SyncError> {
-        let mut staging = StagingTable::create(&replica, &target, &loader_schema)?;
-        let finished = Arc::clone(&received.finished);
-        staging.load(received)?;
-        if !finished.load(Ordering::Acquire) {
-            return Err(SyncError::Task(
-                "the snapshot stopped before its end".into(),
-            ));
-        }
-        Ok(staging.commit(state.as_deref())?)
-    });
-    let mut read_error = None;
-    'files: for builder in streams {
-        let mut stream = builder.build().map_err(|e| failed(&e))?;
-        while let Some(batch) = stream.next().await {
-            match batch {
-                Ok(batch) => {
-                    let batch = match intervals::decode(&batch, &schema) {
-                        Ok(batch) => batch,
-                        Err(e) => {
-                            read_error = Some(failed(&e));
-                            break 'files;
-                        }
-                    };
-                    if tx.send(Load::Batch(batch)).await.is_err() {
-                        break 'files;
-                    }
-                }
-                Err(e) => {
-                    read_error = Some(failed(&e));
-                    break 'files;
-                }
-            }
-        }
-    }
-    if read_error.is_none() {
-        let _ = tx.send(Load::Finish).await;
-    }
-    drop(tx);
-    let written = writer.await.map_err(|e| SyncError::Task(e.to_string()))?;
-    match read_error {
-        Some(e) => Err(e),
-        None => written.map(|_| ()),
-    }
-}
-
-mod intervals;
-#[cfg(test)]
-mod tests;

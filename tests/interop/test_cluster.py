@@ -2,19 +2,29 @@
 registrations in Postgres (a throwaway cluster of Debian's postgresql the
 test starts), with artifacts in an object store (moto's S3 server). A node
 started later with an empty data directory serves what the first stored.
-The three-node cluster itself is in test_cluster_nodes.py."""
+Then three nodes on one Postgres and one bucket: one writer, replicas from
+snapshots, revocations, limits, failover and one audit trail."""
 
+import io
+import json
 import os
 import shutil
 import subprocess
 import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import adbc_driver_flightsql.dbapi as flightsql
 import boto3
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pyarrow.flight as flight
 import pytest
 from adbc_driver_flightsql import DatabaseOptions
+from google.protobuf import any_pb2
 
 from conftest import PASSWORD, Airlock, call, free_port, wait_for_job
 
@@ -130,16 +140,6 @@ def test_a_second_node_serves_what_the_first_stored(airlock_bin, postgres, s3, t
 
 # --- Three nodes on one Postgres and one bucket ------------------------------------------------------------
 
-import io
-import json
-import threading
-import time
-import urllib.error
-import urllib.request
-
-import pyarrow as pa
-import pyarrow.parquet as pq
-
 ORDERS = 20_000
 BOUND_SECONDS = 5  # the most a change may take to reach every node before the test fails
 
@@ -172,12 +172,15 @@ def put_orders(s3, batch):
         "region": pa.array(["EU" if i % 4 == 0 else "US" for i in range(ORDERS)]),
         "amount": pa.array([i % 1000 for i in range(ORDERS)], pa.decimal128(10, 2)),
     })
+    put_parquet(s3, f"data/orders/part-{batch}.parquet", table)
+
+
+def put_parquet(s3, key, table):
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     boto3.client("s3", endpoint_url=s3, aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
                  aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-                 region_name="us-east-1").put_object(Bucket="airlock", Key=f"data/orders/part-{batch}.parquet",
-                                                      Body=buffer.getvalue())
+                 region_name="us-east-1").put_object(Bucket="airlock", Key=key, Body=buffer.getvalue())
 
 
 class Cluster:
@@ -365,6 +368,175 @@ def test_killing_the_writer_hands_over_and_nothing_committed_is_lost(cluster, s3
     for node in cluster.nodes:
         wait_until("every node at the last epoch", lambda node=node: count(node, agent["token"]) == 3 * ORDERS,
                    seconds=30, every=0.2)
+
+
+def put_events(s3, name, ids, updated=None):
+    """An upserted source: `updated` is the cursor (the id itself unless
+    given), `id` the key. Returns the rows by id."""
+    cursor = [i if updated is None else updated for i in ids]
+    table = pa.table({"id": pa.array(ids, pa.int64()),
+                      "v": pa.array([i * 10 + c for i, c in zip(ids, cursor)], pa.int64()),
+                      "updated": pa.array(cursor, pa.int64())})
+    put_parquet(s3, f"data/events/{name}.parquet", table)
+    return {i: (i * 10 + c, c) for i, c in zip(ids, cursor)}
+
+
+def events(node, token):
+    auth = {DatabaseOptions.AUTHORIZATION_HEADER.value: f"Bearer {token}"}
+    with flightsql.connect(node.uri, db_kwargs=auth, autocommit=True) as conn, conn.cursor() as cur:
+        cur.execute("SELECT id, v, updated FROM sales.events")
+        return {row["id"]: (row["v"], row["updated"]) for row in cur.fetch_arrow_table().to_pylist()}
+
+
+def test_incremental_syncs_publish_the_rows_they_read_and_every_node_applies_them(cluster, s3, tmp_path):
+    client, admin = cluster.admin(cluster.writer())
+    expected = put_events(s3, "base", list(range(0, 10_000)))
+    call(client, admin, "table.register", {"name": "sales.events", "source": "s3://airlock/data/events/*.parquet",
+                                           "strategy": "incremental", "cursor": "updated", "primary_key": ["id"]})
+    call(client, admin, "grant.set", {"swarm": "ev", "tables": {"sales.events": {}}})
+    agent = call(client, admin, "token.create", {"kind": "agent", "name": "ev1", "swarm": "ev"})
+
+    def synced(job_id=None):
+        job_id = job_id or call(client, admin, "sync.start", {"table": "sales.events"})["job_id"]
+        job = wait_for_job(client, admin, job_id)
+        assert job["state"] == "succeeded", job
+        for node in cluster.nodes:
+            node_client, node_admin = cluster.admin(node)
+            call(node_client, node_admin, "sync.wait_epoch",
+                 {"table": "sales.events", "epoch": job["epoch"], "timeout_ms": 60000})
+            assert events(node, agent["token"]) == expected, f"node {readiness(node)['node']} differs"
+        return job
+
+    # Started on a reader, the job waits for the writer or runs there: the
+    # reader still refuses to remove the table under it.
+    reader_client, reader_admin = cluster.admin(cluster.readers()[0])
+    queued = call(reader_client, reader_admin, "sync.start", {"table": "sales.events"})["job_id"]
+    with pytest.raises(pa.ArrowInvalid, match=f"precondition failed.*'sales.events' is being synced by job {queued}"):
+        call(reader_client, reader_admin, "table.remove", {"name": "sales.events"})
+    first = synced(queued)
+    assert first["published"]["kind"] == "full" and first["published"]["rows"] == 10_000, first
+    # A node stopped now misses the deltas; it catches up from the epoch it serves when it comes back.
+    away = cluster.readers()[0]
+    away.stop()
+    # 200 rows changed and 300 new: the delta holds what the sync read (the
+    # rows at or past the watermark, 9 999), not the table.
+    expected.update(put_events(s3, "change-1", list(range(9_800, 10_300)), updated=20_000))
+    second = synced_without(cluster, away, synced)
+    assert second["published"]["kind"] == "delta", second
+    assert second["published"]["rows"] == second["rows"] < 1_000 < second["table_rows"], second
+    expected.update(put_events(s3, "change-2", list(range(10_300, 10_400)), updated=30_000))
+    third = synced_without(cluster, away, synced)
+    assert third["published"] == {**third["published"], "kind": "delta", "rows": third["rows"]}, third
+    index = cluster.nodes.index(away)
+    cluster.nodes[index] = back = cluster.start(index, port=away.port)
+    wait_until("the stopped node ready again", lambda: (readiness(back) or {}).get("ready"))
+    assert events(back, agent["token"]) == expected
+
+    # A node that starts empty loads the base and the whole chain before it is ready.
+    fresh = Airlock(cluster.binary, tmp_path / "fresh", args=("serve", "--config", str(cluster.config)),
+                    extra_env=cluster.env)
+    try:
+        wait_until("an empty node ready", lambda: (readiness(fresh) or {}).get("ready"))
+        assert events(fresh, agent["token"]) == expected
+    finally:
+        fresh.stop()
+
+    # More rows than the base holds: the chain is compacted into a new base.
+    expected.update(put_events(s3, "change-3", list(range(20_000, 32_000)), updated=40_000))
+    fourth = synced()
+    assert fourth["published"]["kind"] == "full" and fourth["published"]["rows"] == len(expected), fourth
+
+
+def proto_fields(data):
+    """A protobuf message's fields as (number, value): varints as ints,
+    length-delimited ones as bytes (the only two kinds tickets use)."""
+    fields, i = [], 0
+
+    def varint():
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+    while i < len(data):
+        key = varint()
+        if key & 7 == 0:
+            fields.append((key >> 3, varint()))
+        else:
+            assert key & 7 == 2, f"wire type {key & 7}"
+            size = varint()
+            fields.append((key >> 3, bytes(data[i:i + size])))
+            i += size
+    return fields
+
+
+def proto_encode(fields):
+    def varint(n):
+        out = bytearray()
+        while True:
+            out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+            n >>= 7
+            if not n:
+                return bytes(out)
+    out = b""
+    for number, value in fields:
+        if isinstance(value, int):
+            out += varint(number << 3) + varint(value)
+        else:
+            out += varint(number << 3 | 2) + varint(len(value)) + value
+    return out
+
+
+def statement_ticket(client, options, sql):
+    """GetFlightInfo of a Flight SQL statement: the ticket's Any, and the
+    statement handle inside it as fields."""
+    command = any_pb2.Any(type_url="type.googleapis.com/arrow.flight.protocol.sql.CommandStatementQuery",
+                          value=proto_encode([(1, sql.encode())]))
+    info = client.get_flight_info(flight.FlightDescriptor.for_command(command.SerializeToString()), options)
+    ticket = any_pb2.Any.FromString(info.endpoints[0].ticket.ticket)
+    [(number, handle)] = proto_fields(ticket.value)
+    assert number == 1, number
+    return ticket, proto_fields(handle)
+
+
+def with_handle(ticket, handle):
+    return flight.Ticket(any_pb2.Any(type_url=ticket.type_url,
+                                     value=proto_encode([(1, proto_encode(handle))])).SerializeToString())
+
+
+def test_a_ticket_carries_its_epochs_and_a_node_behind_them_refuses_it_retryably(cluster):
+    writer, reader = cluster.writer(), cluster.readers()[0]
+    client, admin = cluster.admin(writer)
+    sql = "SELECT count(*) AS n FROM sales.orders"
+    ticket, handle = statement_ticket(client, admin, sql)
+    epochs = {proto_fields(entry)[0][1].decode(): proto_fields(entry)[1][1]
+              for number, entry in handle if number == 5}
+    served = call(client, admin, "table.status", {"name": "sales.orders"})["epoch"]
+    assert epochs == {"sales.orders": served}, handle
+    # Redeemed on another node at that epoch: the same answer.
+    reader_client, reader_admin = cluster.admin(reader)
+    rows = reader_client.do_get(with_handle(ticket, handle), reader_admin).read_all().to_pylist()
+    assert rows == client.do_get(with_handle(ticket, handle), admin).read_all().to_pylist()
+    # Planned at an epoch no node serves yet: refused retryably, after a short wait, naming both epochs.
+    ahead = [(n, proto_encode([(1, b"sales.orders"), (2, served + 1000)]) if n == 5 else v) for n, v in handle]
+    with pytest.raises(flight.FlightUnavailableError,
+                       match=f"serves epoch {served} of 'sales.orders', older than epoch {served + 1000} "
+                             r"the query was planned at \(waited 2\d\d\d ms\)"):
+        reader_client.do_get(with_handle(ticket, ahead), reader_admin).read_all()
+
+
+def synced_without(cluster, away, synced):
+    """synced() over the nodes but `away`, which is stopped."""
+    nodes = cluster.nodes
+    cluster.nodes = [node for node in nodes if node is not away]
+    try:
+        return synced()
+    finally:
+        cluster.nodes = nodes
 
 
 def test_every_nodes_audit_records_are_queried_on_any_node(cluster):

@@ -1,9 +1,15 @@
 //! Snapshots against real DuckDB replicas and a local snapshot store.
 
+use std::sync::atomic::AtomicBool;
+
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::util::pretty::pretty_format_batches;
+use datafusion::prelude::SessionContext;
 
 use super::*;
-use crate::replica::{Replica, test_support};
+use crate::replica::{Replica, ReplicaTable, StagingTable, test_support};
+use crate::sync::pipeline::{Load, Received};
 
 /// Every column type a sync can give a replica table (the types
 /// `duckdb_type` produces), with values at their edges and a row of NULLs.
@@ -74,17 +80,14 @@ async fn every_replica_type_round_trips_through_a_snapshot() {
         SnapshotStore::open(store_dir.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
     let table = TableName::parse("s.every").unwrap();
     let info = writer.tables().get(&table).cloned().unwrap();
-    let (_, files) = export(&snapshots, &writer, &table, info).await.unwrap();
+    let files = files::export(&snapshots, &writer, &table, info)
+        .await
+        .unwrap();
     assert_eq!(files.iter().map(|f| f.rows).sum::<u64>(), 3);
-    let manifest = Manifest {
-        table: table.clone(),
-        rows: 3,
-        files,
-        state: Some(r#"{"cursor":"id","watermark":"3"}"#.into()),
-        job_id: "j".into(),
-        published_at: Utc::now(),
-    };
-    load(&snapshots, &reader, &manifest).await.unwrap();
+    let state = Some(r#"{"cursor":"id","watermark":"3"}"#.to_string());
+    files::load(&snapshots, &reader, &table, &files, Merge::Replace, state)
+        .await
+        .unwrap();
     let (written_schema, written) = contents(&writer, &table).await;
     let (read_schema, read) = contents(&reader, &table).await;
     assert_eq!(read_schema, written_schema, "types changed on the way");
@@ -120,17 +123,13 @@ async fn an_empty_table_keeps_its_columns_and_large_ones_span_files() {
         let table = TableName::parse(name).unwrap();
         let info = writer.tables().get(&table).cloned().unwrap();
         let rows = info.rows;
-        let (_, files) = export(&snapshots, &writer, &table, info).await.unwrap();
+        let files = files::export(&snapshots, &writer, &table, info)
+            .await
+            .unwrap();
         assert_eq!(files.len(), files_expected, "{name}: {files:?}");
-        let manifest = Manifest {
-            table: table.clone(),
-            rows,
-            files,
-            state: None,
-            job_id: "j".into(),
-            published_at: Utc::now(),
-        };
-        load(&snapshots, &reader, &manifest).await.unwrap();
+        files::load(&snapshots, &reader, &table, &files, Merge::Replace, None)
+            .await
+            .unwrap();
         let loaded = reader.tables().get(&table).cloned().unwrap();
         assert_eq!(loaded.rows, rows, "{name}");
         assert_eq!(
@@ -139,4 +138,165 @@ async fn an_empty_table_keeps_its_columns_and_large_ones_span_files() {
             "{name}"
         );
     }
+}
+
+/// Rows a sync loads, as the runner sees them: `(id, v, updated)`.
+fn batch(ids: std::ops::Range<i64>, version: i64) -> RecordBatch {
+    use datafusion::arrow::array::Int64Array;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Int64, false),
+        Field::new("v", DataType::Int64, true),
+        Field::new("updated", DataType::Int64, false),
+    ]));
+    let n = ids.end - ids.start;
+    RecordBatch::try_new(
+        schema,
+        vec![
+            Arc::new(Int64Array::from_iter_values(ids.clone())),
+            Arc::new(Int64Array::from_iter_values(
+                ids.clone().map(|i| i * 10 + version),
+            )),
+            Arc::new(Int64Array::from_iter_values(std::iter::repeat_n(
+                version, n as usize,
+            ))),
+        ],
+    )
+    .unwrap()
+}
+
+/// Loads `rows` into `replica`'s table as a sync would, merging as `merge`
+/// says; with `delta`, tees them into it too.
+async fn sync(replica: &Arc<Replica>, table: &TableName, rows: RecordBatch, merge: &Merge) {
+    let (tx, rx) = mpsc::channel::<Load>(4);
+    let received = Received {
+        rx,
+        finished: Arc::new(AtomicBool::new(false)),
+    };
+    let (replica, target, merge) = (Arc::clone(replica), table.clone(), merge.clone());
+    let schema = rows.schema();
+    let writer = tokio::task::spawn_blocking(move || {
+        let mut staging = StagingTable::create(&replica, &target, &schema).unwrap();
+        staging.load(received).unwrap();
+        staging.commit_merge(&merge, None).unwrap()
+    });
+    tx.send(Load::Batch(rows)).await.unwrap();
+    tx.send(Load::Finish).await.unwrap();
+    writer.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delta_holds_only_the_rows_loaded_and_replays_the_merge_on_a_reader() {
+    let (writer_dir, reader_dir, store_dir) = (
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+        tempfile::tempdir().unwrap(),
+    );
+    let writer = test_support::replica(writer_dir.path());
+    let reader = test_support::replica(reader_dir.path());
+    let snapshots =
+        SnapshotStore::open(store_dir.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
+    let table = TableName::parse("s.events").unwrap();
+    let upsert = Merge::Upsert {
+        key: vec!["id".into()],
+        cursor: "updated".into(),
+    };
+    // The base: 10 000 rows, published whole.
+    sync(&writer, &table, batch(0..10_000, 0), &Merge::Replace).await;
+    let info = writer.tables().get(&table).cloned().unwrap();
+    let base = files::export(&snapshots, &writer, &table, info)
+        .await
+        .unwrap();
+    files::load(&snapshots, &reader, &table, &base, Merge::Replace, None)
+        .await
+        .unwrap();
+    // An upsert of 150 rows (100 replaced, 50 new), then an append of 20:
+    // each delta holds the rows loaded, not the table.
+    let steps = [
+        (batch(9_900..10_050, 1), upsert.clone()),
+        (batch(20_000..20_020, 2), Merge::Append),
+    ];
+    for (rows, merge) in steps {
+        let loaded = rows.num_rows() as u64;
+        let mut delta = DeltaWriter::new(&snapshots, &table, &rows.schema(), &merge).unwrap();
+        delta.write(&rows).await.unwrap();
+        sync(&writer, &table, rows, &merge).await;
+        let written = delta.finish().await.unwrap().unwrap();
+        assert_eq!(written.op.merge(), merge);
+        assert_eq!(written.files.iter().map(|f| f.rows).sum::<u64>(), loaded);
+        files::load(
+            &snapshots,
+            &reader,
+            &table,
+            &written.files,
+            written.op.merge(),
+            Some(format!("after {loaded}")),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            contents(&reader, &table).await,
+            contents(&writer, &table).await
+        );
+        assert_eq!(
+            reader.sync_state(&table).unwrap(),
+            Some(format!("after {loaded}"))
+        );
+    }
+    let (_, read) = contents(&reader, &table).await;
+    assert_eq!(reader.tables().get(&table).unwrap().rows, 10_070);
+    let cells = |line: &str| line.split('|').map(str::trim).collect::<Vec<_>>().join(" ");
+    assert!(
+        read.lines().any(|line| cells(line) == " 9999 99991 1 "),
+        "the upsert replaced row 9999: {read}"
+    );
+    // A replacement has no delta: its snapshot is the whole table.
+    assert!(
+        DeltaWriter::new(
+            &snapshots,
+            &table,
+            &batch(0..1, 3).schema(),
+            &Merge::Replace
+        )
+        .is_none()
+    );
+}
+
+#[test]
+fn the_chain_says_which_epoch_each_step_reaches_and_which_directories_it_uses() {
+    let file = |path: &str, rows| SnapshotFile {
+        path: path.into(),
+        rows,
+        bytes: 1,
+    };
+    let table = TableName::parse("s.t").unwrap();
+    let mut manifest = Manifest::base(
+        &table,
+        vec![file("p/s.t/a/part-00000.parquet", 100)],
+        None,
+        "j1",
+    );
+    assert_eq!(manifest.epoch_after(0, 4), 4);
+    for (after, dir) in [(4, "b"), (5, "c")] {
+        manifest.deltas.push(Delta {
+            after,
+            op: DeltaOp::Append,
+            files: vec![file(&format!("p/s.t/{dir}/part-00000.parquet"), 10)],
+            state: None,
+            job_id: "j".into(),
+        });
+    }
+    // Base → epoch 4, first delta → 5, second → the manifest's own, 9.
+    assert_eq!(
+        [0, 1, 2].map(|step| manifest.epoch_after(step, 9)),
+        [4, 5, 9]
+    );
+    assert_eq!((manifest.base_rows(), manifest.delta_rows()), (100, 20));
+    assert_eq!(
+        manifest.dirs().into_iter().collect::<Vec<_>>(),
+        ["p/s.t/a", "p/s.t/b", "p/s.t/c"]
+    );
+    // Manifests published before deltas existed still read.
+    let old = r#"{"table":"s.t","files":[],"rows":0,"state":"w","job_id":"j","published_at":"2026-11-01T00:00:00Z"}"#;
+    let old: Manifest = serde_json::from_str(old).unwrap();
+    assert!(old.deltas.is_empty() && old.base_state.is_none());
 }

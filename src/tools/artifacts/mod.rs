@@ -15,6 +15,7 @@
 //! only when its record names it, so readers see a whole version or none.
 
 mod housekeeping;
+mod index;
 mod parquet;
 mod read;
 mod record;
@@ -38,8 +39,9 @@ pub use record::{
 };
 pub use upload::{CHUNK_COLUMN, UploadMode, UploadOptions, Uploaded};
 
-use crate::meta::{Cache, Collection, Expect, Meta, MetaError};
+use crate::meta::{Collection, Expect, Meta, MetaError};
 use crate::principal::Principal;
+use index::{Indexed, load_index};
 use record::Scope;
 
 /// The schema tabular artifacts are queried under.
@@ -141,13 +143,6 @@ pub enum ArtifactError {
     /// The metadata store failed.
     #[error(transparent)]
     Meta(#[from] MetaError),
-}
-
-/// An artifact with the metadata-store version it was read at.
-#[derive(Debug, Clone)]
-struct Indexed {
-    artifact: Artifact,
-    stored_version: u64,
 }
 
 /// The artifact store, its records, and the rules of who sees what.
@@ -268,34 +263,6 @@ impl ArtifactService {
     /// The settings in force.
     pub fn settings(&self) -> &ArtifactSettings {
         &self.settings
-    }
-
-    /// Reads one record from the store into the index (or drops it).
-    async fn refresh_record(&self, id: &str) -> Result<(), MetaError> {
-        let stored = self
-            .meta
-            .get_versioned::<Artifact>(Collection::Artifacts, id)
-            .await?;
-        match stored {
-            Some(item) => self.write_index().insert(
-                item.key,
-                Indexed {
-                    artifact: item.value,
-                    stored_version: item.version,
-                },
-            ),
-            None => self.write_index().remove(id),
-        };
-        self.changes.fetch_add(1, Ordering::AcqRel);
-        Ok(())
-    }
-
-    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Indexed>> {
-        self.index.read().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, BTreeMap<String, Indexed>> {
-        self.index.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Artifacts `principal` may read now, unexpired.
@@ -560,49 +527,6 @@ fn check_name(name: &str) -> Result<String, ArtifactError> {
         Ok(lower)
     } else {
         Err(ArtifactError::BadName(name.to_string()))
-    }
-}
-
-/// Every artifact record, with the version it was read at.
-async fn load_index(meta: &Meta) -> Result<BTreeMap<String, Indexed>, MetaError> {
-    let page = meta
-        .page::<Artifact>(Collection::Artifacts, &Default::default())
-        .await?;
-    Ok(page
-        .items
-        .into_iter()
-        .map(|item| {
-            let indexed = Indexed {
-                artifact: item.value,
-                stored_version: item.version,
-            };
-            (item.key, indexed)
-        })
-        .collect())
-}
-
-// Artifacts written on other nodes are announced; any node serves them
-// from the shared object store.
-#[async_trait::async_trait]
-impl Cache for ArtifactService {
-    fn name(&self) -> &'static str {
-        "artifacts"
-    }
-
-    fn collections(&self) -> &'static [Collection] {
-        &[Collection::Artifacts]
-    }
-
-    async fn refresh(&self, _: Collection, key: Option<&str>) -> Result<(), MetaError> {
-        match key {
-            Some(id) => self.refresh_record(id).await,
-            None => {
-                let index = load_index(&self.meta).await?;
-                *self.write_index() = index;
-                self.changes.fetch_add(1, Ordering::AcqRel);
-                Ok(())
-            }
-        }
     }
 }
 
