@@ -84,10 +84,15 @@ impl AirlockFlightSql {
     ) -> Result<Response<DoGetStream>, Status> {
         let principal = self.principal(&request).await?;
         let handle = StatementHandle::decode_from(handle).map_err(status::bad_request)?;
-        self.gateway.require_epochs(&handle.epochs).await?;
+        let behind = self.gateway.require_epochs(&handle.epochs).await.err();
+        // Planned even when behind: a table that is gone is NOT_FOUND, not
+        // a reason to retry.
         let planned = self
             .plan(&principal, &handle, audit_of(&request).as_ref())
             .await?;
+        if let Some(behind) = behind {
+            return Err(behind);
+        }
         self.stream_query(&principal, planned, &handle.query_id, audit_of(&request))
             .await
     }

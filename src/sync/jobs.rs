@@ -25,6 +25,20 @@ pub(super) struct Progress {
     pub(super) source: std::sync::Mutex<Option<(u64, u64, Option<u64>)>>,
 }
 
+impl Progress {
+    /// Puts the counters so far into `job`.
+    pub(super) fn copy_into(&self, job: &mut SyncJob) {
+        job.rows = self.rows.load(Ordering::Relaxed);
+        job.bytes = self.bytes.load(Ordering::Relaxed);
+        let source = *self.source.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((files, bytes, rows)) = source {
+            job.files = files;
+            job.source_bytes = bytes;
+            job.source_rows = rows;
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub(super) struct ActiveJob {
     pub(super) job_id: String,
@@ -198,18 +212,7 @@ impl SyncService {
             && let Some(active) = self.lock_active().get(&job.table)
             && active.job_id == job.job_id
         {
-            job.rows = active.progress.rows.load(Ordering::Relaxed);
-            job.bytes = active.progress.bytes.load(Ordering::Relaxed);
-            let source = *active
-                .progress
-                .source
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            if let Some((files, bytes, rows)) = source {
-                job.files = files;
-                job.source_bytes = bytes;
-                job.source_rows = rows;
-            }
+            active.progress.copy_into(job);
         }
     }
 

@@ -21,6 +21,9 @@ use super::{JobState, OnSchemaChange, Since, Strategy, SyncError, SyncJob, SyncS
 use crate::meta::{Collection, Meta};
 use crate::replica::{Merge, StagingTable};
 
+/// How often a running job's counters reach its record in a cluster.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 impl SyncService {
     pub(super) async fn run(
         self: Arc<Self>,
@@ -50,13 +53,15 @@ impl SyncService {
             job.started_at.get_or_insert_with(Utc::now);
             self.record(&writer, &job).await;
             let before = self.replica_version(&job.table);
-            let result = match self.sync_once(&mut job, &progress, &cancel, &writer).await {
-                Ok(delta) => {
-                    self.publish_if_changed(&writer, &mut job, before, delta)
-                        .await
-                }
-                Err(e) => Err(e),
+            let job_id = job.job_id.clone();
+            let attempt = async {
+                let delta = self
+                    .sync_once(&mut job, &progress, &cancel, &writer)
+                    .await?;
+                self.publish_if_changed(&writer, &mut job, before, delta)
+                    .await
             };
+            let result = self.reporting(attempt, &writer, &job_id, &progress).await;
             match result {
                 Err(e) if e.is_transient() && job.attempt <= self.settings.retries => {
                     let wait = job::backoff(
@@ -116,6 +121,29 @@ impl SyncService {
         // job, not this one back as "already running".
         drop(active);
         self.record(&writer, &job).await;
+    }
+
+    /// Runs `work`; in a cluster, records the job's progress every
+    /// [`PROGRESS_EVERY`] meanwhile, for the nodes that do not run it.
+    async fn reporting<T>(
+        &self,
+        work: impl Future<Output = T>,
+        writer: &Meta,
+        job_id: &str,
+        progress: &Progress,
+    ) -> T {
+        if self.snapshots.is_none() {
+            return work.await;
+        }
+        let mut work = std::pin::pin!(work);
+        let mut tick = tokio::time::interval(PROGRESS_EVERY);
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                done = &mut work => return done,
+                _ = tick.tick() => self.record_progress(writer, job_id, progress).await,
+            }
+        }
     }
 
     /// Publishes the committed version for the cluster's other nodes, unless

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use chrono::Utc;
 
+use super::jobs::Progress;
 use super::{JobState, SyncError, SyncJob, SyncService};
 use crate::meta::{Cache, Collection, Expect, ListQuery, Meta, MetaError};
 use crate::table_name::TableName;
@@ -225,6 +226,37 @@ impl SyncService {
             }
         }
         tracing::error!(job_id = %job.job_id, "could not record the job: it kept changing");
+    }
+
+    /// Copies a running job's counters into its record, so every node of
+    /// a cluster shows its progress. A record that moved on meanwhile (the
+    /// job ended, or was asked to cancel) wins: the write is conditional.
+    pub(super) async fn record_progress(&self, writer: &Meta, job_id: &str, progress: &Progress) {
+        let Ok(Some(stored)) = writer
+            .get_versioned::<SyncJob>(Collection::Jobs, job_id)
+            .await
+        else {
+            return;
+        };
+        if stored.value.state != JobState::Running {
+            return;
+        }
+        let mut job = stored.value;
+        progress.copy_into(&mut job);
+        let written = writer
+            .put_if(
+                Collection::Jobs,
+                job_id,
+                &job,
+                job.labels(),
+                Expect::Version(stored.version),
+            )
+            .await;
+        if let Err(e) = written
+            && !matches!(e, MetaError::Conflict { .. })
+        {
+            tracing::debug!(job_id, error = %e, "could not record the job's progress");
+        }
     }
 
     fn cancel_local(&self, table: &TableName, job_id: &str) {

@@ -20,6 +20,7 @@ from pathlib import Path
 import adbc_driver_flightsql.dbapi as flightsql
 import boto3
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 import pyarrow.flight as flight
 import pytest
@@ -537,6 +538,31 @@ def synced_without(cluster, away, synced):
         return synced()
     finally:
         cluster.nodes = nodes
+
+
+def test_a_running_syncs_progress_shows_on_every_node(cluster, s3):
+    rows = 4_000_000
+    ids = pa.array(range(rows), pa.int64())
+    for part in range(4):
+        put_parquet(s3, f"data/big/part-{part}.parquet",
+                    pa.table({"id": ids.slice(part * rows // 4, rows // 4),
+                              "v": pa.compute.multiply(ids.slice(part * rows // 4, rows // 4), 7)}))
+    writer, reader = cluster.writer(), cluster.readers()[0]
+    client, admin = cluster.admin(writer)
+    call(client, admin, "table.register", {"name": "sales.big", "source": "s3://airlock/data/big/*.parquet"})
+    job_id = call(client, admin, "sync.start", {"table": "sales.big"})["job_id"]
+    reader_client, reader_admin = cluster.admin(reader)
+    seen = []
+    while True:
+        status = call(reader_client, reader_admin, "sync.status", {"job_id": job_id})
+        if status["state"] in ("succeeded", "failed", "cancelled"):
+            break
+        seen.append((status["state"], status["rows"]))
+        time.sleep(0.1)
+    assert status["state"] == "succeeded" and status["rows"] == rows, status
+    # Counters recorded by the writer while it loaded, read on another node.
+    assert any(state == "running" and 0 < counted for state, counted in seen), seen
+    call(client, admin, "table.remove", {"name": "sales.big"})
 
 
 def test_every_nodes_audit_records_are_queried_on_any_node(cluster):
