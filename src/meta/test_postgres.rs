@@ -13,6 +13,8 @@ const BIN: &str = "/usr/lib/postgresql/15/bin";
 pub(crate) struct TestPostgres {
     dir: tempfile::TempDir,
     port: u16,
+    /// The TLS certificates, when it serves TLS.
+    _certs: Option<tempfile::TempDir>,
 }
 
 /// Whether this process runs as root (`id -u`: the standard library has no
@@ -49,6 +51,92 @@ fn run(mut command: Command, what: &str) {
 impl TestPostgres {
     /// Starts a cluster with trust authentication on 127.0.0.1.
     pub(crate) fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a cluster that also accepts TLS, with a certificate for
+    /// 127.0.0.1 and localhost signed by a throwaway CA; returns it and
+    /// the CA's certificate file (PEM).
+    pub(crate) fn start_with_tls() -> (Self, PathBuf) {
+        let certs_dir = tempfile::Builder::new()
+            .prefix("airlock-pg-tls-")
+            .tempdir()
+            .unwrap();
+        let certs = certs_dir.path().to_path_buf();
+        let openssl = |args: &[&str]| {
+            let mut command = Command::new("openssl");
+            command.current_dir(&certs).args(args);
+            run(command, "openssl");
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=airlock test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(
+            certs.join("san.ext"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        // The server reads its key only if the key is its own and private.
+        let key = certs.join("server.key");
+        let mut chmod = Command::new("chmod");
+        chmod.arg("600").arg(&key);
+        run(chmod, "chmod");
+        if is_root() {
+            let mut chown = Command::new("chown");
+            chown.arg("postgres:postgres").arg(&key).arg(&certs);
+            run(chown, "chown");
+        }
+        let mut server = Self::start_with(&[
+            "-c ssl=on".into(),
+            format!("-c ssl_cert_file={}", certs.join("server.crt").display()),
+            format!("-c ssl_key_file={}", key.display()),
+        ]);
+        server._certs = Some(certs_dir);
+        (server, certs.join("ca.crt"))
+    }
+
+    fn start_with(options: &[String]) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("airlock-pg-")
             .tempdir()
@@ -90,12 +178,22 @@ impl TestPostgres {
             .arg("-o")
             .arg(format!(
                 "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off \
-                 -c synchronous_commit=off -c full_page_writes=off",
-                dir.path().display()
+                 -c synchronous_commit=off -c full_page_writes=off {}",
+                dir.path().display(),
+                options.join(" ")
             ))
             .arg("start");
         run(start, "pg_ctl start");
-        Self { dir, port }
+        Self {
+            dir,
+            port,
+            _certs: None,
+        }
+    }
+
+    /// Its port on 127.0.0.1.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
     }
 
     /// The URL of its `postgres` database (no TLS on loopback).

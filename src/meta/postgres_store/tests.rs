@@ -171,6 +171,45 @@ async fn an_unreachable_database_is_a_clear_error() {
     assert!(error.to_string().contains("Postgres"), "{error}");
 }
 
+#[tokio::test]
+async fn tls_connects_to_a_server_the_named_ca_signed_and_refuses_an_unknown_one() {
+    let (postgres, ca) = TestPostgres::start_with_tls();
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{}/postgres{query}",
+            postgres.port()
+        )
+    };
+    // The default mode (require), the CA named: encrypted, and it works.
+    let store = PgMetaStore::open(&url(&format!("?sslrootcert={}", ca.display())))
+        .await
+        .unwrap();
+    let client = store.pool.get().await.unwrap();
+    let encrypted: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(encrypted, "the connection is not encrypted");
+    drop(client);
+    let meta = Meta::new(Arc::new(store));
+    meta.put(Collection::Grants, "g", &serde_json::json!({"over": "tls"}))
+        .await
+        .unwrap();
+    let read: Option<serde_json::Value> = meta.get(Collection::Grants, "g").await.unwrap();
+    assert_eq!(read, Some(serde_json::json!({"over": "tls"})));
+    // Without the CA, the system's roots do not vouch for the server: a
+    // clear refusal, never a fallback to plaintext.
+    let refused = PgMetaStore::open(&url("")).await.unwrap_err().to_string();
+    assert!(
+        refused.contains("certificate") || refused.contains("Certificate"),
+        "{refused}"
+    );
+}
+
 #[test]
 fn urls_require_tls_unless_they_turn_it_off() {
     let (config, ca) = parse_url("postgres://airlock@db.example:5432/meta").unwrap();

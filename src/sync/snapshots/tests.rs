@@ -249,6 +249,34 @@ async fn a_delta_holds_only_the_rows_loaded_and_replays_the_merge_on_a_reader() 
         read.lines().any(|line| cells(line) == " 9999 99991 1 "),
         "the upsert replaced row 9999: {read}"
     );
+    // A delta whose source added a column: the reader's merge writes a
+    // new version with NULLs in it for the rows before, as the writer's did.
+    let wider = {
+        use datafusion::arrow::array::StringArray;
+        let rows = batch(30_000..30_005, 4);
+        let mut fields = rows.schema().fields().to_vec();
+        fields.push(Arc::new(Field::new("note", DataType::Utf8, true)));
+        let mut columns = rows.columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![Some("new"); 5])));
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
+    };
+    let mut delta = DeltaWriter::new(&snapshots, &table, &wider.schema(), &Merge::Append).unwrap();
+    delta.write(&wider).await.unwrap();
+    sync(&writer, &table, wider, &Merge::Append).await;
+    let written = delta.finish().await.unwrap().unwrap();
+    files::load(
+        &snapshots,
+        &reader,
+        &table,
+        &written.files,
+        Merge::Append,
+        None,
+    )
+    .await
+    .unwrap();
+    let (schema, read) = contents(&reader, &table).await;
+    assert_eq!((schema, read), contents(&writer, &table).await);
+    assert_eq!(reader.tables().get(&table).unwrap().rows, 10_075);
     // A replacement has no delta: its snapshot is the whole table.
     assert!(
         DeltaWriter::new(
