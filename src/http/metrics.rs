@@ -97,6 +97,9 @@ async fn refresh(services: &Services) {
         }
         Err(e) => tracing::warn!(error = %e, "reading sync freshness for /metrics"),
     }
+    for (table, epoch) in services.sync.all_served_epochs() {
+        telemetry::gauge("airlock_replica_epoch", &[("table", table)], epoch as f64);
+    }
     for (swarm, bytes) in gateway.artifacts.bytes_by_swarm() {
         let swarm = swarm.unwrap_or_else(|| "(admins)".into());
         telemetry::gauge("airlock_artifact_bytes", &[("swarm", swarm)], bytes as f64);

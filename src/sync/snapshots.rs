@@ -404,6 +404,11 @@ impl SyncService {
         reached.ok()
     }
 
+    /// Every table's epoch this node serves (in a cluster), by name.
+    pub fn all_served_epochs(&self) -> BTreeMap<String, u64> {
+        self.served.lock().clone()
+    }
+
     /// The epoch this node serves of each of `tables` that has one (in a
     /// cluster): what a ticket planned here is planned at.
     pub fn served_epochs<'a>(

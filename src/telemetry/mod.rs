@@ -91,6 +91,10 @@ fn describe() {
     );
     describe_gauge!("airlock_mcp_sessions", "Open MCP sessions");
     describe_gauge!(
+        "airlock_replica_epoch",
+        "The epoch of each table this node serves (a cluster): compare nodes to see one behind"
+    );
+    describe_gauge!(
         "airlock_writer",
         "1 on the node that runs syncs (the cluster's writer, or a single node), else 0"
     );

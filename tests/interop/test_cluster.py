@@ -264,6 +264,12 @@ def test_one_writer_runs_the_sync_a_reader_started_and_every_node_serves_its_epo
                       {"table": "sales.orders", "epoch": epoch, "timeout_ms": 60000})
         assert served["epoch"] >= epoch and served["node"] == readiness(node)["node"], served
         assert count(node, agent["token"]) == ORDERS
+        # Prometheus sees it too: the epoch each node serves, to spot one behind.
+        scrape = urllib.request.Request(f"{node.http_url}/metrics",
+                                        headers={"authorization": f"Bearer {admin_token(cluster, node)}"})
+        with urllib.request.urlopen(scrape, timeout=10) as answer:
+            metrics = answer.read().decode()
+        assert f'airlock_replica_epoch{{table="sales.orders"}} {served["epoch"]}' in metrics, metrics[-2000:]
     # An epoch nobody published: a precise timeout, not a hang.
     with pytest.raises(flight.FlightTimedOutError, match="not yet"):
         call(client, admin, "sync.wait_epoch", {"table": "sales.orders", "epoch": epoch + 1000, "timeout_ms": 200})
