@@ -636,4 +636,6 @@ def test_a_node_cut_off_from_postgres_refuses_tokens_then_recovers_and_loses_no_
     wait_until("the outage's refusals in the trail", refusals_recorded, seconds=30, every=0.5)
     for other in cluster.nodes:
         wait_until("every node ready again", lambda other=other: (readiness(other) or {}).get("ready"), seconds=60)
+    # The nodes campaign again once Postgres is back: one of them wins.
+    wait_until("one writer again", lambda: cluster.roles().count("writer") == 1, seconds=30, every=0.2)
     assert cluster.roles().count("writer") == 1
