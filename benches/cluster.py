@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,7 +41,7 @@ import pyarrow.compute  # noqa: F401 - pa.compute
 import pyarrow.parquet as pq
 from adbc_driver_flightsql import DatabaseOptions
 
-from tpch import Airlock, free_port, generate
+from tpch import Airlock, free_port, generate, wait_for_port
 
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SHARED = {"AIRLOCK_JWT_SECRET": "cluster-bench-jwt-secret-0123456789abcdef", "AIRLOCK_SECRETS_KEY": "00" * 32,
@@ -77,13 +76,7 @@ class Moto:
         self.process = subprocess.Popen([sys.executable, "-m", "moto.server", "-p", str(self.port)],
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.time() + 30
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(self.port, 30)
         boto3.client("s3", endpoint_url=self.url, aws_access_key_id="bench", aws_secret_access_key="bench",
                      region_name="us-east-1").create_bucket(Bucket="airlock")
 

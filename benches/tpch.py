@@ -80,6 +80,17 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_for_port(port, seconds):
+    """Until something listens on 127.0.0.1:port, at most `seconds`."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+
+
 def generate(data: Path, sf: str, tables=("lineitem", "orders")):
     """TPC-H tables as Parquet under data/sf<sf>/<table>/*.parquet, each
     generated once (a `.done-<table>` marker; `.done` alone marks lineitem
@@ -121,13 +132,7 @@ class Airlock:
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(self.port, 60)
         client = flight.FlightClient(self.uri)
         self.client = client
         self.options = flight.FlightCallOptions(headers=[client.authenticate_basic_token("admin", PASSWORD)])

@@ -75,6 +75,24 @@ fn seconds(ttl: Duration) -> f64 {
     ttl.as_secs_f64()
 }
 
+impl PgLimits {
+    /// One call of one of the functions above: a statement prepared once
+    /// per connection, so each check is a single round trip.
+    async fn call<T>(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<T, MetaError>
+    where
+        T: for<'a> tokio_postgres::types::FromSql<'a>,
+    {
+        let client = self.pool.get().await.map_err(pg)?;
+        let statement = client.prepare_cached(sql).await.map_err(pg)?;
+        let row = client.query_one(&statement, params).await.map_err(pg)?;
+        row.try_get(0).map_err(pg)
+    }
+}
+
 #[async_trait]
 impl SharedLimits for PgLimits {
     async fn acquire_slot(
@@ -85,20 +103,12 @@ impl SharedLimits for PgLimits {
         ttl: Duration,
     ) -> Result<Option<String>, MetaError> {
         let lease = uuid::Uuid::new_v4().to_string();
-        let client = self.pool.get().await.map_err(pg)?;
-        // Cached per connection, so a start is one round trip.
-        let statement = client
-            .prepare_cached("SELECT airlock.acquire_slot($1, $2, $3, $4, $5)")
-            .await
-            .map_err(pg)?;
-        let taken: bool = client
-            .query_one(
-                &statement,
+        let taken: bool = self
+            .call(
+                "SELECT airlock.acquire_slot($1, $2, $3, $4, $5)",
                 &[&lease, &principal, &i64::from(max), &node, &seconds(ttl)],
             )
-            .await
-            .map_err(pg)?
-            .get(0);
+            .await?;
         Ok(taken.then_some(lease))
     }
 
@@ -136,19 +146,12 @@ impl SharedLimits for PgLimits {
         per_minute: u32,
         want: u32,
     ) -> Result<u32, MetaError> {
-        let client = self.pool.get().await.map_err(pg)?;
-        let statement = client
-            .prepare_cached("SELECT airlock.take_budget($1, $2, $3)")
-            .await
-            .map_err(pg)?;
-        let granted: f64 = client
-            .query_one(
-                &statement,
+        let granted: f64 = self
+            .call(
+                "SELECT airlock.take_budget($1, $2, $3)",
                 &[&principal, &f64::from(per_minute), &f64::from(want)],
             )
-            .await
-            .map_err(pg)?
-            .get(0);
+            .await?;
         // Between 0 and `want`, itself a u32.
         Ok(granted as u32)
     }

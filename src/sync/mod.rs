@@ -52,7 +52,9 @@ pub use registration::{
 pub use registry::TableStatus;
 pub use schedule::Schedule;
 pub use settings::SyncSettings;
-pub use snapshots::{Delta, DeltaOp, Manifest, Published, SnapshotFile, SnapshotStore};
+pub use snapshots::{
+    Delta, DeltaOp, Manifest, Published, PublishedKind, SnapshotFile, SnapshotStore,
+};
 pub use snowflake::{SnowflakeConfig, SnowflakeConnections};
 pub use source::{
     CsvOptions, FileFormat, FileSource, FileSpec, Since, Source, SourceError, SourceSize,

@@ -228,11 +228,9 @@ impl SyncService {
             .as_deref()
             .and_then(|c| schema.field_with_name(c).ok())
             .map(|f| f.data_type().clone());
-        let replica = Arc::clone(&self.replica);
-        let table = job.table.clone();
-        let stored = tokio::task::spawn_blocking(move || replica.sync_state(&table))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??
+        let stored = self
+            .committed_state(&job.table)
+            .await?
             .and_then(|s| serde_json::from_str::<SyncState>(&s).ok())
             .filter(|s| Some(&s.cursor) == cursor.as_ref());
         let has_replica = self.replica.tables().contains_key(&job.table);

@@ -47,7 +47,7 @@ mod served;
 mod tests;
 
 pub(super) use files::{DeltaWriter, WrittenDelta};
-pub use manifest::{Delta, DeltaOp, Manifest, Published, SnapshotFile};
+pub use manifest::{Delta, DeltaOp, Manifest, Published, PublishedKind, SnapshotFile};
 pub(super) use served::{ReplicaVersion, Served};
 
 /// A chain this long is compacted into a new base at the next sync.
@@ -101,6 +101,19 @@ impl SnapshotStore {
 }
 
 impl SyncService {
+    /// The sync state (watermark) committed with the table's replica.
+    pub(super) async fn committed_state(
+        &self,
+        table: &TableName,
+    ) -> Result<Option<String>, SyncError> {
+        let replica = Arc::clone(&self.replica);
+        let name = table.clone();
+        tokio::task::spawn_blocking(move || replica.sync_state(&name))
+            .await
+            .map_err(|e| SyncError::Task(e.to_string()))?
+            .map_err(SyncError::from)
+    }
+
     /// Which version of the table the replica holds.
     pub(super) fn replica_version(&self, table: &TableName) -> Option<ReplicaVersion> {
         self.replica
@@ -130,11 +143,7 @@ impl SyncService {
         let Some(info) = self.replica.tables().get(table).cloned() else {
             return Ok(None);
         };
-        let replica = Arc::clone(&self.replica);
-        let name = table.clone();
-        let state = tokio::task::spawn_blocking(move || replica.sync_state(&name))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??;
+        let state = self.committed_state(table).await?;
         let previous = writer
             .get_versioned::<Manifest>(Collection::Snapshots, &table.to_string())
             .await?;
@@ -148,7 +157,7 @@ impl SyncService {
             (Some(delta), Some(previous))
                 if self.extends(table, &previous, before.as_ref(), &delta) =>
             {
-                let published = Published::of("delta", &delta.files);
+                let published = Published::of(PublishedKind::Delta, &delta.files);
                 let mut manifest = previous.value;
                 manifest.deltas.push(Delta {
                     after: previous.version,
@@ -165,7 +174,7 @@ impl SyncService {
             }
             _ => {
                 let files = files::export(snapshots, &self.replica, table, info).await?;
-                let published = Published::of("full", &files);
+                let published = Published::of(PublishedKind::Full, &files);
                 (
                     Manifest::base(table, files, state, job_id),
                     Expect::Any,
@@ -339,12 +348,7 @@ impl SyncService {
         let Some(state) = state else {
             return Ok(false);
         };
-        let replica = Arc::clone(&self.replica);
-        let name = table.clone();
-        let held = tokio::task::spawn_blocking(move || replica.sync_state(&name))
-            .await
-            .map_err(|e| SyncError::Task(e.to_string()))??;
-        Ok(held.as_deref() == Some(state))
+        Ok(self.committed_state(table).await?.as_deref() == Some(state))
     }
 
     /// Brings every published table up to date (at start, and before

@@ -153,18 +153,28 @@ impl Manifest {
 /// What a sync that committed wrote for its snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Published {
-    /// "full" (the whole table: a new base) or "delta" (the rows loaded).
-    pub kind: String,
+    /// A new base or a delta.
+    pub kind: PublishedKind,
     /// Rows written to the snapshot store.
     pub rows: u64,
     /// Bytes written to the snapshot store.
     pub bytes: u64,
 }
 
+/// What a sync published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PublishedKind {
+    /// The whole table: a new base.
+    Full,
+    /// The rows the sync loaded, chained after the base.
+    Delta,
+}
+
 impl Published {
-    pub(super) fn of(kind: &str, files: &[SnapshotFile]) -> Self {
+    pub(super) fn of(kind: PublishedKind, files: &[SnapshotFile]) -> Self {
         Self {
-            kind: kind.to_string(),
+            kind,
             rows: files.iter().map(|f| f.rows).sum(),
             bytes: files.iter().map(|f| f.bytes).sum(),
         }

@@ -63,21 +63,40 @@ async fn contents(replica: &Arc<Replica>, table: &TableName) -> (SchemaRef, Stri
 
 use datafusion::arrow::datatypes::SchemaRef;
 
+/// A writer's replica (with `setup` run in it), a reader's, and the
+/// snapshot store between them, each in a directory of its own.
+struct Nodes {
+    writer: Arc<Replica>,
+    reader: Arc<Replica>,
+    snapshots: SnapshotStore,
+    _dirs: [tempfile::TempDir; 3],
+}
+
+impl Nodes {
+    fn new(setup: Option<&str>) -> Self {
+        let dirs = [(); 3].map(|()| tempfile::tempdir().unwrap());
+        let mut writer = test_support::replica(dirs[0].path());
+        if let Some(setup) = setup {
+            writer = test_support::create(dirs[0].path(), writer, setup);
+        }
+        let store = dirs[2].path().to_str().unwrap();
+        Self {
+            reader: test_support::replica(dirs[1].path()),
+            snapshots: SnapshotStore::open(store, &BTreeMap::new()).unwrap(),
+            writer,
+            _dirs: dirs,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_replica_type_round_trips_through_a_snapshot() {
-    let (writer_dir, reader_dir, store_dir) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let writer = test_support::create(
-        writer_dir.path(),
-        test_support::replica(writer_dir.path()),
-        EVERY_TYPE,
-    );
-    let reader = test_support::replica(reader_dir.path());
-    let snapshots =
-        SnapshotStore::open(store_dir.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
+    let Nodes {
+        writer,
+        reader,
+        snapshots,
+        _dirs,
+    } = Nodes::new(Some(EVERY_TYPE));
     let table = TableName::parse("s.every").unwrap();
     let info = writer.tables().get(&table).cloned().unwrap();
     let files = files::export(&snapshots, &writer, &table, info)
@@ -105,20 +124,15 @@ async fn every_replica_type_round_trips_through_a_snapshot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_table_keeps_its_columns_and_large_ones_span_files() {
-    let (writer_dir, reader_dir, store_dir) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let writer = test_support::create(
-        writer_dir.path(),
-        test_support::replica(writer_dir.path()),
+    let Nodes {
+        writer,
+        reader,
+        snapshots,
+        _dirs,
+    } = Nodes::new(Some(
         "CREATE SCHEMA s; CREATE TABLE s.empty (id BIGINT, name VARCHAR); \
          CREATE TABLE s.big AS SELECT range AS id, range::VARCHAR AS name FROM range(2500000);",
-    );
-    let reader = test_support::replica(reader_dir.path());
-    let snapshots =
-        SnapshotStore::open(store_dir.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
+    ));
     for (name, files_expected) in [("s.empty", 1), ("s.big", 3)] {
         let table = TableName::parse(name).unwrap();
         let info = writer.tables().get(&table).cloned().unwrap();
@@ -186,15 +200,12 @@ async fn sync(replica: &Arc<Replica>, table: &TableName, rows: RecordBatch, merg
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_delta_holds_only_the_rows_loaded_and_replays_the_merge_on_a_reader() {
-    let (writer_dir, reader_dir, store_dir) = (
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-        tempfile::tempdir().unwrap(),
-    );
-    let writer = test_support::replica(writer_dir.path());
-    let reader = test_support::replica(reader_dir.path());
-    let snapshots =
-        SnapshotStore::open(store_dir.path().to_str().unwrap(), &BTreeMap::new()).unwrap();
+    let Nodes {
+        writer,
+        reader,
+        snapshots,
+        _dirs,
+    } = Nodes::new(None);
     let table = TableName::parse("s.events").unwrap();
     let upsert = Merge::Upsert {
         key: vec!["id".into()],
